@@ -1,0 +1,85 @@
+"""modelpack: ship a PyTorch model as one safe file.
+
+``import modelpack`` never imports torch: the torch entry points (export,
+load_model, build, load_weights, Checkpointer) are resolved lazily on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from . import limits
+from .errors import (
+    BuildError,
+    CheckpointError,
+    ExportError,
+    FormatError,
+    IntegrityError,
+    LimitError,
+    ModelPackError,
+    NotAModelPackError,
+    SpecError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "save",
+    "load",
+    "open",
+    "verify",
+    "validate",
+    "export",
+    "load_model",
+    "build",
+    "load_weights",
+    "Checkpointer",
+    "limits",
+    "ModelPackError",
+    "FormatError",
+    "NotAModelPackError",
+    "IntegrityError",
+    "LimitError",
+    "SpecError",
+    "BuildError",
+    "ExportError",
+    "CheckpointError",
+]
+
+# name -> (module, attribute); imported on first access so torch stays optional.
+_LAZY = {
+    "save": ("modelpack.api", "save"),
+    "load": ("modelpack.api", "load"),
+    "open": ("modelpack.api", "open"),
+    "verify": ("modelpack.api", "verify"),
+    "validate": ("modelpack.spec", "validate"),
+    "export": ("modelpack.torch.export", "export"),
+    "load_model": ("modelpack.torch.load", "load_model"),
+    "build": ("modelpack.torch.build", "build"),
+    "load_weights": ("modelpack.torch.load", "load_weights"),
+    "Checkpointer": ("modelpack.checkpoint", "Checkpointer"),
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .api import load, open, save, verify
+    from .checkpoint import Checkpointer
+    from .spec import validate
+    from .torch.build import build
+    from .torch.export import export
+    from .torch.load import load_model, load_weights
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module_name, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'modelpack' has no attribute {name!r}") from None
+    import importlib
+
+    value = getattr(importlib.import_module(module_name), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

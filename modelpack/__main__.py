@@ -1,0 +1,7 @@
+"""``python -m modelpack`` is the ``modelpack`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,135 @@
+"""The ``modelpack`` command: validate, schema, verify, inspect, run, diff.
+
+``main(argv) -> int`` never lets a traceback reach the user: every
+ModelPackError becomes one line ``modelpack: error: <where>: <message>``
+(set MODELPACK_DEBUG=1 for the traceback). Exit codes: 0 ok, 1 the input is
+invalid / differs, 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import TextIO
+
+from .errors import ModelPackError
+
+__all__ = ["main"]
+
+Command = Callable[[argparse.Namespace, TextIO], int]
+_COMMANDS: dict[str, Command] = {}
+
+
+def _command(name: str) -> Callable[[Command], Command]:
+    def register(fn: Command) -> Command:
+        _COMMANDS[name] = fn
+        return fn
+
+    return register
+
+
+# --------------------------------------------------------------------------- validate / schema
+
+
+@_command("validate")
+def cmd_validate(ns: argparse.Namespace, out: TextIO) -> int:
+    from .spec.report import validate_paths
+
+    return validate_paths(ns.paths, shapes=ns.shapes, fmt=ns.format, out=out)
+
+
+@_command("schema")
+def cmd_schema(ns: argparse.Namespace, out: TextIO) -> int:
+    from .spec.schema import schema_text
+
+    out.write(schema_text())
+    return 0
+
+
+# --------------------------------------------------------------------------- verify / inspect
+
+
+@_command("verify")
+def cmd_verify(ns: argparse.Namespace, out: TextIO) -> int:
+    from .inspect import verify_report
+
+    return verify_report(ns.files, out=out)
+
+
+@_command("inspect")
+def cmd_inspect(ns: argparse.Namespace, out: TextIO) -> int:
+    from .inspect import inspect_report
+
+    return inspect_report(ns.file, as_json=ns.json, out=out)
+
+
+# --------------------------------------------------------------------------- run / diff
+
+
+@_command("run")
+def cmd_run(ns: argparse.Namespace, out: TextIO) -> int:
+    from .torch.run import run_command
+
+    return run_command(ns.file, ns.input, ns.output, out=out)
+
+
+@_command("diff")
+def cmd_diff(ns: argparse.Namespace, out: TextIO) -> int:
+    from .diff import diff_report
+
+    return diff_report(ns.a, ns.b, atol=ns.atol, out=out)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="modelpack", description="Ship a PyTorch model as one safe file.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    v = sub.add_parser("validate", help="validate spec files (.yaml) and the specs inside .mpk files")
+    v.add_argument("paths", nargs="+", metavar="PATH")
+    v.add_argument("--shapes", action=argparse.BooleanOptionalAction, default=False,
+                   help="also propagate shapes (needs torch)")
+    v.add_argument("--format", choices=["text", "json"], default="text")
+
+    sub.add_parser("schema", help="print the JSON Schema of the spec language")
+
+    ve = sub.add_parser("verify", help="recompute checksums and check structure, spec and weights")
+    ve.add_argument("files", nargs="+", metavar="FILE")
+
+    i = sub.add_parser("inspect", help="show what a .mpk holds")
+    i.add_argument("file", metavar="FILE")
+    i.add_argument("--json", action="store_true", help="machine-readable output")
+
+    r = sub.add_parser("run", help="run a packed model on .npy inputs")
+    r.add_argument("file", metavar="FILE")
+    r.add_argument("--input", action="append", required=True, metavar="[NAME=]X.npy")
+    r.add_argument("--output", required=True, metavar="OUT.npy")
+
+    d = sub.add_parser("diff", help="compare two .mpk files: spec and tensors")
+    d.add_argument("a", metavar="A")
+    d.add_argument("b", metavar="B")
+    d.add_argument("--atol", type=float, default=0.0, help="tolerated max abs difference per tensor")
+    return p
+
+
+def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
+    """Run the command line; return the exit code instead of exiting."""
+    out = out or sys.stdout
+    parser = _parser()
+    try:
+        ns = parser.parse_args(argv)
+    except SystemExit as e:  # argparse exits 2 on usage errors, 0 on --help
+        return int(e.code or 0)
+    try:
+        return _COMMANDS[ns.command](ns, out)
+    except ModelPackError as e:
+        if os.environ.get("MODELPACK_DEBUG"):
+            raise
+        print(f"modelpack: error: {e}", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
+        if os.environ.get("MODELPACK_DEBUG"):
+            raise
+        print(f"modelpack: error: {e.filename}: {e.strerror}", file=sys.stderr)
+        return 1

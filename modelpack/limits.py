@@ -1,0 +1,83 @@
+"""Named safety caps, checked before any allocation driven by a file's claims.
+
+Every reader consults :func:`current` so that one hostile number in a file
+(a member count, a shape, a spec size) cannot make us allocate or loop far
+beyond what the file legitimately needs. To accept bigger legitimate inputs,
+raise a cap for a block of code::
+
+    with modelpack.limits.raised(max_tensors=1_000_000):
+        modelpack.load("huge.mpk")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+from collections.abc import Iterator
+
+from .errors import LimitError
+
+__all__ = ["Limits", "current", "raised", "check"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """The caps in force; each field's comment says why it exists."""
+
+    # The manifest is parsed in memory as JSON: 64 MiB covers millions of tensors.
+    max_manifest_bytes: int = 64 << 20
+    # A hand-written spec is a few KiB; a traced one rarely passes 1 MiB.
+    max_spec_bytes: int = 8 << 20
+    # Zip entries are parsed one by one from the central directory.
+    max_members: int = 1_000_000
+    # Tensors listed in one manifest.
+    max_tensors: int = 1_000_000
+    # Dimensions of one tensor (torch supports 64).
+    max_dims: int = 64
+    # Containers nested inside each other in a saved tree or a spec document.
+    max_depth: int = 64
+    # Characters in a tensor, member or node name.
+    max_name_length: int = 512
+    # Nodes in one spec (after block expansion).
+    max_nodes: int = 100_000
+    # YAML aliases: a small budget defeats "billion laughs" expansion.
+    max_yaml_aliases: int = 0
+    # Bytes a spec may declare in parameters before we build it (1 TiB).
+    max_param_bytes: int = 1 << 40
+    # Elements of any single saved scalar list/str in a tree (e.g. 10 M ints).
+    max_tree_items: int = 10_000_000
+
+
+_CURRENT: contextvars.ContextVar[Limits] = contextvars.ContextVar("modelpack_limits", default=Limits())
+
+
+def current() -> Limits:
+    """The caps in force for this thread / task."""
+    return _CURRENT.get()
+
+
+@contextlib.contextmanager
+def raised(**caps: int) -> Iterator[Limits]:
+    """Temporarily replace some caps (by field name) for the enclosed block."""
+    known = {f.name for f in dataclasses.fields(Limits)}
+    unknown = sorted(set(caps) - known)
+    if unknown:
+        raise TypeError(f"unknown limit(s) {unknown}; known: {sorted(known)}")
+    token = _CURRENT.set(dataclasses.replace(_CURRENT.get(), **caps))
+    try:
+        yield _CURRENT.get()
+    finally:
+        _CURRENT.reset(token)
+
+
+def check(name: str, value: int, *, where: str | None = None, what: str = "") -> None:
+    """Raise LimitError if ``value`` exceeds the cap ``name``."""
+    cap = getattr(current(), name)
+    if value > cap:
+        label = what or name.removeprefix("max_").replace("_", " ")
+        raise LimitError(
+            f"{label} {value:,} exceeds the limit {name}={cap:,}; if the file is trusted, "
+            f"raise it with modelpack.limits.raised({name}=...)",
+            where=where,
+        )
