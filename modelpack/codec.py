@@ -1,0 +1,153 @@
+"""THE dtype table, and tensor bytes <-> arrays (numpy only; torch lives in modelpack.torch).
+
+Every dtype modelpack can store is one row here. A row says how its bytes sit
+in the file (the ``.npy`` descr, little-endian) and what it is in numpy and
+torch. Dtypes numpy lacks (bfloat16, float8, complex32) are stored as raw
+unsigned bits of the same width; the manifest keeps the true name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Mapping
+from types import MappingProxyType
+
+import numpy as np
+
+from .errors import FormatError
+
+__all__ = [
+    "DType",
+    "DTYPES",
+    "dtype_by_name",
+    "dtype_for_numpy",
+    "npy_header",
+    "NPY_ALIGN",
+    "nbytes_of",
+    "numpy_payload",
+    "numpy_view",
+]
+
+if sys.byteorder != "little":  # pragma: no cover - every supported platform is little-endian
+    raise ImportError("modelpack needs a little-endian machine")
+
+NPY_ALIGN = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class DType:
+    """One storable dtype."""
+
+    name: str  # modelpack's name, used in the manifest and the spec
+    itemsize: int
+    descr: str  # .npy descr of the stored bytes
+    numpy_native: bool  # np.load returns the true values (else raw bits)
+    torch_name: str | None  # attribute name in the torch module, from this table only
+
+    @property
+    def storage_numpy(self) -> np.dtype:
+        """The numpy dtype the stored bytes are viewed as."""
+        return np.dtype(self.descr)
+
+
+def _rows() -> list[DType]:
+    native = [
+        ("bool", 1, "|b1", "bool"),
+        ("uint8", 1, "|u1", "uint8"),
+        ("int8", 1, "|i1", "int8"),
+        ("int16", 2, "<i2", "int16"),
+        ("uint16", 2, "<u2", "uint16"),
+        ("int32", 4, "<i4", "int32"),
+        ("uint32", 4, "<u4", "uint32"),
+        ("int64", 8, "<i8", "int64"),
+        ("uint64", 8, "<u8", "uint64"),
+        ("float16", 2, "<f2", "float16"),
+        ("float32", 4, "<f4", "float32"),
+        ("float64", 8, "<f8", "float64"),
+        ("complex64", 8, "<c8", "complex64"),
+        ("complex128", 16, "<c16", "complex128"),
+    ]
+    raw = [
+        ("bfloat16", 2, "<u2"),
+        ("complex32", 4, "<u4"),
+        ("float8_e4m3fn", 1, "|u1"),
+        ("float8_e5m2", 1, "|u1"),
+        ("float8_e4m3fnuz", 1, "|u1"),
+        ("float8_e5m2fnuz", 1, "|u1"),
+        ("float8_e8m0fnu", 1, "|u1"),
+    ]
+    rows = [DType(n, size, descr, True, t) for n, size, descr, t in native]
+    rows += [DType(n, size, descr, False, n) for n, size, descr in raw]
+    return rows
+
+
+DTYPES: Mapping[str, DType] = MappingProxyType({d.name: d for d in _rows()})
+_BY_NUMPY: Mapping[np.dtype, DType] = MappingProxyType(
+    {np.dtype(d.descr): d for d in DTYPES.values() if d.numpy_native}
+)
+
+
+def dtype_by_name(name: object, *, where: str | None = None) -> DType:
+    """Look a manifest dtype name up in the closed table."""
+    if isinstance(name, str) and name in DTYPES:
+        return DTYPES[name]
+    raise FormatError(f"unknown dtype {name!r}; known: {', '.join(DTYPES)}", where=where)
+
+
+def dtype_for_numpy(dt: np.dtype) -> DType | None:
+    """The row for a numpy dtype (any byte order), or None if not storable."""
+    if dt.kind not in "biufc":
+        return None
+    return _BY_NUMPY.get(dt.newbyteorder("<") if dt.byteorder == ">" else dt)
+
+
+def nbytes_of(shape: tuple[int, ...] | list[int], itemsize: int) -> int:
+    """Exact byte size of a tensor (Python ints never overflow)."""
+    n = itemsize
+    for d in shape:
+        n *= d
+    return n
+
+
+def npy_header(descr: str, shape: tuple[int, ...] | list[int]) -> bytes:
+    """The canonical .npy v1.0 header, padded so the data after it is 64-byte aligned.
+
+    modelpack writes and accepts exactly these bytes, so a reader can check a
+    header by regenerating it instead of parsing Python literals.
+    """
+    dims = ", ".join(str(int(d)) for d in shape)
+    if len(shape) == 1:
+        dims += ","
+    text = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': ({dims}), }}"
+    body_len = len(text) + 1  # + "\n"
+    total = 10 + body_len
+    pad = (-total) % NPY_ALIGN
+    header_len = body_len + pad
+    if header_len > 0xFFFF:
+        raise FormatError(f"shape {list(shape)} is too long for a .npy v1.0 header")
+    return b"\x93NUMPY\x01\x00" + header_len.to_bytes(2, "little") + text.encode("ascii") + b" " * pad + b"\n"
+
+
+def numpy_payload(arr: np.ndarray, *, where: str = "") -> tuple[DType, tuple[int, ...], memoryview]:
+    """The row, shape and little-endian C-order bytes of an array (copies only if it must)."""
+    from .errors import UnsupportedObjectError
+
+    dt = dtype_for_numpy(arr.dtype)
+    if dt is None:
+        raise UnsupportedObjectError(
+            f"cannot save a numpy array of dtype {arr.dtype}; storable: "
+            + ", ".join(d.name for d in DTYPES.values() if d.numpy_native),
+            where=where or None,
+        )
+    if arr.dtype.byteorder == ">":
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    if not arr.flags.c_contiguous:
+        arr = arr.copy(order="C")  # np.ascontiguousarray would turn 0-d into 1-d
+    return dt, tuple(arr.shape), memoryview(arr.reshape(-1).view(np.uint8))
+
+
+def numpy_view(buffer: object, offset: int, dt: DType, shape: list[int] | tuple[int, ...]) -> np.ndarray:
+    """An array over ``buffer`` bytes without copying (storage dtype for raw rows)."""
+    count = nbytes_of(shape, 1)
+    return np.frombuffer(buffer, dtype=dt.storage_numpy, count=count, offset=offset).reshape(shape)  # type: ignore[call-overload]

@@ -1,0 +1,406 @@
+"""The .mpk zip: an aligned, STORED-only writer and a strict reader.
+
+CPython's zipfile accepts duplicates, overlaps, prepended and trailing bytes
+and local headers that disagree with the central directory, so the reader does
+its own checks over the whole structure before a single byte of data is used:
+members tile the file from offset 0 to the central directory with no gap or
+overlap, every local header repeats its central-directory entry exactly, names
+come from a small allowlist, and nothing follows the end record. After that,
+every (offset, size) handed out lies inside the file, so mapping it is safe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import stat
+import struct
+import zlib
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from . import limits
+from .errors import FormatError, NotAModelPackError
+
+__all__ = ["Member", "ZipWriter", "read_members", "identify", "pread_exact", "ALIGN"]
+
+ALIGN = 64
+_LFH = struct.Struct("<IHHHHHIIIHH")  # 30 bytes
+_CDH = struct.Struct("<IHHHHHHIIIHHHHHII")  # 46 bytes
+_EOCD = struct.Struct("<IHHHHIIH")  # 22 bytes
+_Z64_EOCD = struct.Struct("<IQHHIIQQQQ")  # 56 bytes
+_Z64_LOC = struct.Struct("<IIQI")  # 20 bytes
+_SIG_LFH, _SIG_CDH, _SIG_EOCD = 0x04034B50, 0x02014B50, 0x06054B50
+_SIG_Z64_EOCD, _SIG_Z64_LOC = 0x06064B50, 0x07064B50
+_Z64_ID = 0x0001
+_PAD_ID = 0x706D  # "mp": padding that aligns the member's data
+_DOS_TIME, _DOS_DATE = 0, (0 << 9) | (1 << 5) | 1  # 1980-01-01 00:00, fixed for determinism
+_U16, _U32 = 0xFFFF, 0xFFFFFFFF
+_SYNC_CRC_BYTES = 1 << 20
+_CHUNK = 64 << 20
+MEMBER_NAME_RE = re.compile(rb"(manifest\.json|spec\.yaml|[A-Za-z0-9_][A-Za-z0-9_.\-]*\.npy)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    """A validated member: where its data lies in the file and its CRC-32."""
+
+    name: str
+    header_offset: int
+    data_offset: int
+    size: int
+    crc: int
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data).cast("B")
+    while view.nbytes:
+        n = os.write(fd, view[:_CHUNK])
+        view = view[n:]
+
+
+class ZipWriter:
+    """Append STORED members to an fd, then write the central directory.
+
+    Tensor data is written once, straight from the caller's memory; its CRC-32
+    is computed on a second thread at the same time and patched into the local
+    header afterwards (the writer owns a private temp file, so that is safe).
+    """
+
+    def __init__(self, fd: int, *, force_zip64: bool = False) -> None:
+        self._fd = fd
+        self._pos = 0
+        self._members: list[Member] = []
+        self._force64 = force_zip64
+        self._pool: ThreadPoolExecutor | None = None
+
+    def __enter__(self) -> "ZipWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+    def add(
+        self,
+        name: str,
+        head: bytes,
+        body: memoryview | bytes = b"",
+        *,
+        align: bool = False,
+        progress: Callable[[int], object] | None = None,
+    ) -> Member:
+        """Write one member whose content is ``head + body``; return where it went."""
+        body = memoryview(body).cast("B")
+        size = len(head) + body.nbytes
+        offset = self._pos
+        raw_name = name.encode("ascii")
+        z64 = self._force64 or size >= _U32
+        extra = struct.pack("<HHQQ", _Z64_ID, 16, size, size) if z64 else b""
+        if align:
+            data_start = offset + _LFH.size + len(raw_name) + len(extra) + 4
+            pad = (-(data_start + len(head))) % ALIGN
+            extra += struct.pack("<HH", _PAD_ID, pad) + b"\0" * pad
+        if body.nbytes < _SYNC_CRC_BYTES:
+            crc = zlib.crc32(body, zlib.crc32(head))
+            future = None
+        else:
+            crc = 0
+            future = self._crc_pool().submit(zlib.crc32, body, zlib.crc32(head))
+        lfh = self._lfh(raw_name, extra, crc, size, z64)
+        if future is None:
+            os.writev(self._fd, [lfh, head, body])
+            if progress:
+                progress(body.nbytes)
+        else:
+            _write_all(self._fd, lfh + head)
+            for start in range(0, body.nbytes, _CHUNK):
+                _write_all(self._fd, body[start : start + _CHUNK])
+                if progress:
+                    progress(min(_CHUNK, body.nbytes - start))
+            crc = future.result()
+            os.pwrite(self._fd, struct.pack("<I", crc), offset + 14)
+        data_offset = offset + len(lfh)
+        self._pos = data_offset + size
+        member = Member(name, offset, data_offset, size, crc)
+        self._members.append(member)
+        return member
+
+    def _crc_pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelpack-crc")
+        return self._pool
+
+    def _lfh(self, raw_name: bytes, extra: bytes, crc: int, size: int, z64: bool) -> bytes:
+        sz = _U32 if z64 else size
+        version = 45 if z64 else 20
+        return (
+            _LFH.pack(_SIG_LFH, version, 0, 0, _DOS_TIME, _DOS_DATE, crc, sz, sz, len(raw_name), len(extra))
+            + raw_name
+            + extra
+        )
+
+    def finish(self) -> int:
+        """Write the central directory and end records; return the file size."""
+        cd = bytearray()
+        for m in self._members:
+            cd += self._cd_entry(m)
+        cd_offset, cd_size, count = self._pos, len(cd), len(self._members)
+        need64 = self._force64 or count >= _U16 or cd_offset >= _U32 or cd_size >= _U32
+        if need64:
+            z64_offset = cd_offset + cd_size
+            cd += _Z64_EOCD.pack(_SIG_Z64_EOCD, 44, 45, 45, 0, 0, count, count, cd_size, cd_offset)
+            cd += _Z64_LOC.pack(_SIG_Z64_LOC, 0, z64_offset, 1)
+            cd += _EOCD.pack(_SIG_EOCD, 0, 0, _U16, _U16, _U32, _U32, 0)
+        else:
+            cd += _EOCD.pack(_SIG_EOCD, 0, 0, count, count, cd_size, cd_offset, 0)
+        _write_all(self._fd, cd)
+        self._pos += len(cd)
+        return self._pos
+
+    def _cd_entry(self, m: Member) -> bytes:
+        raw = m.name.encode("ascii")
+        size_64 = self._force64 or m.size >= _U32
+        off_64 = self._force64 or m.header_offset >= _U32
+        fields = ([m.size, m.size] if size_64 else []) + ([m.header_offset] if off_64 else [])
+        extra = struct.pack(f"<HH{len(fields)}Q", _Z64_ID, 8 * len(fields), *fields) if fields else b""
+        version = 45 if (size_64 or off_64) else 20
+        sz = _U32 if size_64 else m.size
+        off = _U32 if off_64 else m.header_offset
+        return (
+            _CDH.pack(_SIG_CDH, version, version, 0, 0, _DOS_TIME, _DOS_DATE, m.crc, sz, sz,
+                      len(raw), len(extra), 0, 0, 0, 0, off)
+            + raw
+            + extra
+        )
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def pread_exact(fd: int, size: int, offset: int, *, where: str = "") -> bytes:
+    """Read exactly ``size`` bytes or fail with a FormatError (never short)."""
+    data = os.pread(fd, size, offset)
+    if len(data) != size:
+        raise FormatError(f"file ends early: wanted {size} bytes at offset {offset}", where=where or None)
+    return data
+
+
+def identify(head: bytes) -> str | None:
+    """Say what a non-.mpk file looks like, from its first bytes."""
+    if not head:
+        return "an empty file"
+    if head[:1] == b"\x80" and len(head) > 1 and head[1] <= 5:
+        return "a Python pickle (e.g. an old torch.save file); modelpack never unpickles"
+    if head.startswith(b"\x93NUMPY"):
+        return "a .npy file; load it with numpy.load"
+    if head.startswith(b"GGUF"):
+        return "a GGUF file"
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        return "an HDF5 file (Keras .h5?)"
+    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < (100 << 20):
+        return "a safetensors file; load it with safetensors"
+    if head.startswith(b"PK\x03\x04"):
+        return None
+    return None
+
+
+def _not_mpk(fd: int, size: int, path_hint: str) -> NotAModelPackError:
+    head = os.pread(fd, 64, 0)
+    looks = identify(head)
+    if looks is None and head.startswith(b"PK\x03\x04"):
+        name_len = int.from_bytes(head[26:28], "little")
+        first = os.pread(fd, min(name_len, 256), 30)
+        if b"data.pkl" in first or b"/" in first:
+            looks = "a zip archive such as a torch.save file (pickle inside); modelpack never unpickles"
+        else:
+            looks = "a zip archive that is not a .mpk (or a damaged .mpk)"
+    return NotAModelPackError(f"not a .mpk file: it looks like {looks or 'something else'}", where=path_hint or None)
+
+
+def read_members(fd: int, *, where: str = "") -> list[Member]:
+    """Parse and fully check the zip structure; return members in file order."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise NotAModelPackError("not a regular file", where=where or None)
+    size = st.st_size
+    if size < _EOCD.size or os.pread(fd, 4, 0) != b"PK\x03\x04":
+        raise _not_mpk(fd, size, where)
+    cd_offset, cd_size, count = _read_end(fd, size)
+    limits.check("max_members", count, where="central directory", what="number of members")
+    if cd_size < count * _CDH.size or cd_size > count * (_CDH.size + 512 + 28):
+        raise FormatError(f"central directory size {cd_size} does not fit {count} entries", where="central directory")
+    cd = pread_exact(fd, cd_size, cd_offset, where="central directory")
+    entries = _parse_cd(cd, count)
+    return _check_local_headers(fd, entries, cd_offset)
+
+
+def _read_end(fd: int, size: int) -> tuple[int, int, int]:
+    eocd = pread_exact(fd, _EOCD.size, size - _EOCD.size)
+    sig, disk, cd_disk, n_disk, n_total, cd_size, cd_offset, comment = _EOCD.unpack(eocd)
+    if sig != _SIG_EOCD:
+        raise FormatError(
+            "no end-of-central-directory record at the end of the file: it is truncated or has bytes "
+            "appended after the archive",
+            where="end record",
+        )
+    if disk or cd_disk or n_disk != n_total or comment:
+        raise FormatError("end record declares several disks or a comment; .mpk files have neither", where="end record")
+    end = size - _EOCD.size
+    if _U16 in (n_total,) or _U32 in (cd_size, cd_offset):
+        return _read_zip64_end(fd, end, (n_total, cd_size, cd_offset))
+    if cd_offset + cd_size != end:
+        raise FormatError(
+            f"central directory [{cd_offset}, {cd_offset + cd_size}) does not end at the end record ({end})",
+            where="end record",
+        )
+    return cd_offset, cd_size, n_total
+
+
+def _read_zip64_end(fd: int, end: int, plain: tuple[int, int, int]) -> tuple[int, int, int]:
+    if end < _Z64_LOC.size + _Z64_EOCD.size:
+        raise FormatError("ZIP64 end records are missing", where="end record")
+    sig, disk, rec_offset, disks = _Z64_LOC.unpack(pread_exact(fd, _Z64_LOC.size, end - _Z64_LOC.size))
+    rec_end = end - _Z64_LOC.size
+    if sig != _SIG_Z64_LOC or disk or disks != 1 or rec_offset + _Z64_EOCD.size != rec_end:
+        raise FormatError("ZIP64 locator is missing or inconsistent", where="zip64 end record")
+    fields = _Z64_EOCD.unpack(pread_exact(fd, _Z64_EOCD.size, rec_offset))
+    sig, rec_size, _made, _need, disk, cd_disk, n_disk, n_total, cd_size, cd_offset = fields
+    if sig != _SIG_Z64_EOCD or rec_size != 44 or disk or cd_disk or n_disk != n_total:
+        raise FormatError("ZIP64 end record is malformed", where="zip64 end record")
+    for plain_value, value, cap in zip(plain, (n_total, cd_size, cd_offset), (_U16, _U32, _U32)):
+        if plain_value != cap and plain_value != value:
+            raise FormatError("ZIP64 end record disagrees with the end record", where="zip64 end record")
+    if cd_offset + cd_size != rec_offset:
+        raise FormatError("central directory does not end at the ZIP64 end record", where="zip64 end record")
+    return cd_offset, cd_size, n_total
+
+
+@dataclasses.dataclass
+class _Entry:
+    name: str
+    raw_name: bytes
+    version: int
+    crc: int
+    size: int
+    header_offset: int
+
+
+def _parse_cd(cd: bytes, count: int) -> list[_Entry]:
+    entries: list[_Entry] = []
+    seen: set[str] = set()
+    pos = 0
+    for i in range(count):
+        where = f"central directory entry {i}"
+        if pos + _CDH.size > len(cd):
+            raise FormatError("central directory ends early", where=where)
+        (sig, _made, need, flags, method, _t, _d, crc, csize, usize, nlen, elen, clen,
+         disk, _iattr, _eattr, offset) = _CDH.unpack_from(cd, pos)
+        if sig != _SIG_CDH:
+            raise FormatError("bad central directory signature", where=where)
+        raw = cd[pos + _CDH.size : pos + _CDH.size + nlen]
+        extra = cd[pos + _CDH.size + nlen : pos + _CDH.size + nlen + elen]
+        pos += _CDH.size + nlen + elen + clen
+        name = _check_name(raw, where)
+        where = f"member {name!r}"
+        if flags or method or clen or disk:
+            what = "encrypted or flagged" if flags else "compressed" if method else "commented or multi-disk"
+            raise FormatError(f"member is {what}; .mpk members are plain STORED data", where=where)
+        size, offset = _apply_zip64(extra, csize, usize, offset, where)
+        if name.casefold() in seen:
+            raise FormatError("member name appears twice (names are compared case-insensitively)", where=where)
+        seen.add(name.casefold())
+        entries.append(_Entry(name, raw, need, crc, size, offset))
+    if pos != len(cd):
+        raise FormatError("central directory has bytes after its last entry", where="central directory")
+    return entries
+
+
+def _check_name(raw: bytes, where: str) -> str:
+    if len(raw) > limits.current().max_name_length + 4 or not MEMBER_NAME_RE.fullmatch(raw) or b".." in raw:
+        shown = raw[:80].decode("ascii", "backslashreplace")
+        raise FormatError(
+            f"member name {shown!r} is not allowed: names are 'manifest.json', 'spec.yaml' or "
+            "'<tensor>.npy' with letters, digits, '_', '.', '-'",
+            where=where,
+        )
+    return raw.decode("ascii")
+
+
+def _apply_zip64(extra: bytes, csize: int, usize: int, offset: int, where: str) -> tuple[int, int]:
+    if csize != usize:
+        raise FormatError("compressed and uncompressed sizes differ", where=where)
+    wanted = (2 if usize == _U32 else 0) + (1 if offset == _U32 else 0)
+    if not extra:
+        if wanted:
+            raise FormatError("ZIP64 values are missing", where=where)
+        return usize, offset
+    if len(extra) < 4:
+        raise FormatError("corrupt extra field", where=where)
+    hid, hlen = struct.unpack_from("<HH", extra)
+    if hid != _Z64_ID or hlen != 8 * wanted or len(extra) != 4 + hlen or not wanted:
+        raise FormatError("unexpected extra field in the central directory", where=where)
+    values = list(struct.unpack_from(f"<{wanted}Q", extra, 4))
+    if usize == _U32:
+        usize, csize = values[0], values[1]
+        if usize != csize:
+            raise FormatError("compressed and uncompressed sizes differ", where=where)
+    if offset == _U32:
+        offset = values[-1]
+    return usize, offset
+
+
+def _check_local_headers(fd: int, entries: Sequence[_Entry], cd_offset: int) -> list[Member]:
+    members: list[Member] = []
+    expected = 0
+    for e in entries:
+        where = f"member {e.name!r}"
+        if e.header_offset != expected:
+            what = "overlaps the previous one" if e.header_offset < expected else "leaves a gap before it"
+            raise FormatError(f"member at offset {e.header_offset} {what} (expected {expected})", where=where)
+        head = pread_exact(fd, _LFH.size + len(e.raw_name), e.header_offset, where=where)
+        sig, need, flags, method, _t, _d, crc, csize, usize, nlen, elen = _LFH.unpack_from(head)
+        if sig != _SIG_LFH or head[_LFH.size :] != e.raw_name:
+            raise FormatError("local header does not match the central directory (signature or name)", where=where)
+        extra = pread_exact(fd, elen, e.header_offset + _LFH.size + nlen, where=where)
+        lsize = _local_size(extra, csize, usize, where)
+        if (need, flags, method, crc, lsize) != (e.version, 0, 0, e.crc, e.size):
+            raise FormatError("local header disagrees with the central directory", where=where)
+        data_offset = e.header_offset + _LFH.size + nlen + elen
+        expected = data_offset + e.size
+        if expected > cd_offset:
+            raise FormatError("member data runs into the central directory", where=where)
+        members.append(Member(e.name, e.header_offset, data_offset, e.size, e.crc))
+    if expected != cd_offset:
+        raise FormatError(f"{cd_offset - expected} unexplained bytes before the central directory", where="archive")
+    return members
+
+
+def _local_size(extra: bytes, csize: int, usize: int, where: str) -> int:
+    if csize != usize:
+        raise FormatError("local header: compressed and uncompressed sizes differ", where=where)
+    size = usize
+    seen64 = False
+    pos = 0
+    while pos < len(extra):
+        if pos + 4 > len(extra):
+            raise FormatError("corrupt extra field in local header", where=where)
+        hid, hlen = struct.unpack_from("<HH", extra, pos)
+        body = extra[pos + 4 : pos + 4 + hlen]
+        if len(body) != hlen:
+            raise FormatError("corrupt extra field in local header", where=where)
+        if hid == _Z64_ID and usize == _U32 and hlen == 16:
+            a, b = struct.unpack("<QQ", body)
+            if a != b:
+                raise FormatError("local header: ZIP64 sizes differ", where=where)
+            size, seen64 = a, True
+        elif hid != _PAD_ID or body.strip(b"\0"):
+            raise FormatError(f"unexpected extra field 0x{hid:04x} in local header", where=where)
+        pos += 4 + hlen
+    if usize == _U32 and not seen64:
+        raise FormatError("local header: ZIP64 sizes are missing", where=where)
+    return size

@@ -1,0 +1,165 @@
+"""The JSON manifest: what a .mpk holds, and the strict check of a manifest against its zip.
+
+The manifest is the last member. It names the format and version, the saved
+object's structure (``tree``, see modelpack.tree), free-form string metadata,
+and one entry per tensor: name, member, dtype, shape, kind, offset, nbytes and
+the member's CRC-32. ``check`` proves every entry agrees with the zip structure
+and every member is accounted for, before any tensor byte is touched.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from . import limits, tree
+from .codec import DType, dtype_by_name, nbytes_of, npy_header
+from .container import Member
+from .errors import FormatError
+
+__all__ = ["FORMAT", "VERSION", "MANIFEST", "SPEC", "dumps", "parse", "check", "TensorEntry"]
+
+FORMAT = "modelpack"
+VERSION = 1
+MANIFEST = "manifest.json"
+SPEC = "spec.yaml"
+KINDS = ("torch", "numpy", "numpy-scalar")
+_TOP_KEYS = {"format", "version", "metadata", "tensors", "tree"}
+_ENTRY_KEYS = ("name", "member", "dtype", "shape", "kind", "offset", "nbytes", "crc32")
+
+TensorEntry = dict  # one element of manifest["tensors"], with the keys in _ENTRY_KEYS
+
+
+def dumps(manifest: Mapping[str, Any]) -> bytes:
+    """Canonical bytes: compact, ASCII, key order as built (so output is deterministic)."""
+    return json.dumps(manifest, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise FormatError(f"key {key!r} appears twice in a JSON object", where=MANIFEST)
+        out[key] = value
+    return out
+
+
+def _no_constants(name: str) -> Any:
+    raise FormatError(f"{name} is not valid JSON", where=MANIFEST)
+
+
+def parse(data: bytes) -> dict[str, Any]:
+    """Parse manifest bytes strictly (no duplicate keys, no NaN) and check the top level."""
+    try:
+        obj = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+    except FormatError:
+        raise
+    except (ValueError, RecursionError) as e:
+        raise FormatError(f"not valid JSON ({e.__class__.__name__}: {str(e)[:200]})", where=MANIFEST) from e
+    if not isinstance(obj, dict):
+        raise FormatError("the manifest must be a JSON object", where=MANIFEST)
+    if obj.get("format") != FORMAT:
+        raise FormatError(f"format is {obj.get('format')!r}, expected {FORMAT!r}", where=MANIFEST)
+    version = obj.get("version")
+    if type(version) is not int or version < 1:
+        raise FormatError(f"version {version!r} is not a positive integer", where=MANIFEST)
+    if version > VERSION:
+        raise FormatError(
+            f"written by a newer modelpack (format version {version}); this reader supports version {VERSION}",
+            where=MANIFEST,
+        )
+    unknown = set(obj) - _TOP_KEYS
+    if unknown or not _TOP_KEYS <= set(obj):
+        raise FormatError(f"top-level keys must be {sorted(_TOP_KEYS)}, got {sorted(obj)[:10]}", where=MANIFEST)
+    _check_metadata(obj["metadata"])
+    return obj
+
+
+def _check_metadata(meta: Any) -> None:
+    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise FormatError("metadata must map strings to strings", where=f"{MANIFEST}.metadata")
+
+
+def check(manifest: dict[str, Any], members: Sequence[Member]) -> dict[str, Member]:
+    """Cross-check the manifest's tensors against the zip; return name -> member."""
+    if not members or members[-1].name != MANIFEST:
+        raise FormatError(f"{MANIFEST!r} must be the last member", where="archive")
+    by_name = {m.name: m for m in members}
+    entries = manifest["tensors"]
+    if not isinstance(entries, list):
+        raise FormatError("tensors must be a list", where=f"{MANIFEST}.tensors")
+    limits.check("max_tensors", len(entries), where=f"{MANIFEST}.tensors", what="number of tensors")
+    result: dict[str, Member] = {}
+    for i, entry in enumerate(entries):
+        name, member = _check_entry(entry, i, by_name)
+        if name in result:
+            raise FormatError(f"tensor {name!r} is listed twice", where=f"{MANIFEST}.tensors[{i}]")
+        result[name] = member
+    _check_coverage(members, result)
+    _check_tree(manifest["tree"], result)
+    return result
+
+
+def entry_dtype(entry: TensorEntry) -> DType:
+    return dtype_by_name(entry["dtype"])
+
+
+def _check_entry(entry: Any, i: int, by_name: Mapping[str, Member]) -> tuple[str, Member]:
+    where = f"{MANIFEST}.tensors[{i}]"
+    if not isinstance(entry, dict) or set(entry) != set(_ENTRY_KEYS):
+        raise FormatError(f"each tensor entry must have exactly the keys {list(_ENTRY_KEYS)}", where=where)
+    name = entry["name"]
+    if not isinstance(name, str) or not tree.valid_name(name):
+        raise FormatError(f"tensor name {str(name)[:80]!r} is not allowed", where=where)
+    where = f"tensor {name!r}"
+    dt = dtype_by_name(entry["dtype"], where=where)
+    shape = _check_shape(entry["shape"], where)
+    if entry["kind"] not in KINDS:
+        raise FormatError(f"kind {str(entry['kind'])[:40]!r} is not one of {list(KINDS)}", where=where)
+    if entry["kind"] == "numpy-scalar" and shape:
+        raise FormatError("a numpy scalar must have shape []", where=where)
+    member = by_name.get(entry["member"]) if entry["member"] == f"{name}.npy" else None
+    if member is None:
+        raise FormatError(f"member {str(entry['member'])[:80]!r} is missing or misnamed", where=where)
+    nbytes = nbytes_of(shape, dt.itemsize)
+    header_len = len(npy_header(dt.descr, shape))
+    if entry["nbytes"] != nbytes or member.size != header_len + nbytes:
+        raise FormatError(
+            f"byte length disagrees with shape {shape} x {dt.name}: expected {nbytes} bytes, "
+            f"manifest says {entry['nbytes']!r}, member holds {member.size - header_len}",
+            where=where,
+        )
+    if entry["offset"] != member.data_offset + header_len:
+        raise FormatError(f"offset {entry['offset']!r} does not point at the member's data", where=where)
+    if entry["crc32"] != f"{member.crc:08x}":
+        raise FormatError("crc32 disagrees with the zip directory", where=where)
+    return name, member
+
+
+def _check_shape(shape: Any, where: str) -> list[int]:
+    if not isinstance(shape, list):
+        raise FormatError("shape must be a list of integers", where=where)
+    limits.check("max_dims", len(shape), where=where, what="number of dimensions")
+    for d in shape:
+        if type(d) is not int or d < 0:
+            raise FormatError(f"shape {shape[:8]} has a dimension that is not a non-negative integer", where=where)
+    return shape
+
+
+def _check_coverage(members: Sequence[Member], tensors: Mapping[str, Member]) -> None:
+    used = {m.name for m in tensors.values()}
+    for m in members:
+        if m.name not in used and m.name not in (MANIFEST, SPEC):
+            raise FormatError("member is not listed in the manifest", where=f"member {m.name!r}")
+
+
+def _check_tree(tree_json: Any, tensors: Mapping[str, Member]) -> None:
+    refs = set()
+    for ref in tree.iter_refs(tree_json):
+        if ref not in tensors:
+            raise FormatError(f"refers to unknown tensor {ref[:80]!r}", where=f"{MANIFEST}.tree")
+        refs.add(ref)
+    unused = set(tensors) - refs
+    if unused:
+        raise FormatError(f"tensor {sorted(unused)[0]!r} is not used by the tree", where=f"{MANIFEST}.tree")

@@ -1,0 +1,249 @@
+"""Nested Python objects <-> a JSON structure plus an ordered list of tensor leaves.
+
+The JSON form is what the manifest stores under ``tree``:
+
+* ``null``, ``true``/``false``, integers, strings and finite floats as themselves;
+* non-finite floats as ``{"$float": "nan" | "inf" | "-inf"}``;
+* lists as arrays, tuples as ``{"$tuple": [...]}``;
+* dicts whose keys are all strings not starting with ``$`` as objects, any
+  other dict (int keys, ``$`` keys) as ``{"$dict": [[key, value], ...]}``;
+* tensors and arrays as ``{"$tensor": "<name>"}``, naming a manifest entry.
+
+The same tensor (same memory, shape, strides, dtype) met twice is stored once,
+so tied weights come back as one object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from . import limits
+from .errors import FormatError, UnsupportedObjectError
+
+__all__ = ["Leaf", "encode", "decode", "iter_refs", "NAME_RE", "valid_name"]
+
+NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
+_TAGS = ("$float", "$tuple", "$dict", "$tensor")
+
+
+@dataclasses.dataclass
+class Leaf:
+    """A tensor found in the tree: its manifest name, kind and the object itself."""
+
+    name: str
+    kind: str  # "torch", "numpy" or "numpy-scalar"
+    value: Any
+
+
+def valid_name(name: str) -> bool:
+    """Tensor names double as zip member names, so they are kept boring."""
+    return (
+        bool(NAME_RE.fullmatch(name))
+        and ".." not in name
+        and len(name) <= limits.current().max_name_length
+    )
+
+
+def _torch_tensor_type() -> type | None:
+    torch = sys.modules.get("torch")
+    return getattr(torch, "Tensor", None) if torch is not None else None
+
+
+def _path_str(path: tuple[Any, ...]) -> str:
+    return "obj" + "".join(f"[{p!r}]" for p in path)
+
+
+class _Encoder:
+    def __init__(self) -> None:
+        self.leaves: list[Leaf] = []
+        self._by_identity: dict[Any, str] = {}
+        self._names: set[str] = set()
+        self._tensor_type = _torch_tensor_type()
+        self._max_depth = limits.current().max_depth
+
+    def encode(self, obj: Any, path: tuple[Any, ...], active: set[int]) -> Any:
+        if len(path) > self._max_depth:
+            limits.check("max_depth", len(path), where=_path_str(path), what="nesting depth")
+        if obj is None or isinstance(obj, (bool, str)):
+            return obj
+        if isinstance(obj, int) and type(obj) is int:
+            return obj
+        if type(obj) is float:
+            return obj if math.isfinite(obj) else {"$float": repr(obj)}
+        if self._tensor_type is not None and isinstance(obj, self._tensor_type):
+            return {"$tensor": self._leaf(obj, "torch", path)}
+        if isinstance(obj, np.ndarray):
+            return {"$tensor": self._leaf(obj, "numpy", path)}
+        if isinstance(obj, np.generic):
+            return {"$tensor": self._leaf(np.asarray(obj), "numpy-scalar", path)}
+        if isinstance(obj, (list, tuple, dict)):
+            return self._container(obj, path, active)
+        raise UnsupportedObjectError(
+            f"cannot save a {type(obj).__name__!r}; supported: dict, list, tuple, None, bool, int, "
+            "float, str, torch tensors and numpy arrays",
+            where=_path_str(path),
+        )
+
+    def _container(self, obj: Any, path: tuple[Any, ...], active: set[int]) -> Any:
+        if id(obj) in active:
+            raise UnsupportedObjectError("the object contains itself", where=_path_str(path))
+        active.add(id(obj))
+        try:
+            if isinstance(obj, dict):
+                return self._dict(obj, path, active)
+            if type(obj) is tuple or _is_torch_size(obj):
+                return {"$tuple": [self.encode(v, path + (i,), active) for i, v in enumerate(obj)]}
+            if type(obj) is list:
+                return [self.encode(v, path + (i,), active) for i, v in enumerate(obj)]
+            raise UnsupportedObjectError(
+                f"cannot save a {type(obj).__name__!r} (a {type(obj).__mro__[1].__name__} subclass); "
+                "convert it to a plain list, tuple or dict",
+                where=_path_str(path),
+            )
+        finally:
+            active.discard(id(obj))
+
+    def _dict(self, obj: dict, path: tuple[Any, ...], active: set[int]) -> Any:
+        for key in obj:
+            if not (type(key) is str or type(key) is int):
+                raise UnsupportedObjectError(
+                    f"dict key {key!r} is a {type(key).__name__!r}; keys must be str or int",
+                    where=_path_str(path),
+                )
+        items = [(k, self.encode(v, path + (k,), active)) for k, v in obj.items()]
+        if all(type(k) is str and not k.startswith("$") for k in obj):
+            return dict(items)
+        return {"$dict": [[k, v] for k, v in items]}
+
+    def _leaf(self, value: Any, kind: str, path: tuple[Any, ...]) -> str:
+        key = _identity(value, kind)
+        if key in self._by_identity:
+            return self._by_identity[key]
+        name = self._name_for(path)
+        self._by_identity[key] = name
+        self.leaves.append(Leaf(name, kind, value))
+        limits.check("max_tensors", len(self.leaves), what="number of tensors")
+        return name
+
+    def _name_for(self, path: tuple[Any, ...]) -> str:
+        name = ".".join(str(p) for p in path) or "tensor"
+        if not valid_name(name) or name.casefold() in self._names:
+            n = len(self.leaves)
+            name = f"_{n}"
+            while name.casefold() in self._names:
+                n += 1
+                name = f"_{n}"
+        self._names.add(name.casefold())
+        return name
+
+
+def _is_torch_size(obj: Any) -> bool:
+    t = type(obj)
+    return t.__name__ == "Size" and t.__module__ == "torch"
+
+
+def _identity(value: Any, kind: str) -> Any:
+    """A key equal for two references to the same tensor values in memory."""
+    if kind == "torch":
+        if value.numel() == 0 or value.device.type == "meta":
+            return ("id", id(value))
+        return (
+            "torch",
+            value.device.type,
+            value.device.index,
+            value.data_ptr(),
+            tuple(value.shape),
+            tuple(value.stride()),
+            str(value.dtype),
+        )
+    if value.size == 0 or kind == "numpy-scalar":
+        return ("id", id(value))
+    return ("numpy", value.__array_interface__["data"][0], value.shape, value.strides, value.dtype.str)
+
+
+def encode(obj: Any) -> tuple[Any, list[Leaf]]:
+    """Turn ``obj`` into its JSON form and the tensors it holds, in first-seen order."""
+    enc = _Encoder()
+    return enc.encode(obj, (), set()), enc.leaves
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _bad(msg: str, where: str) -> FormatError:
+    return FormatError(msg, where=f"manifest.tree{where}")
+
+
+def decode(tree: Any, tensor: Callable[[str], Any]) -> Any:
+    """Rebuild the object; ``tensor(name)`` returns the loaded tensor for a name."""
+    return _decode(tree, tensor, "", 0)
+
+
+def _decode(node: Any, tensor: Callable[[str], Any], where: str, depth: int) -> Any:
+    if depth > limits.current().max_depth:
+        limits.check("max_depth", depth, where=f"manifest.tree{where}", what="nesting depth")
+    if node is None or isinstance(node, (bool, str, int)):
+        return node
+    if isinstance(node, float):
+        return node
+    if isinstance(node, list):
+        return [_decode(v, tensor, f"{where}[{i}]", depth + 1) for i, v in enumerate(node)]
+    if not isinstance(node, dict):
+        raise _bad(f"unexpected JSON value of type {type(node).__name__}", where)
+    tags = [k for k in node if k.startswith("$")]
+    if not tags:
+        return {k: _decode(v, tensor, f"{where}[{k!r}]", depth + 1) for k, v in node.items()}
+    if len(node) != 1 or tags[0] not in _TAGS:
+        raise _bad(f"unknown tagged object with keys {sorted(node)[:5]}; known tags: {', '.join(_TAGS)}", where)
+    tag, value = tags[0], node[tags[0]]
+    if tag == "$tensor":
+        if not isinstance(value, str):
+            raise _bad("$tensor must name a tensor", where)
+        return tensor(value)
+    if tag == "$float":
+        if value not in ("nan", "inf", "-inf"):
+            raise _bad(f"$float must be 'nan', 'inf' or '-inf', not {value!r}", where)
+        return float(value)
+    if tag == "$tuple":
+        if not isinstance(value, list):
+            raise _bad("$tuple must hold a list", where)
+        return tuple(_decode(v, tensor, f"{where}[{i}]", depth + 1) for i, v in enumerate(value))
+    return _decode_dict(value, tensor, where, depth)
+
+
+def _decode_dict(pairs: Any, tensor: Callable[[str], Any], where: str, depth: int) -> dict:
+    if not isinstance(pairs, list):
+        raise _bad("$dict must hold a list of [key, value] pairs", where)
+    out: dict = {}
+    for i, pair in enumerate(pairs):
+        if not (isinstance(pair, list) and len(pair) == 2):
+            raise _bad(f"$dict entry {i} is not a [key, value] pair", where)
+        key = pair[0]
+        if not (type(key) is str or type(key) is int):
+            raise _bad(f"$dict key {key!r} must be a string or an integer", where)
+        if key in out:
+            raise _bad(f"$dict key {key!r} appears twice", where)
+        out[key] = _decode(pair[1], tensor, f"{where}[{key!r}]", depth + 1)
+    return out
+
+
+def iter_refs(tree: Any) -> Iterator[str]:
+    """Every tensor name the tree refers to (may repeat), without building anything."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            ref = node.get("$tensor")
+            if len(node) == 1 and isinstance(ref, str):
+                yield ref
+            else:
+                stack.extend(node.values())
