@@ -215,7 +215,7 @@ def _not_mpk(fd: int, size: int, path_hint: str) -> NotAModelPackError:
     if looks is None and head.startswith(b"PK\x03\x04"):
         name_len = int.from_bytes(head[26:28], "little")
         first = os.pread(fd, min(name_len, 256), 30)
-        if b"data.pkl" in first or b"/" in first:
+        if b"/" in first:
             looks = "a zip archive such as a torch.save file (pickle inside); modelpack never unpickles"
         else:
             looks = "a zip archive that is not a .mpk (or a damaged .mpk)"
@@ -226,9 +226,10 @@ def read_members(fd: int, *, where: str = "") -> list[Member]:
     """Parse and fully check the zip structure; return members in file order."""
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
-        raise NotAModelPackError("not a regular file", where=where or None)
+        what = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file (a pipe, socket or device)"
+        raise NotAModelPackError(f"not a .mpk file: it is {what}", where=where or None)
     size = st.st_size
-    if size < _EOCD.size or os.pread(fd, 4, 0) != b"PK\x03\x04":
+    if size < _EOCD.size or not _first_member_is_ours(fd):
         raise _not_mpk(fd, size, where)
     cd_offset, cd_size, count = _read_end(fd, size)
     limits.check("max_members", count, where="central directory", what="number of members")
@@ -237,6 +238,15 @@ def read_members(fd: int, *, where: str = "") -> list[Member]:
     cd = pread_exact(fd, cd_size, cd_offset, where="central directory")
     entries = _parse_cd(cd, count)
     return _check_local_headers(fd, entries, cd_offset)
+
+
+def _first_member_is_ours(fd: int) -> bool:
+    """A .mpk starts with one of its own member names; other zips (torch.save...) do not."""
+    head = os.pread(fd, _LFH.size, 0)
+    if len(head) < _LFH.size or head[:4] != b"PK\x03\x04":
+        return False
+    name_len = int.from_bytes(head[26:28], "little")
+    return bool(MEMBER_NAME_RE.fullmatch(os.pread(fd, min(name_len, 600), _LFH.size)))
 
 
 def _read_end(fd: int, size: int) -> tuple[int, int, int]:
@@ -251,7 +261,7 @@ def _read_end(fd: int, size: int) -> tuple[int, int, int]:
     if disk or cd_disk or n_disk != n_total or comment:
         raise FormatError("end record declares several disks or a comment; .mpk files have neither", where="end record")
     end = size - _EOCD.size
-    if _U16 in (n_total,) or _U32 in (cd_size, cd_offset):
+    if n_total == _U16 or _U32 in (cd_size, cd_offset):
         return _read_zip64_end(fd, end, (n_total, cd_size, cd_offset))
     if cd_offset + cd_size != end:
         raise FormatError(

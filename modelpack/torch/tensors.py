@@ -48,7 +48,8 @@ def torch_payload(t: torch.Tensor, *, where: str = "") -> tuple[DType, tuple[int
     if t.device.type != "cpu":
         t = t.cpu()
     t = t.resolve_conj().resolve_neg().contiguous()
-    flat = t.reshape(-1)
+    # as_strided: a 1-element view may carry any stride, which view(uint8) refuses
+    flat = t.reshape(-1).as_strided((t.numel(),), (1,))
     if flat.numel() == 0:
         return row, tuple(t.shape), memoryview(b"")
     return row, tuple(t.shape), memoryview(flat.view(torch.uint8).numpy())
@@ -56,6 +57,8 @@ def torch_payload(t: torch.Tensor, *, where: str = "") -> tuple[DType, tuple[int
 
 def to_torch(arr: np.ndarray, row: DType) -> Any:
     """A tensor sharing ``arr``'s memory, reinterpreted as the row's true dtype."""
+    if arr.ndim == 0:  # from_numpy gives 0-d tensors odd strides for later views
+        return to_torch(arr.reshape(1), row).reshape(())
     if row.numpy_native:
         return torch.from_numpy(arr)
     carrier = arr.view(np.dtype(f"<i{row.itemsize}") if row.itemsize > 1 else np.uint8)

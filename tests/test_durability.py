@@ -1,0 +1,101 @@
+"""Crash safety: atomic replace under SIGKILL, failures mid-write, stale temp files."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import modelpack
+from modelpack import _fs
+
+from conftest import ROOT
+
+WRITER = r"""
+import sys, numpy as np, modelpack
+path = sys.argv[1]
+a = np.full(4 << 20, 1.0, np.float32)   # 16 MiB
+b = np.full(4 << 20, 2.0, np.float32)
+print("ready", flush=True)
+i = 0
+while True:
+    modelpack.save({"v": a if i % 2 else b, "i": i % 2}, path)
+    i += 1
+"""
+
+
+def _loads_as_old_or_new(path) -> float:
+    back = modelpack.load(path, verify=True)
+    value = float(back["v"][0])
+    assert value in (1.0, 2.0) and back["i"] == (1 if value == 1.0 else 0)
+    assert (back["v"] == value).all()
+    return value
+
+
+def test_sigkill_during_save_never_leaves_a_broken_target(tmp_path):
+    target = tmp_path / "target.mpk"
+    modelpack.save({"v": np.full(4 << 20, 2.0, np.float32), "i": 0}, target)
+    rng = random.Random(1234)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    seen = set()
+    for _ in range(24):
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(target)], stdout=subprocess.PIPE, env=env)
+        assert proc.stdout.readline().strip() == b"ready"
+        time.sleep(rng.uniform(0.0, 0.25))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        seen.add(_loads_as_old_or_new(target))
+    # a later save in this process removes the dead writers' temp files
+    modelpack.save({"v": np.full(4 << 20, 1.0, np.float32), "i": 1}, target)
+    assert [p.name for p in tmp_path.iterdir()] == ["target.mpk"]
+    assert seen  # the writer made progress at least sometimes
+
+
+def test_error_while_writing_keeps_the_old_file_and_removes_the_temp(tmp_path, monkeypatch):
+    target = tmp_path / "t.mpk"
+    modelpack.save({"v": np.arange(10)}, target)
+    before = target.read_bytes()
+
+    def broken_fsync(fd):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(_fs.os, "fsync", broken_fsync)
+    with pytest.raises(OSError, match="Input/output error"):
+        modelpack.save({"v": np.arange(20)}, target)
+    monkeypatch.undo()
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["t.mpk"]
+
+
+def test_unsupported_object_fails_before_touching_the_target(tmp_path):
+    target = tmp_path / "t.mpk"
+    modelpack.save([1], target)
+    with pytest.raises(modelpack.ModelPackError):
+        modelpack.save([np.arange(3), {1, 2}], target)
+    assert modelpack.load(target) == [1]
+    assert [p.name for p in tmp_path.iterdir()] == ["t.mpk"]
+
+
+def test_saving_over_a_mapped_file_keeps_loaded_tensors_valid(tmp_path):
+    target = tmp_path / "m.mpk"
+    modelpack.save({"v": np.full(1 << 20, 3.0)}, target)
+    loaded = modelpack.load(target)["v"]
+    modelpack.save({"v": np.full(1 << 20, 4.0)}, target)
+    assert (loaded == 3.0).all()
+    assert (modelpack.load(target)["v"] == 4.0).all()
+
+
+def test_live_writers_temp_files_are_not_removed(tmp_path):
+    target = tmp_path / "x.mpk"
+    live = tmp_path / f".x.mpk.{os.getppid()}.abcdef.mpk-tmp"  # our parent is alive
+    dead = tmp_path / ".x.mpk.999999999.abcdef.mpk-tmp"
+    live.write_bytes(b"in progress")
+    dead.write_bytes(b"left by a crash")
+    modelpack.save([1], target)
+    assert live.exists() and not dead.exists()
