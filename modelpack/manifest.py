@@ -15,7 +15,7 @@ from typing import Any
 
 from . import limits, tree
 from .codec import DType, dtype_by_name, nbytes_of, npy_header
-from .container import Member
+from .container import ALIGN, Member
 from .errors import FormatError
 
 __all__ = ["FORMAT", "VERSION", "MANIFEST", "SPEC", "dumps", "parse", "check", "TensorEntry"]
@@ -130,8 +130,8 @@ def _check_entry(entry: Any, i: int, by_name: Mapping[str, Member]) -> tuple[str
             f"manifest says {entry['nbytes']!r}, member holds {member.size - header_len}",
             where=where,
         )
-    if entry["offset"] != member.data_offset + header_len:
-        raise FormatError(f"offset {entry['offset']!r} does not point at the member's data", where=where)
+    if entry["offset"] != member.data_offset + header_len or entry["offset"] % ALIGN:
+        raise FormatError(f"offset {entry['offset']!r} is not the member's 64-byte aligned data", where=where)
     if entry["crc32"] != f"{member.crc:08x}":
         raise FormatError("crc32 disagrees with the zip directory", where=where)
     return name, member
