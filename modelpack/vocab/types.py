@@ -31,7 +31,7 @@ class _Required:
 REQUIRED: Any = _Required()
 
 # The closed set of argument types. Each maps to one JSON Schema fragment
-# (spec/schema.py) and one Python check (spec/validate.py).
+# (spec/schema.py), which the validator (spec/validate.py) checks with.
 ARG_TYPES = frozenset(
     {
         "int",  # a true integer (not 2.0, not true)
@@ -49,7 +49,11 @@ ARG_TYPES = frozenset(
 
 @dataclasses.dataclass(frozen=True)
 class Arg:
-    """One keyword argument of a layer or op."""
+    """One keyword argument of a layer or op.
+
+    ``minimum``/``maximum`` bound every number in the value (each element of an
+    "ints"/"floats"/"int_list" list); ``choices`` closes a "str" argument.
+    """
 
     name: str
     type: str
@@ -58,8 +62,10 @@ class Arg:
     maximum: float | None = None
     choices: tuple[Any, ...] | None = None
     nullable: bool = False
-    length: int | None = None  # for "ints"/"floats" lists: exact length when set
+    length: int | None = None  # for "ints"/"floats"/"int_list" lists: exact length when set
     doc: str = ""
+    # strings accepted in place of the typed value (Conv padding "same"/"valid")
+    keywords: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.type not in ARG_TYPES:
@@ -77,9 +83,13 @@ class _Entry:
     args: tuple[Arg, ...] = ()
     # number of tensor inputs (min, max); max None = any number
     inputs: tuple[int, int | None] = (1, 1)
-    # number of values produced; > 1 means a tuple to be taken apart with getitem
-    outputs: int = 1
+    # number of values produced; > 1 means a tuple to be taken apart with getitem;
+    # None means a tuple whose length depends on the arguments (chunk)
+    outputs: int | None = 1
     doc: str = ""
+    # torch constructor/function arguments deliberately not exposed: a spec cannot set
+    # them, so an exporter must refuse a module whose value differs from torch's default
+    omitted: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         seen: set[str] = set()
