@@ -34,6 +34,7 @@ __all__ = [
     "build",
     "load_weights",
     "Checkpointer",
+    "CheckpointWarning",
     "limits",
     "ModelPackError",
     "FormatError",
@@ -58,6 +59,7 @@ _LAZY = {
     "build": ("modelpack.torch.build", "build"),
     "load_weights": ("modelpack.torch.load", "load_weights"),
     "Checkpointer": ("modelpack.checkpoint", "Checkpointer"),
+    "CheckpointWarning": ("modelpack.checkpoint", "CheckpointWarning"),
 }
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -18,7 +18,7 @@ import stat
 import struct
 import zlib
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import threading
 
 from . import limits
 from .errors import FormatError, NotAModelPackError
@@ -63,6 +63,32 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[n:]
 
 
+class _CrcJob:
+    """CRC-32 of a buffer on its own thread (zlib releases the GIL), overlapping the write.
+
+    A plain thread, not an executor: executors refuse work during interpreter
+    shutdown, when a background checkpoint save may still be finishing.
+    """
+
+    def __init__(self, data: memoryview, start: int) -> None:
+        self._value = start
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(data,), name="modelpack-crc", daemon=True)
+        self._thread.start()
+
+    def _run(self, data: memoryview) -> None:
+        try:
+            self._value = zlib.crc32(data, self._value)
+        except BaseException as e:  # handed to the writer in result()
+            self._error = e
+
+    def result(self) -> int:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
 class ZipWriter:
     """Append STORED members to an fd, then write the central directory.
 
@@ -76,14 +102,12 @@ class ZipWriter:
         self._pos = 0
         self._members: list[Member] = []
         self._force64 = force_zip64
-        self._pool: ThreadPoolExecutor | None = None
 
     def __enter__(self) -> "ZipWriter":
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
+        pass
 
     def add(
         self,
@@ -110,10 +134,10 @@ class ZipWriter:
             future = None
         else:
             crc = 0
-            future = self._crc_pool().submit(zlib.crc32, body, zlib.crc32(head))
+            future = _CrcJob(body, zlib.crc32(head))
         lfh = self._lfh(raw_name, extra, crc, size, z64)
         if future is None:
-            os.writev(self._fd, [lfh, head, body])
+            _write_all(self._fd, b"".join((lfh, head, body)))
             if progress:
                 progress(body.nbytes)
         else:
@@ -130,10 +154,6 @@ class ZipWriter:
         self._members.append(member)
         return member
 
-    def _crc_pool(self) -> ThreadPoolExecutor:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelpack-crc")
-        return self._pool
 
     def _lfh(self, raw_name: bytes, extra: bytes, crc: int, size: int, z64: bool) -> bytes:
         sz = _U32 if z64 else size
@@ -374,7 +394,7 @@ def _check_local_headers(fd: int, entries: Sequence[_Entry], cd_offset: int) -> 
             raise FormatError(f"member at offset {e.header_offset} {what} (expected {expected})", where=where)
         head = pread_exact(fd, _LFH.size + len(e.raw_name), e.header_offset, where=where)
         sig, need, flags, method, _t, _d, crc, csize, usize, nlen, elen = _LFH.unpack_from(head)
-        if sig != _SIG_LFH or head[_LFH.size :] != e.raw_name:
+        if sig != _SIG_LFH or nlen != len(e.raw_name) or head[_LFH.size :] != e.raw_name:
             raise FormatError("local header does not match the central directory (signature or name)", where=where)
         extra = pread_exact(fd, elen, e.header_offset + _LFH.size + nlen, where=where)
         lsize = _local_size(extra, csize, usize, where)
@@ -403,7 +423,7 @@ def _local_size(extra: bytes, csize: int, usize: int, where: str) -> int:
         body = extra[pos + 4 : pos + 4 + hlen]
         if len(body) != hlen:
             raise FormatError("corrupt extra field in local header", where=where)
-        if hid == _Z64_ID and usize == _U32 and hlen == 16:
+        if hid == _Z64_ID and usize == _U32 and hlen == 16 and not seen64:  # once: no first-vs-last differential
             a, b = struct.unpack("<QQ", body)
             if a != b:
                 raise FormatError("local header: ZIP64 sizes differ", where=where)
