@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import mmap as _mmap
 import os
+import stat
 import sys
-import zlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -21,8 +21,15 @@ import numpy as np
 
 from . import _fs, limits, manifest, tree
 from .codec import DType, dtype_by_name, npy_header, numpy_payload, numpy_view
-from .container import Member, ZipWriter, pread_exact, read_members
-from .errors import FormatError, IntegrityError, MissingDependencyError, NotAModelPackError, UnsupportedObjectError
+from .container import Member, ZipWriter, crc32, pread_exact, read_members
+from .errors import (
+    FormatError,
+    IntegrityError,
+    MissingDependencyError,
+    ModelPackError,
+    NotAModelPackError,
+    UnsupportedObjectError,
+)
 
 __all__ = ["save", "load", "open", "verify", "Pack", "read_spec_text", "write_pack"]
 
@@ -140,7 +147,13 @@ def save(
 
 
 def _open_fd(path: str) -> int:
-    # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat rejects it next.
+    # Refuse pipes, sockets and devices before opening them: a socket cannot be opened at all,
+    # and opening a device can have side effects (a tape rewinds, a watchdog arms).
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        what = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a pipe, socket or device)"
+        raise NotAModelPackError(f"not a .mpk file: it is {what}", source=path)
+    # O_NONBLOCK: a FIFO swapped in after the stat must not wait for a writer; fstat rejects it next.
     return os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
 
 
@@ -157,7 +170,7 @@ class Pack:
         self._map: _mmap.mmap | None = None
         try:
             self._parse()
-        except FormatError as e:
+        except ModelPackError as e:
             self.close()
             raise e.with_context(source=self.path)
         except BaseException:
@@ -166,11 +179,14 @@ class Pack:
 
     # -- structure
     def _parse(self) -> None:
+        self._size = os.fstat(self.fd).st_size  # tensor() refuses to map or read if the file shrinks
         members = read_members(self.fd)
         self.members: dict[str, Member] = {m.name: m for m in members}
         if manifest.MANIFEST not in self.members:
             raise NotAModelPackError("not a .mpk file: a zip archive without a manifest.json")
         last = members[-1]
+        if last.name != manifest.MANIFEST:
+            raise FormatError(f"{manifest.MANIFEST!r} must be the last member", where="archive")
         limits.check("max_manifest_bytes", last.size, where=manifest.MANIFEST, what="manifest size")
         self.manifest: dict[str, Any] = manifest.parse(self._read_member(last))
         self._tensor_members = manifest.check(self.manifest, members)
@@ -181,7 +197,7 @@ class Pack:
 
     def _read_member(self, m: Member) -> bytes:
         data = pread_exact(self.fd, m.size, m.data_offset, where=f"member {m.name!r}")
-        if zlib.crc32(data) != m.crc:
+        if crc32(data) != m.crc:
             raise IntegrityError("CRC-32 mismatch: the member is damaged", where=f"member {m.name!r}")
         return data
 
@@ -200,7 +216,10 @@ class Pack:
         if entry["kind"] != "torch" and not row.numpy_native:
             raise FormatError(f"kind {entry['kind']!r} cannot hold {row.name}", where=f"tensor {entry['name']!r}")
         expected = npy_header(row.descr, entry["shape"])
-        if pread_exact(self.fd, len(expected), m.data_offset) != expected:
+        got = m.prefix[: len(expected)]
+        if len(got) < len(expected):
+            got = pread_exact(self.fd, len(expected), m.data_offset)
+        if got != expected:
             raise FormatError("the .npy header does not match the manifest", where=f"tensor {entry['name']!r}")
 
     @property
@@ -251,12 +270,23 @@ class Pack:
         t = to_torch(arr, row)
         return t if map_location is None else t.to(map_location)
 
+    def _check_size(self, name: str) -> None:
+        """Touching mapped bytes past EOF is SIGBUS, not an exception: re-check before each tensor."""
+        if os.fstat(self.fd).st_size < self._size:
+            raise FormatError(
+                "the file shrank after it was opened (truncated or being rewritten); reopen it",
+                where=f"tensor {name!r}",
+                source=self.path,
+            )
+
     def _mapped(self, entry: dict[str, Any], row: DType) -> np.ndarray:
+        self._check_size(entry["name"])
         if self._map is None:
             self._map = _mmap.mmap(self.fd, 0, access=_mmap.ACCESS_COPY)
         return numpy_view(self._map, entry["offset"], row, entry["shape"])
 
     def _read(self, entry: dict[str, Any], row: DType) -> np.ndarray:
+        self._check_size(entry["name"])
         arr = np.empty(entry["shape"], dtype=row.storage_numpy)
         view = memoryview(arr.reshape(-1).view(np.uint8))
         pos, offset = 0, entry["offset"]
@@ -314,7 +344,7 @@ def _crc_range(fd: int, offset: int, size: int, buf: bytearray, bar: _Progress) 
         n = os.preadv(fd, [view[: min(len(buf), size - pos)]], offset + pos)
         if n <= 0:
             raise FormatError("file ends early (truncated while open?)")
-        crc = zlib.crc32(view[:n], crc)
+        crc = crc32(view[:n], crc)
         pos += n
         bar.update(n)
     return crc

@@ -9,6 +9,7 @@ unsigned bits of the same width; the manifest keeps the true name.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -111,6 +112,12 @@ def nbytes_of(shape: tuple[int, ...] | list[int], itemsize: int) -> int:
 
 
 def npy_header(descr: str, shape: tuple[int, ...] | list[int]) -> bytes:
+    """The canonical .npy header (cached: models repeat a few shapes many times)."""
+    return _npy_header(descr, tuple(shape))
+
+
+@functools.lru_cache(maxsize=4096)
+def _npy_header(descr: str, shape: tuple[int, ...]) -> bytes:
     """The canonical .npy v1.0 header, padded so the data after it is 64-byte aligned.
 
     modelpack writes and accepts exactly these bytes, so a reader can check a

@@ -11,21 +11,28 @@ every (offset, size) handed out lies inside the file, so mapping it is safe.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import os
 import re
 import stat
 import struct
-import zlib
+import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 import threading
 
 from . import limits
 from .errors import FormatError, NotAModelPackError
 
-__all__ = ["Member", "ZipWriter", "read_members", "identify", "pread_exact", "ALIGN"]
+__all__ = ["crc32", "Member", "ZipWriter", "read_members", "identify", "pread_exact", "ALIGN"]
 
 ALIGN = 64
+
+try:  # ISA-L's CRC-32 is ~3x faster than zlib 1.2's and bit-identical (pip install 'modelpack[fast]')
+    from isal.isal_zlib import crc32 as crc32
+except ImportError:  # pragma: no cover - depends on the optional extra
+    from zlib import crc32 as crc32
 _LFH = struct.Struct("<IHHHHHIIIHH")  # 30 bytes
 _CDH = struct.Struct("<IHHHHHHIIIHHHHHII")  # 46 bytes
 _EOCD = struct.Struct("<IHHHHIIH")  # 22 bytes
@@ -38,6 +45,7 @@ _PAD_ID = 0x706D  # "mp": padding that aligns the member's data
 _DOS_TIME, _DOS_DATE = 0, (0 << 9) | (1 << 5) | 1  # 1980-01-01 00:00, fixed for determinism
 _U16, _U32 = 0xFFFF, 0xFFFFFFFF
 _SYNC_CRC_BYTES = 1 << 20
+_WINDOW = 512  # bytes read past a local header's name: extra field + .npy header, in one pread
 _CHUNK = 64 << 20
 MEMBER_NAME_RE = re.compile(rb"(manifest\.json|spec\.yaml|[A-Za-z0-9_][A-Za-z0-9_.\-]*\.npy)")
 
@@ -51,6 +59,8 @@ class Member:
     data_offset: int
     size: int
     crc: int
+    # the first bytes of the data (up to a few hundred), read with the header: the .npy header
+    prefix: bytes = dataclasses.field(default=b"", repr=False, compare=False)
 
 
 # --------------------------------------------------------------------------- writing
@@ -61,6 +71,30 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
     while view.nbytes:
         n = os.write(fd, view[:_CHUNK])
         view = view[n:]
+
+
+def _start_writeback(fd: int, offset: int, size: int) -> None:
+    """Ask Linux to start writing a range to disk now, so the final fsync has little left.
+
+    Without it every byte of a large save waits for the fsync at the end; with
+    it the disk works while we are still writing. A no-op where unsupported.
+    """
+    if _SYNC_FILE_RANGE is not None:
+        _SYNC_FILE_RANGE(fd, ctypes.c_longlong(offset), ctypes.c_longlong(size), ctypes.c_uint(2))
+
+
+def _load_sync_file_range() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):  # pragma: no cover - non-glibc
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
+    return fn
+
+
+_SYNC_FILE_RANGE = _load_sync_file_range()
 
 
 class _CrcJob:
@@ -78,7 +112,7 @@ class _CrcJob:
 
     def _run(self, data: memoryview) -> None:
         try:
-            self._value = zlib.crc32(data, self._value)
+            self._value = crc32(data, self._value)
         except BaseException as e:  # handed to the writer in result()
             self._error = e
 
@@ -130,11 +164,11 @@ class ZipWriter:
             pad = (-(data_start + len(head))) % ALIGN
             extra += struct.pack("<HH", _PAD_ID, pad) + b"\0" * pad
         if body.nbytes < _SYNC_CRC_BYTES:
-            crc = zlib.crc32(body, zlib.crc32(head))
+            crc = crc32(body, crc32(head))
             future = None
         else:
             crc = 0
-            future = _CrcJob(body, zlib.crc32(head))
+            future = _CrcJob(body, crc32(head))
         lfh = self._lfh(raw_name, extra, crc, size, z64)
         if future is None:
             _write_all(self._fd, b"".join((lfh, head, body)))
@@ -144,6 +178,7 @@ class ZipWriter:
             _write_all(self._fd, lfh + head)
             for start in range(0, body.nbytes, _CHUNK):
                 _write_all(self._fd, body[start : start + _CHUNK])
+                _start_writeback(self._fd, offset + len(lfh) + len(head) + start, min(_CHUNK, body.nbytes - start))
                 if progress:
                     progress(min(_CHUNK, body.nbytes - start))
             crc = future.result()
@@ -392,11 +427,17 @@ def _check_local_headers(fd: int, entries: Sequence[_Entry], cd_offset: int) -> 
         if e.header_offset != expected:
             what = "overlaps the previous one" if e.header_offset < expected else "leaves a gap before it"
             raise FormatError(f"member at offset {e.header_offset} {what} (expected {expected})", where=where)
-        head = pread_exact(fd, _LFH.size + len(e.raw_name), e.header_offset, where=where)
-        sig, need, flags, method, _t, _d, crc, csize, usize, nlen, elen = _LFH.unpack_from(head)
-        if sig != _SIG_LFH or nlen != len(e.raw_name) or head[_LFH.size :] != e.raw_name:
+        # one read covers the local header, its name and extra field, and the start of the data
+        fixed = _LFH.size + len(e.raw_name)
+        window = os.pread(fd, min(fixed + _WINDOW, cd_offset - e.header_offset), e.header_offset)
+        if len(window) < fixed:
+            raise FormatError("file ends inside a local header", where=where)
+        sig, need, flags, method, _t, _d, crc, csize, usize, nlen, elen = _LFH.unpack_from(window)
+        if sig != _SIG_LFH or nlen != len(e.raw_name) or window[_LFH.size : fixed] != e.raw_name:
             raise FormatError("local header does not match the central directory (signature or name)", where=where)
-        extra = pread_exact(fd, elen, e.header_offset + _LFH.size + nlen, where=where)
+        extra = window[fixed : fixed + elen]
+        if len(extra) != elen:
+            extra = pread_exact(fd, elen, e.header_offset + fixed, where=where)
         lsize = _local_size(extra, csize, usize, where)
         if (need, flags, method, crc, lsize) != (e.version, 0, 0, e.crc, e.size):
             raise FormatError("local header disagrees with the central directory", where=where)
@@ -404,7 +445,8 @@ def _check_local_headers(fd: int, entries: Sequence[_Entry], cd_offset: int) -> 
         expected = data_offset + e.size
         if expected > cd_offset:
             raise FormatError("member data runs into the central directory", where=where)
-        members.append(Member(e.name, e.header_offset, data_offset, e.size, e.crc))
+        prefix = window[fixed + elen : fixed + elen + e.size]
+        members.append(Member(e.name, e.header_offset, data_offset, e.size, e.crc, prefix))
     if expected != cd_offset:
         raise FormatError(f"{cd_offset - expected} unexplained bytes before the central directory", where="archive")
     return members

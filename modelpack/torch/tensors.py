@@ -44,6 +44,9 @@ def torch_payload(t: torch.Tensor, *, where: str = "") -> tuple[DType, tuple[int
     if t.device.type == "meta":
         raise UnsupportedObjectError("cannot save a tensor on the meta device (it has no data)", where=where or None)
     row = dtype_row(t.dtype, where=where)
+    if row.numpy_native and t.device.type == "cpu" and t.is_contiguous() and not (t.is_conj() or t.is_neg()):
+        # fast path (most tensors): a byte view of the tensor's own memory, no torch view ops
+        return row, tuple(t.shape), memoryview(t.detach().numpy().reshape(-1).view(np.uint8))
     t = t.detach()
     if t.device.type != "cpu":
         t = t.cpu()
