@@ -1,0 +1,386 @@
+"""``modelpack.export``: a traceable nn.Module -> one .mpk holding its spec and its weights.
+
+The steps, each a function below: run the example once in eval mode (which
+materialises Lazy modules and gives the reference outputs); trace with torch.fx
+(:mod:`._trace`), keeping vocabulary layers whole; map the graph to spec nodes
+(:mod:`._export_graph`, with :mod:`._export_layers` and :mod:`._export_ops`);
+write the spec as readable YAML (:mod:`._spec_text`) and validate it like any
+hand-written spec; rebuild the model from that spec, give it the original's
+weights and check it reproduces the reference outputs; only then write the file.
+
+Reproduction policy: by default the rebuilt model must give *bit-identical*
+outputs. The spec calls the same torch kernels with the same weights in the
+same order, so any difference means the spec computes something else (a lost
+in-place alias, a hook, a mapping bug), and a tolerance would hide exactly
+that. ``atol=`` accepts a known, bounded difference; the error and the warning
+state the max abs difference either way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import inspect
+import os
+import warnings
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import tree
+from ..api import write_pack
+from ..errors import ExportError, SpecError
+from ..spec.names import identifier_problem
+from ._export_graph import GraphSpec, graph_to_spec
+from ._export_layers import is_layer_type
+from ._spec_text import spec_to_yaml
+from ._trace import InputSlot, trace
+from .build import SpecModule, build_validated, prepare
+from .tensors import dtype_row
+
+__all__ = ["export", "export_spec", "ReproductionWarning"]
+
+_BATCH = "batch"
+
+
+class ReproductionWarning(UserWarning):
+    """The rebuilt model matched within ``atol`` but not bit for bit (the message says by how much)."""
+
+
+@dataclasses.dataclass
+class _Call:
+    """The example call: arguments with tensors replaced by InputSlots, and the tensors by input name."""
+
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    tensors: dict[str, torch.Tensor]  # spec input name -> example tensor, in placeholder order
+
+
+# ----------------------------------------------------------------------------- public
+
+
+def export(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    example_inputs: Any,
+    *,
+    metadata: Mapping[str, str] | None = None,
+    name: str | None = None,
+    dynamic_dims: Mapping[str, Mapping[int, str]] | None = None,
+    atol: float = 0.0,
+) -> None:
+    """Save ``model`` -- architecture and weights -- as one .mpk that loads without its source.
+
+    ``example_inputs`` is what the model is called with: one tensor, a tuple of
+    positional arguments, or a dict of keyword arguments. Tensors become the
+    spec's inputs (named after forward's parameters); other values (``None``,
+    flags) are fixed at their example values. The example runs once, in eval
+    mode and without gradients (materialising Lazy modules); the model's
+    train/eval flags are restored afterwards.
+
+    ``dynamic_dims`` names the sizes that may vary, per input: ``{"x": {0:
+    "batch", 1: "seq"}}``; by default dim 0 of every input is ``batch``. ``name``
+    defaults to the class name. ``metadata`` (str -> str) goes to the manifest.
+
+    Raises :class:`~modelpack.ExportError` naming the module, the source line
+    and what is supported when the model cannot be expressed, or when the
+    rebuilt model does not reproduce the outputs within ``atol`` (default:
+    bit-exact). Nothing is written then.
+    """
+    model = _unwrap(model)
+    text, _ = export_spec(model, example_inputs, name=name, dynamic_dims=dynamic_dims, atol=atol)
+    tree_json, leaves = tree.encode(model.state_dict())
+    write_pack(path, tree_json, leaves, spec_text=text, metadata=metadata)
+
+
+def export_spec(
+    model: nn.Module,
+    example_inputs: Any,
+    *,
+    name: str | None = None,
+    dynamic_dims: Mapping[str, Mapping[int, str]] | None = None,
+    atol: float = 0.0,
+) -> tuple[str, dict[str, Any]]:
+    """Everything :func:`export` does except writing: the checked spec as YAML text and as data."""
+    model = _unwrap(model)
+    call = _example_call(model, example_inputs)
+    expected = _reference_run(model, call)
+    _check_materialised(model)
+    graph = trace(model, call.args, call.kwargs)
+    converted = graph_to_spec(graph, model, list(call.tensors))
+    spec = _document(model, name, call, converted, dynamic_dims)
+    text = spec_to_yaml(spec)
+    prepared = _validated(text, converted)
+    try:
+        _check_reproduces(model, prepared, call, expected, atol)
+    except ExportError as e:
+        raise _with_suspects(e, model, graph)
+    return text, spec
+
+
+# ----------------------------------------------------------------------------- the example
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The module itself, not a torch.compile wrapper (whose state_dict keys gain ``_orig_mod.``)."""
+    if not isinstance(model, nn.Module):
+        raise ExportError(f"export takes an nn.Module; got {type(model).__name__}")
+    inner = getattr(model, "_orig_mod", None)
+    if isinstance(inner, nn.Module) and type(model).__name__ == "OptimizedModule":
+        model = inner
+    if is_layer_type(model):
+        raise ExportError(f"the model is a single {type(model).__name__}, whose tensors have no node name to "
+                          f"live under; export nn.Sequential(model) instead (state_dict keys gain '0.')")
+    return model
+
+
+def _example_call(model: nn.Module, example: Any) -> _Call:
+    """Bind the example to forward's parameters; name each tensor input after its parameter."""
+    if isinstance(example, Mapping):
+        args, kwargs = (), dict(example)
+    elif isinstance(example, (tuple, list)):
+        args, kwargs = tuple(example), {}
+    else:
+        args, kwargs = (example,), {}
+    try:
+        bound = inspect.signature(model.forward).bind(*args, **kwargs)
+    except TypeError as e:
+        raise ExportError(f"the example inputs do not fit {type(model).__name__}.forward: {e}") from e
+    tensors: dict[str, torch.Tensor] = {}
+    slot_args = [_slot(v, n, tensors) for v, n in zip(args, _positional_names(model, bound, len(args)))]
+    slot_kwargs = {k: _slot(v, k, tensors) for k, v in kwargs.items()}
+    if not tensors:
+        raise ExportError("the example inputs hold no tensor; pass the tensors the model is called with")
+    return _Call(tuple(slot_args), slot_kwargs, tensors)
+
+
+def _positional_names(model: nn.Module, bound: inspect.BoundArguments, n: int) -> list[str]:
+    """Names for positional values: the parameter's; for ``*args``, a SpecModule's input names or ``<args>_<i>``."""
+    names: list[str] = []
+    for pname, value in bound.arguments.items():
+        param = bound.signature.parameters[pname]
+        if param.kind is inspect.Parameter.VAR_POSITIONAL:
+            declared = list(model.input_names) if isinstance(model, SpecModule) else []
+            names += [declared[i] if i < len(declared) else f"{pname}_{i}" for i in range(len(value))]
+        elif param.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD):
+            names.append(pname)
+    return names[:n]
+
+
+def _slot(value: Any, name: str, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(value, torch.Tensor):
+        problem = identifier_problem(name, "input")
+        if problem:
+            raise ExportError(f"{problem}; rename forward's parameter")
+        tensors[name] = value
+        return InputSlot(name)
+    if isinstance(value, (tuple, list, dict)) and _holds_tensor(value):
+        raise ExportError(f"input {name!r} is a {type(value).__name__} of tensors; the spec's inputs are "
+                          "single tensors: pass them as separate arguments")
+    return value  # a flag or None: fixed at its example value while tracing
+
+
+def _holds_tensor(value: Any) -> bool:
+    items = value.values() if isinstance(value, dict) else value
+    return any(isinstance(v, torch.Tensor) or (isinstance(v, (tuple, list, dict)) and _holds_tensor(v))
+               for v in items)
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode for the duration; every module's own train/eval flag restored after."""
+    flags = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, flag in flags.items():
+            m.training = flag
+
+
+def _call_values(model: nn.Module, call: _Call, tensors: Mapping[str, torch.Tensor]) -> Any:
+    def fill(v: Any) -> Any:
+        return tensors[v.name] if isinstance(v, InputSlot) else v
+
+    return model(*[fill(a) for a in call.args], **{k: fill(v) for k, v in call.kwargs.items()})
+
+
+def _reference_run(model: nn.Module, call: _Call) -> Any:
+    """The original's outputs on the example (eval mode, no grad); materialises Lazy modules."""
+    with _eval_mode(model), torch.no_grad():
+        try:
+            return _call_values(model, call, call.tensors)
+        except Exception as e:
+            raise ExportError(f"the model failed on the example inputs: {type(e).__name__}: {e}") from e
+
+
+def _check_materialised(model: nn.Module) -> None:
+    for path, m in model.named_modules():
+        if isinstance(m, nn.modules.lazy.LazyModuleMixin) and m.has_uninitialized_params():
+            raise ExportError(f"{type(m).__name__} was never called by the example run, so its sizes are "
+                              "unknown; pass example inputs that reach it", where=path or None)
+
+
+# ----------------------------------------------------------------------------- the document
+
+
+def _document(model: nn.Module, name: str | None, call: _Call, converted: GraphSpec,
+              dynamic_dims: Mapping[str, Mapping[int, str]] | None) -> dict[str, Any]:
+    return {
+        "modelpack": 1,
+        "name": name or _model_name(model),
+        "inputs": {k: _input_decl(k, t, dynamic_dims) for k, t in call.tensors.items()},
+        "nodes": converted.nodes,
+        "outputs": converted.outputs,
+    }
+
+
+def _model_name(model: nn.Module) -> str:
+    spec = getattr(model, "spec", None)  # a rebuilt SpecModule keeps the name it was exported with
+    if isinstance(spec, dict) and isinstance(spec.get("name"), str):
+        return spec["name"]
+    return type(model).__name__
+
+
+def _input_decl(name: str, t: torch.Tensor, dynamic_dims: Mapping[str, Mapping[int, str]] | None) -> dict[str, Any]:
+    dims = ({0: _BATCH} if t.dim() else {}) if dynamic_dims is None else dict(dynamic_dims.get(name, {}))
+    shape: list[int | str] = list(t.shape)
+    for dim, label in dims.items():
+        if not isinstance(dim, int) or not -t.dim() <= dim < t.dim():
+            raise ExportError(f"dynamic_dims: dim {dim!r} of input {name!r} is out of range (it has {t.dim()} dims)")
+        problem = identifier_problem(str(label), "size")
+        if problem:
+            raise ExportError(f"dynamic_dims for input {name!r}: {problem}")
+        shape[dim] = label
+    return {"shape": shape, "dtype": dtype_row(t.dtype, where=f"input {name!r}").name}
+
+
+def _validated(text: str, converted: GraphSpec) -> dict[str, Any]:
+    """Validate the text like any spec (then expand blocks); a failure names the model's node."""
+    try:
+        return prepare(text)
+    except SpecError as e:
+        raise ExportError(f"the exported spec is not valid: {e.message}{_node_origin(e, converted)}",
+                          where=e.where) from e
+
+
+def _node_origin(e: SpecError, converted: GraphSpec) -> str:
+    where = e.where or ""
+    if where.startswith("nodes["):
+        index = int(where[len("nodes["):].split("]")[0])
+        if index < len(converted.nodes):
+            name = converted.nodes[index]["name"]
+            return f" (node {name!r}: {converted.sources.get(name, 'source unknown')})"
+    return ""
+
+
+# ----------------------------------------------------------------------------- reproduction
+
+
+def _check_reproduces(model: nn.Module, spec: dict[str, Any], call: _Call, expected: Any, atol: float) -> None:
+    """Rebuild from the spec on the meta device, give it the original's tensors, compare outputs."""
+    rebuilt = build_validated(spec, device="meta")
+    _adopt_weights(rebuilt, model)
+    with torch.no_grad():
+        got = rebuilt.eval()(*call.tensors.values())
+    _compare(expected, got, atol)
+
+
+def _adopt_weights(rebuilt: nn.Module, model: nn.Module) -> None:
+    """The original's tensors themselves (no copy) in the rebuilt model; mismatched keys refused."""
+    state = model.state_dict()
+    want = rebuilt.state_dict(keep_vars=True)
+    extra = [k for k in state if k not in want]
+    missing = [k for k in want if k not in state]
+    if extra or missing:
+        raise ExportError(_key_mismatch(extra, missing))
+    try:
+        rebuilt.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as e:
+        raise ExportError(f"the spec's layers do not fit the model's tensors: {e}") from e
+
+
+def _key_mismatch(extra: list[str], missing: list[str]) -> str:
+    parts = []
+    if extra:
+        owners = sorted({k.rpartition(".")[0] or k for k in extra})
+        parts.append(f"the model has tensors no spec node owns: {_few(extra)} -- module(s) {_few(owners)} are "
+                     "never called by forward (delete them before exporting), or their tensors are used "
+                     "without calling them")
+    if missing:
+        parts.append(f"the spec implies tensors the model's state_dict lacks: {_few(missing)}")
+    return "; ".join(parts)
+
+
+def _few(items: list[str], n: int = 6) -> str:
+    return ", ".join(items[:n]) + (f" ... ({len(items)} in all)" if len(items) > n else "")
+
+
+def _with_suspects(e: ExportError, model: nn.Module, graph: torch.fx.Graph) -> ExportError:
+    """Name what a spec cannot carry and the trace does not show: hooks and in-place calls."""
+    hooked = [p or type(model).__name__ for p, m in model.named_modules() if m._forward_hooks or m._forward_pre_hooks]
+    in_place = [n.name for n in graph.nodes if n.kwargs.get("inplace") is True and n.op == "call_function"]
+    notes = []
+    if hooked:
+        notes.append(f"forward hooks are not part of a spec, and these modules have some: {_few(hooked)}")
+    if in_place:
+        notes.append(f"in-place calls run out of place in a spec; the model's values may depend on their "
+                     f"aliasing: {_few(in_place)}")
+    if notes:
+        e.message += " (" + "; ".join(notes) + ")"
+        e.args = (e._render(),)
+    return e
+
+
+def _leaves(value: Any, path: str = "output") -> Iterator[tuple[str, Any]]:
+    """(path, leaf) pairs in a stable order; lists and tuples are both sequences here."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _leaves(v, f"{path}[{k!r}]")
+    elif isinstance(value, (tuple, list)):
+        for i, v in enumerate(value):
+            yield from _leaves(v, f"{path}[{i}]")
+    else:
+        yield path, value
+
+
+def _structure(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _structure(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_structure(v) for v in value]
+    return "tensor" if isinstance(value, torch.Tensor) else type(value).__name__
+
+
+def _compare(expected: Any, got: Any, atol: float) -> None:
+    if _structure(expected) != _structure(got):
+        raise ExportError(f"the rebuilt model returns {_structure(got)!r} where the original returns "
+                          f"{_structure(expected)!r}; a spec returns one tensor as itself, several as a tuple, "
+                          "named ones as a dict -- return one of those")
+    worst = 0.0
+    for (where, a), (_, b) in zip(_leaves(expected), _leaves(got)):
+        worst = max(worst, _difference(where, a, b))
+    if worst > atol:
+        hint = "pass atol= to accept it, if the difference is expected" if atol == 0 else "raise atol to accept it"
+        raise ExportError(f"the model rebuilt from the spec does not reproduce the original: max abs "
+                          f"difference {worst:.3g} > atol={atol:g}; {hint}")
+    if worst > 0:
+        warnings.warn(f"the rebuilt model matches within atol={atol:g} but not bit for bit: max abs "
+                      f"difference {worst:.3g}", ReproductionWarning, stacklevel=4)
+
+
+def _difference(where: str, a: Any, b: Any) -> float:
+    """Max abs difference of two output leaves (0.0 when bit-identical); dtype/shape must agree."""
+    if not isinstance(a, torch.Tensor):
+        return 0.0 if a == b else float("inf")
+    if a.dtype != b.dtype or a.shape != b.shape:
+        raise ExportError(f"{where}: the rebuilt model gives {list(b.shape)} {b.dtype}, the original "
+                          f"{list(a.shape)} {a.dtype}")
+    if torch.equal(a, b):
+        return 0.0
+    a64, b64 = a.detach().to(torch.float64), b.detach().to(torch.float64)
+    same_nan = torch.isnan(a64) & torch.isnan(b64)
+    diff = torch.where(same_nan, torch.zeros_like(a64), (a64 - b64).abs()).nan_to_num(nan=float("inf"))
+    return float(diff.max()) if diff.numel() else 0.0
