@@ -1,0 +1,252 @@
+"""``modelpack diff A B``: what changed between two .mpk files, spec and tensors (torch-free).
+
+Tensors are matched by their key in the saved tree (``layer1.0.conv1.weight``;
+nested dicts joined with dots), so model files, checkpoints and plain tensor
+files all compare. Per key: missing/extra, shape or dtype change, or the max
+absolute and max relative difference, computed in float64 over chunks of the
+memory-mapped data. Specs are compared as models (validated, blocks expanded):
+inputs, outputs and node by node; a change of formatting or comments only is
+reported but is not a difference.
+
+Exit code: 1 when the models differ (spec), a key is missing on one side, a
+shape or dtype changed, a tensor's max abs difference exceeds ``atol`` or NaNs
+sit in different places; else 0. Metadata changes are shown, never counted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+from collections.abc import Iterator
+from typing import Any, TextIO
+
+import numpy as np
+
+from . import api, tree
+from .codec import dtype_by_name
+from .errors import SpecError
+
+__all__ = ["diff_report", "flat_refs", "TensorDiff", "compare_arrays", "spec_differences"]
+
+_CHUNK = 1 << 22  # elements compared at once (32 MiB of float64 per side)
+
+
+# --------------------------------------------------------------------------- tensors
+
+
+class _Ref(str):
+    """A tensor name met while decoding the tree."""
+
+
+def flat_refs(tree_json: Any) -> dict[str, str]:
+    """Key -> tensor name for every tensor in a manifest tree (dict keys and list indices joined by dots)."""
+    out: dict[str, str] = {}
+    _walk(tree.decode(tree_json, _Ref), "", out)
+    return out
+
+
+def _walk(value: Any, prefix: str, out: dict[str, str]) -> None:
+    if isinstance(value, _Ref):
+        out[prefix.rstrip(".") or str(value)] = str(value)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _walk(v, f"{prefix}{k}.", out)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _walk(v, f"{prefix}{i}.", out)
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorDiff:
+    """One key's comparison; ``status`` is same, close, differs, shape, dtype, only_a or only_b."""
+
+    key: str
+    status: str
+    detail: str = ""
+
+    @property
+    def counts(self) -> bool:
+        """Whether this line makes the files differ (exit 1)."""
+        return self.status not in ("same", "close")
+
+
+def _array(pack: api.Pack, name: str) -> np.ndarray:
+    """The stored values as numpy, read-only view of the mapping (raw bits for numpy-less dtypes)."""
+    entry = pack.entries[name]
+    return pack._mapped(entry, dtype_by_name(entry["dtype"]))  # the one checked reader's own view
+
+
+def _as_float64(arr: np.ndarray, dtype: str) -> np.ndarray | None:
+    """Values as float64, or None when numpy cannot interpret the stored bits (float8...)."""
+    if dtype == "bfloat16":
+        return (arr.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+    if not dtype_by_name(dtype).numpy_native or arr.dtype.kind == "c":
+        return None
+    return arr.astype(np.float64)
+
+
+def compare_arrays(a: np.ndarray, b: np.ndarray, dtype: str) -> tuple[float, float, bool, bool]:
+    """(max abs diff, max rel diff, bits identical, NaNs in the same places), chunk by chunk."""
+    fa, fb = a.reshape(-1), b.reshape(-1)
+    max_abs = max_rel = 0.0
+    identical = nan_same = True
+    for start in range(0, fa.size, _CHUNK):
+        x, y = fa[start:start + _CHUNK], fb[start:start + _CHUNK]
+        if np.array_equal(x.view(np.uint8), y.view(np.uint8)):
+            continue
+        identical = False
+        xf, yf = _as_float64(x, dtype), _as_float64(y, dtype)
+        if xf is None or yf is None:  # no numeric view: any bit difference is a difference
+            max_abs = max_rel = float("inf")
+            continue
+        nan_x, nan_y = np.isnan(xf), np.isnan(yf)
+        nan_same = nan_same and bool(np.array_equal(nan_x, nan_y))
+        ok = ~(nan_x | nan_y)
+        abs_diff = np.abs(xf[ok] - yf[ok])
+        scale = np.maximum(np.abs(xf[ok]), np.abs(yf[ok]))
+        rel = np.divide(abs_diff, scale, out=np.zeros_like(abs_diff), where=scale > 0)
+        if abs_diff.size:
+            max_abs = max(max_abs, float(abs_diff.max()))
+            max_rel = max(max_rel, float(rel.max()))
+    return max_abs, max_rel, identical, nan_same
+
+
+def _shape(entry: dict[str, Any]) -> str:
+    return "[" + ", ".join(map(str, entry["shape"])) + "]"
+
+
+def _one(key: str, a: api.Pack, ra: str, b: api.Pack, rb: str, atol: float) -> TensorDiff:
+    ea, eb = a.entries[ra], b.entries[rb]
+    if ea["shape"] != eb["shape"]:
+        return TensorDiff(key, "shape", f"shape {_shape(ea)} -> {_shape(eb)}")
+    if ea["dtype"] != eb["dtype"]:
+        return TensorDiff(key, "dtype", f"dtype {ea['dtype']} -> {eb['dtype']}")
+    max_abs, max_rel, identical, nan_same = compare_arrays(_array(a, ra), _array(b, rb), ea["dtype"])
+    if identical:
+        return TensorDiff(key, "same")
+    detail = f"max abs {max_abs:.3g}, max rel {max_rel:.3g}" + ("" if nan_same else ", NaNs in different places")
+    return TensorDiff(key, "close" if nan_same and max_abs <= atol else "differs", detail)
+
+
+def tensor_differences(a: api.Pack, b: api.Pack, atol: float) -> list[TensorDiff]:
+    """One TensorDiff per key of either file, in A's order then B's extra keys."""
+    ka, kb = flat_refs(a.manifest["tree"]), flat_refs(b.manifest["tree"])
+    out = [_one(k, a, ra, b, kb[k], atol) if k in kb else TensorDiff(k, "only_a", "only in A")
+           for k, ra in ka.items()]
+    out += [TensorDiff(k, "only_b", "only in B") for k in kb if k not in ka]
+    return out
+
+
+# --------------------------------------------------------------------------- specs
+
+
+def _model(text: str, source: str) -> dict[str, Any]:
+    from .spec import expand_blocks, validate
+
+    return expand_blocks(validate(text.encode("utf-8"), source=source))  # bytes: a one-line str is a path
+
+
+def spec_differences(a: str | None, b: str | None, *, names: tuple[str, str] = ("A", "B")) -> tuple[list[str], bool]:
+    """Lines describing how spec ``b`` differs from ``a``, and whether the models differ."""
+    if a is None and b is None:
+        return ["spec: none in either file (tensor files)"], False
+    if a is None or b is None:
+        return [f"spec: only in {names[0] if b is None else names[1]}"], True
+    if a == b:
+        return ["spec: identical"], False
+    try:
+        ma, mb = _model(a, f"{names[0]}:spec.yaml"), _model(b, f"{names[1]}:spec.yaml")
+    except SpecError as e:  # an invalid spec cannot be compared as a model: compare the text
+        return [f"spec: not comparable as models ({e}); text differences:", *_unified(a, b, names)], True
+    lines = list(_model_lines(ma, mb))
+    if not lines:
+        return ["spec: same model (the text differs only in formatting, comments or block structure)"], False
+    return ["spec: the models differ", *lines], True
+
+
+def _unified(a: str, b: str, names: tuple[str, str]) -> list[str]:
+    diff = difflib.unified_diff(a.splitlines(), b.splitlines(), f"{names[0]}:spec.yaml", f"{names[1]}:spec.yaml",
+                                lineterm="")
+    return ["  " + line for line in diff]
+
+
+def _kind(node: dict[str, Any]) -> str:
+    return "layer" if "layer" in node else "op"
+
+
+def _brief(node: dict[str, Any]) -> str:
+    kind = _kind(node)
+    return f"{kind} {node[kind]} in={node['in']} args={json.dumps(node.get('args', {}), sort_keys=True)}"
+
+
+def _full_args(node: dict[str, Any]) -> dict[str, Any]:
+    """The node's args with vocabulary defaults filled in, so ``bias: true`` equals leaving it out."""
+    from .vocab import LAYERS, OPS, REQUIRED
+
+    entry = (LAYERS if _kind(node) == "layer" else OPS).get(node[_kind(node)])
+    defaults = {a.name: a.default for a in entry.args if a.default is not REQUIRED} if entry else {}
+    return {**defaults, **node.get("args", {})}
+
+
+def _node_change(a: dict[str, Any], b: dict[str, Any]) -> str | None:
+    """How node ``b`` differs from ``a`` as a model, or None when it computes the same thing."""
+    if (_kind(a), a[_kind(a)]) != (_kind(b), b[_kind(b)]):
+        return f"{_brief(a)} -> {_brief(b)}"
+    changes = [f"in {a['in']} -> {b['in']}"] if a["in"] != b["in"] else []
+    fa, fb = _full_args(a), _full_args(b)
+    changes += [f"args.{k}: {json.dumps(fa.get(k))} -> {json.dumps(fb.get(k))}"
+                for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)]
+    return "; ".join(changes) or None
+
+
+def _model_lines(a: dict[str, Any], b: dict[str, Any]) -> Iterator[str]:
+    for key in ("inputs", "outputs"):
+        if a[key] != b[key]:
+            yield f"  {key}: {json.dumps(a[key])} -> {json.dumps(b[key])}"
+    na = {n["name"]: n for n in a["nodes"]}
+    nb = {n["name"]: n for n in b["nodes"]}
+    for name, node in na.items():
+        if name not in nb:
+            yield f"  - node {name!r}: {_brief(node)}"
+        else:
+            change = _node_change(node, nb[name])
+            if change:
+                yield f"  ~ node {name!r} ({_kind(node)} {node[_kind(node)]}): {change}"
+    for name, node in nb.items():
+        if name not in na:
+            yield f"  + node {name!r}: {_brief(node)}"
+    common_a = [name for name in na if name in nb]
+    if common_a != [name for name in nb if name in na]:
+        yield "  order: the common nodes run in a different order"
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _metadata_lines(a: api.Pack, b: api.Pack) -> list[str]:
+    ma, mb = a.metadata, b.metadata
+    keys = list(ma) + [k for k in mb if k not in ma]
+    return [f"  metadata {k!r}: {ma.get(k)!r} -> {mb.get(k)!r}" for k in keys if ma.get(k) != mb.get(k)]
+
+
+def diff_report(a: str | os.PathLike[str], b: str | os.PathLike[str], *, atol: float, out: TextIO) -> int:
+    """Print the differences between two .mpk files; 1 if they differ beyond ``atol`` (see module doc)."""
+    with api.Pack(a) as pa, api.Pack(b) as pb:
+        out.write(f"A: {pa.path}\nB: {pb.path}\n")
+        spec_lines, spec_differs = spec_differences(pa.spec_text, pb.spec_text)
+        out.write("\n".join(spec_lines) + "\n")
+        for line in _metadata_lines(pa, pb):
+            out.write(line + "\n")
+        diffs = tensor_differences(pa, pb, atol)
+    for d in diffs:
+        if d.status != "same":
+            out.write(f"  {d.key}: {d.detail}{'' if d.counts else f' (within atol {atol:g})'}\n")
+    counted = [d for d in diffs if d.counts]
+    same = sum(d.status == "same" for d in diffs)
+    close = sum(d.status == "close" for d in diffs)
+    differs = spec_differs or bool(counted)
+    out.write(f"tensors: {len(diffs)} keys, {same} identical, {close} within atol, {len(counted)} differ; "
+              f"{'DIFFERENT' if differs else 'SAME'} (atol {atol:g})\n")
+    return 1 if differs else 0

@@ -1,0 +1,378 @@
+"""Spec -> ``nn.Module``: the layers at their node names, and a forward that interprets the nodes.
+
+The forward never generates or execs code (no ``torch.fx.GraphModule``): it walks
+a tuple of :class:`Step` records, plain immutable data fixed at build time, with
+a dict of values. That keeps it readable to ``torch.compile`` and ``torch.export``
+(the loop unrolls over constants) and keeps the submodule tree exactly the
+spec's names, so ``state_dict()`` keys equal the exported model's.
+
+Layers are looked up by name on every call rather than cached in the steps, so
+``model.fc = nn.Linear(...)`` (swapping a head to fine-tune) takes effect.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from .. import limits
+from ..errors import BuildError, ModelPackError
+from ..vocab import LAYERS, OPS, REQUIRED
+from ..vocab.types import _Entry
+from .bindings import LAYER_BINDINGS, OP_BINDINGS, POSITIONAL_ARGS
+
+__all__ = ["build", "build_validated", "SpecModule", "Namespace", "Step", "prepare", "subgraph", "needed_nodes"]
+
+_SPEC_SUFFIXES = (".yaml", ".yml", ".json")
+# ops that read the module's train/eval mode (vocabulary rows with training=True)
+_TRAINING_OPS = frozenset(name for name, entry in OPS.items() if entry.training)
+
+
+class Step(NamedTuple):
+    """One node, as the forward runs it (everything resolved at build time)."""
+
+    name: str  # the node name: the key of its value, and of its module for layers
+    kind: str  # "layer" or "op"
+    what: str  # the vocabulary name (for messages)
+    path: tuple[str, ...]  # layers: the submodule path (name split at dots); ops: ()
+    fn: Any  # ops: the bound torch callable; layers: None (the module is looked up)
+    inputs: tuple[str, ...]  # names of the values passed positionally
+    variadic: bool  # pass the inputs as one tuple (torch.cat(tensors, dim))
+    extra: tuple[Any, ...]  # arguments passed positionally after the inputs (getitem index)
+    kwargs: Mapping[str, Any]  # arguments passed by keyword
+    has_refs: bool  # extra/kwargs hold {ref: name} values to resolve per call
+
+
+class Namespace(nn.Module):
+    """An intermediate level of a dotted node name (``layer1`` of ``layer1.0.conv1``).
+
+    It only holds children, so the state_dict keys nest like the original
+    model's; it is never called. ``ns[0]`` reads a digit child like ``nn.Sequential``.
+    """
+
+    def __getitem__(self, key: int | str) -> nn.Module:
+        return self._modules[str(key)]  # type: ignore[return-value]
+
+
+class SpecModule(nn.Module):
+    """A model rebuilt from a spec: submodules at the node names, forward interprets the nodes.
+
+    ``forward(*inputs, **named_inputs)`` takes the spec's inputs by position (in
+    declared order) or by name; it returns the single output, a tuple for a list
+    of several outputs, or a dict for named outputs. ``spec`` holds the expanded,
+    validated spec it was built from.
+    """
+
+    def __init__(self, spec: dict[str, Any], steps: tuple[Step, ...]) -> None:
+        super().__init__()
+        self.spec = spec
+        self.input_names: tuple[str, ...] = tuple(spec["inputs"])
+        self._steps = steps
+        outputs = spec["outputs"]
+        self._output_keys: tuple[str, ...] | None = tuple(outputs) if isinstance(outputs, dict) else None
+        self._output_refs: tuple[str, ...] = tuple(outputs.values() if isinstance(outputs, dict) else outputs)
+
+    def forward(self, *inputs: Any, **named_inputs: Any) -> Any:
+        env = self._bind_inputs(inputs, named_inputs)
+        if torch.compiler.is_compiling():
+            for step in self._steps:
+                env[step.name] = self._run(step, env)
+        else:
+            self._run_eager(env)
+        return self._collect(env)
+
+    def _run_eager(self, env: dict[str, Any]) -> None:
+        """Like the compiled loop, but a failure says which node it came from (an exception note)."""
+        step = None
+        try:
+            for step in self._steps:
+                env[step.name] = self._run(step, env)
+        except Exception as e:
+            if step is not None and hasattr(e, "add_note"):  # Python 3.11+
+                e.add_note(f"modelpack: while running node {step.name!r} ({step.kind} {step.what})")
+            raise
+
+    def _run(self, step: Step, env: dict[str, Any]) -> Any:
+        args = [env[name] for name in step.inputs]
+        if step.variadic:
+            args = [tuple(args)]
+        extra, kwargs = step.extra, step.kwargs
+        if step.has_refs:
+            extra, kwargs = _resolve(extra, env), _resolve(kwargs, env)
+        if step.kind == "layer":
+            layer = self._layer(step.path)
+            return layer if isinstance(layer, torch.Tensor) else layer(*args)  # Parameter/Buffer: the tensor
+        if step.what in _TRAINING_OPS:
+            kwargs = {**kwargs, "training": self.training}
+        return step.fn(*args, *extra, **kwargs)
+
+    def _layer(self, path: tuple[str, ...]) -> nn.Module:
+        """The registered child at ``path`` (``_modules`` only: a name never reaches other attributes)."""
+        module: nn.Module = self
+        for part in path:
+            module = module._modules[part]  # type: ignore[assignment]
+        return module
+
+    def _bind_inputs(self, inputs: tuple[Any, ...], named: dict[str, Any]) -> dict[str, Any]:
+        names = self.input_names
+        if len(inputs) > len(names):
+            raise TypeError(f"the model takes {len(names)} input(s) ({', '.join(names)}), got {len(inputs)}")
+        env = dict(zip(names, inputs))
+        for key, value in named.items():
+            if key not in names:
+                raise TypeError(f"unknown input {key!r}; the model's inputs are: {', '.join(names)}")
+            if key in env:
+                raise TypeError(f"input {key!r} given both by position and by name")
+            env[key] = value
+        missing = [n for n in names if n not in env]
+        if missing:
+            raise TypeError(f"missing input(s) {', '.join(map(repr, missing))}; the model's inputs are: "
+                            f"{', '.join(names)}")
+        return env
+
+    def _collect(self, env: dict[str, Any]) -> Any:
+        if self._output_keys is not None:
+            return {key: env[ref] for key, ref in zip(self._output_keys, self._output_refs)}
+        if len(self._output_refs) == 1:
+            return env[self._output_refs[0]]
+        return tuple(env[ref] for ref in self._output_refs)
+
+
+def _resolve(value: Any, env: dict[str, Any]) -> Any:
+    """A copy of an argument with every ``{ref: name}`` replaced by that value (lists recursively)."""
+    if isinstance(value, dict):
+        if len(value) == 1 and "ref" in value:
+            return env[value["ref"]]
+        return {k: _resolve(v, env) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return tuple(_resolve(v, env) for v in value)
+    return value
+
+
+# --------------------------------------------------------------------------- spec handling
+
+
+def prepare(spec: Any, *, source: str | None = None) -> dict[str, Any]:
+    """Validate ``spec`` (path, YAML/JSON text or dict) and expand its blocks: the form build uses.
+
+    Every entry point goes through here, so nothing unvalidated is ever built.
+    ``source`` names the spec in error messages (e.g. ``model.mpk:spec.yaml``).
+    """
+    from ..spec import validate
+    from ..spec.blocks import expand_blocks
+
+    if isinstance(spec, (str, os.PathLike)) and _looks_like_path(spec):
+        path = os.fspath(spec)
+        if path.endswith(".mpk"):
+            raise BuildError(f"{path} is a model file; open it with modelpack.load_model(path), "
+                             "build() takes a spec (.yaml, .yml, .json, text or dict)")
+    return expand_blocks(validate(spec, source=source))
+
+
+def _looks_like_path(spec: str | os.PathLike[str]) -> bool:
+    if not isinstance(spec, str):
+        return True
+    return "\n" not in spec and spec.rstrip().endswith((*_SPEC_SUFFIXES, ".mpk"))
+
+
+def needed_nodes(spec: dict[str, Any], outputs: Iterable[str]) -> list[str]:
+    """Names of the nodes (in spec order) that the given values depend on, themselves included."""
+    by_name = {node["name"]: node for node in spec["nodes"]}
+    keep: set[str] = set()
+    todo = [name for name in outputs]
+    while todo:
+        name = todo.pop()
+        if name in keep or name not in by_name:
+            continue
+        keep.add(name)
+        node = by_name[name]
+        todo.extend(node["in"])
+        todo.extend(_refs(node.get("args")))
+    return [n["name"] for n in spec["nodes"] if n["name"] in keep]
+
+
+def _refs(value: Any) -> Iterable[str]:
+    if isinstance(value, dict):
+        if len(value) == 1 and isinstance(value.get("ref"), str):
+            yield value["ref"]
+        else:
+            for v in value.values():
+                yield from _refs(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _refs(v)
+
+
+def subgraph(spec: dict[str, Any], outputs: Sequence[str]) -> dict[str, Any]:
+    """The part of an expanded spec that computes ``outputs`` (node or input names): a valid spec.
+
+    Only the nodes those outputs need are kept (so only their parameters), and
+    only the inputs they read, in declared order. The result is validated again.
+    """
+    from ..spec import validate
+    from ..spec.blocks import expand_blocks
+
+    known = {n["name"] for n in spec["nodes"]} | set(spec["inputs"])
+    unknown = [o for o in outputs if o not in known]
+    if not outputs or unknown:
+        raise BuildError(f"cannot cut the graph at {', '.join(map(repr, unknown)) or 'no outputs'}: "
+                         f"outputs must name nodes or inputs of the spec (nodes: {_preview(spec)})")
+    names = set(needed_nodes(spec, outputs))
+    nodes = [n for n in spec["nodes"] if n["name"] in names]
+    reads = {ref for n in nodes for ref in (*n["in"], *_refs(n.get("args")))} | set(outputs)
+    cut = {k: v for k, v in spec.items() if k not in ("nodes", "outputs", "inputs")}
+    cut["inputs"] = {k: v for k, v in spec["inputs"].items() if k in reads}
+    cut["nodes"] = nodes
+    cut["outputs"] = list(outputs)
+    return expand_blocks(validate(cut))
+
+
+def _preview(spec: dict[str, Any], n: int = 8) -> str:
+    names = [node["name"] for node in spec["nodes"]]
+    return ", ".join(names[:n]) + (f", ... ({len(names)} in all)" if len(names) > n else "")
+
+
+# --------------------------------------------------------------------------- building
+
+
+def build(spec: Any, *, device: Any = None) -> SpecModule:
+    """A fresh ``nn.Module`` from a spec: a path (.yaml/.yml/.json), YAML/JSON text or a dict.
+
+    The spec is validated first; parameter bytes are counted on the meta device
+    and checked against ``limits.max_param_bytes`` before anything is allocated.
+    Layers are initialised by their torch constructors (seed torch for
+    reproducible weights). ``device="meta"`` allocates nothing at all. For a
+    .mpk file use :func:`modelpack.load_model`.
+    """
+    return build_validated(prepare(spec), device=device)
+
+
+def build_validated(spec: dict[str, Any], *, device: Any = None) -> SpecModule:
+    """:func:`build` for a spec that went through :func:`prepare` (validated, blocks expanded)."""
+    meta = _build_on(spec, torch.device("meta"))
+    if device is not None and torch.device(device).type == "meta":
+        return meta
+    return _build_on(spec, device)
+
+
+def _build_on(spec: dict[str, Any], device: Any) -> SpecModule:
+    steps: list[Step] = []
+    layers: list[tuple[str, nn.Module]] = []
+    total = 0
+    for node in spec["nodes"]:
+        step, module = _node(node, device)
+        steps.append(step)
+        if module is not None:
+            layers.append((step.name, module))
+            total += _state_bytes(module)
+            limits.check("max_param_bytes", total, where=f"node {step.name!r}",
+                         what="parameter and buffer bytes implied by the spec")
+    root = SpecModule(spec, tuple(steps))
+    for name, module in layers:
+        _attach(root, name, module)
+    return root
+
+
+def _node(node: dict[str, Any], device: Any) -> tuple[Step, nn.Module | None]:
+    """The step of one node, and its module for a layer (built under ``device``)."""
+    kind = "layer" if "layer" in node else "op"
+    what = node[kind]
+    name = node["name"]
+    try:
+        entry = _entry(kind, what)
+        args = _arguments(entry, node.get("args") or {}, allow_refs=kind == "op")
+        if kind == "layer":
+            return _layer_step(name, what, node["in"]), _construct(what, args, device)
+        return _op_step(name, entry, node["in"], args), None
+    except ModelPackError as e:
+        raise BuildError(f"while building node {name!r} ({kind} {what}): {e}") from e
+    except Exception as e:  # torch refused the arguments: say which node, keep the cause
+        raise BuildError(f"while building node {name!r} ({kind} {what}): {type(e).__name__}: {e}") from e
+
+
+def _entry(kind: str, what: str) -> _Entry:
+    table, bindings = (LAYERS, LAYER_BINDINGS) if kind == "layer" else (OPS, OP_BINDINGS)
+    if what not in table or what not in bindings:
+        raise BuildError(f"unknown {kind} {what!r}; known: {', '.join(table)}")
+    return table[what]  # type: ignore[no-any-return]
+
+
+def _arguments(entry: _Entry, given: Mapping[str, Any], *, allow_refs: bool) -> dict[str, Any]:
+    """Exactly the vocabulary's arguments: the spec's values, defaults for the rest."""
+    known = [a.name for a in entry.args]
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise BuildError(f"unexpected argument(s) {', '.join(unknown)}; {entry.name} takes: "
+                         f"{', '.join(known) or 'no arguments'}")
+    out: dict[str, Any] = {}
+    for arg in entry.args:
+        if arg.name in given:
+            out[arg.name] = _freeze(given[arg.name], allow_refs, arg.name)
+        elif arg.default is REQUIRED:
+            raise BuildError(f"missing required argument {arg.name!r}")
+        else:
+            out[arg.name] = arg.default
+    return out
+
+
+def _freeze(value: Any, allow_refs: bool, where: str) -> Any:
+    """Lists become tuples (immutable step data, and never mutated by a callee)."""
+    if isinstance(value, list):
+        return tuple(_freeze(v, allow_refs, where) for v in value)
+    if isinstance(value, dict):
+        if allow_refs and len(value) == 1 and isinstance(value.get("ref"), str):
+            return {"ref": value["ref"]}
+        raise BuildError(f"argument {where!r}: {value!r} is not a literal"
+                         + ("" if allow_refs else " (layer arguments cannot be {ref: ...})"))
+    return value
+
+
+def _layer_step(name: str, what: str, inputs: Sequence[str]) -> Step:
+    return Step(name, "layer", what, tuple(name.split(".")), None, tuple(inputs), False, (), {}, False)
+
+
+def _op_step(name: str, entry: _Entry, inputs: Sequence[str], args: dict[str, Any]) -> Step:
+    positional = POSITIONAL_ARGS.get(entry.name, ())
+    extra = tuple(args[k] for k in positional)
+    kwargs = {k: v for k, v in args.items() if k not in positional}
+    has_refs = any(True for _ in _refs(list(args.values())))
+    variadic = entry.inputs[1] is None
+    return Step(name, "op", entry.name, (), OP_BINDINGS[entry.name], tuple(inputs), variadic, extra, kwargs,
+                has_refs)
+
+
+def _construct(what: str, args: dict[str, Any], device: Any) -> nn.Module:
+    cls = LAYER_BINDINGS[what]
+    if device is None:
+        return cls(**args)
+    with torch.device(device):
+        return cls(**args)
+
+
+def _state_bytes(module: nn.Module | torch.Tensor) -> int:
+    if isinstance(module, torch.Tensor):
+        return module.numel() * module.element_size()
+    tensors = list(module.parameters()) + list(module.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _attach(root: nn.Module, name: str, module: nn.Module) -> None:
+    """Register ``module`` at the dotted ``name``, creating Namespace levels on the way."""
+    *parents, leaf = name.split(".")
+    parent = root
+    for part in parents:
+        child = parent._modules.get(part)
+        if child is None:
+            child = Namespace()
+            parent.add_module(part, child)
+        parent = child
+    if isinstance(module, nn.Parameter):
+        parent.register_parameter(leaf, module)
+    elif isinstance(module, torch.Tensor):
+        parent.register_buffer(leaf, module)
+    else:
+        parent.add_module(leaf, module)
