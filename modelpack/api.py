@@ -389,7 +389,8 @@ def _verify_hooks(pack: Pack) -> None:
         return
     from .spec import validate as validate_spec
 
-    spec = validate_spec(pack.spec_text, source=f"{pack.path}:spec.yaml")
+    # bytes, never str: a one-line str is a *path* to validate, and the text comes from the file
+    spec = validate_spec(pack.spec_text.encode("utf-8"), source=f"{pack.path}:spec.yaml")
     try:
         from .torch.load import cross_check
     except ImportError:  # torch (or the model package) is absent: container + spec checks only

@@ -76,7 +76,8 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
 def _describe_model(pack: api.Pack, rows: list[dict[str, Any]]) -> dict[str, Any]:
     from .spec import validate as validate_spec
 
-    spec = validate_spec(pack.spec_text, source=f"{pack.path}:spec.yaml")
+    # bytes, never str: a one-line str is a *path* to validate, and the text comes from the file
+    spec = validate_spec(pack.spec_text.encode("utf-8"), source=f"{pack.path}:spec.yaml")
     shapes: dict[str, Any] = {}
     try:
         from .torch.shapes import output_shapes
@@ -90,7 +91,7 @@ def _describe_model(pack: api.Pack, rows: list[dict[str, Any]]) -> dict[str, Any
         mine = [r for r in rows if r["name"].startswith(prefix)]
         nodes.append({
             "node": node["name"],
-            "kind": node.get("layer") or node.get("op") or "",
+            "kind": node.get("layer") or node.get("op") or (f"block {node['block']}" if "block" in node else ""),
             "output_shape": shapes.get(node["name"]),
             "params": sum(r["numel"] for r in mine),
             "dtype": ",".join(sorted({r["dtype"] for r in mine})),
@@ -98,8 +99,15 @@ def _describe_model(pack: api.Pack, rows: list[dict[str, Any]]) -> dict[str, Any
     return {"name": spec.get("name"), "inputs": spec.get("inputs"), "outputs": spec.get("outputs"), "nodes": nodes}
 
 
+def _printable(value: Any) -> str:
+    """Text from the file, safe for a terminal: control characters (ANSI escapes) and lone
+    surrogates are written as escapes instead of being interpreted or failing to encode."""
+    text = str(value)
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO) -> None:
-    cells = [[str(c) for c in headers]] + [[("" if c is None else str(c)) for c in r] for r in rows]
+    cells = [[str(c) for c in headers]] + [[("" if c is None else _printable(c)) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     for i, r in enumerate(cells):
         out.write("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() + "\n")
@@ -115,7 +123,7 @@ def inspect_report(path: str, *, as_json: bool, out: TextIO) -> int:
         return 0
     out.write(f"{info['file']}: {_human(info['file_bytes'])}, format version {info['format_version']}\n")
     for k, v in info["metadata"].items():
-        out.write(f"  {k}: {v}\n")
+        out.write(f"  {_printable(k)}: {_printable(v)}\n")
     if "model" in info:
         model = info["model"]
         out.write(f"\nmodel {model['name']!r}: inputs {json.dumps(model['inputs'])}, outputs {model['outputs']}\n")

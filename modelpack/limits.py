@@ -7,6 +7,12 @@ raise a cap for a block of code::
 
     with modelpack.limits.raised(max_tensors=1_000_000):
         modelpack.load("huge.mpk")
+
+Two bounds need no cap because the format makes them structural (see SECURITY.md):
+the bytes tensors declare never exceed the file (members tile the file, and each
+tensor's byte length must equal its member's size minus the .npy header), and no
+member is ever expanded (only STORED members are accepted, so there is no
+decompression ratio to bound).
 """
 
 from __future__ import annotations

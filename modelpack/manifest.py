@@ -10,6 +10,7 @@ and every member is accounted for, before any tensor byte is touched.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,6 +27,7 @@ MANIFEST = "manifest.json"
 SPEC = "spec.yaml"
 KINDS = ("torch", "numpy", "numpy-scalar")
 _TOP_KEYS = {"format", "version", "metadata", "tensors", "tree"}
+_MAX_DIM = 1 << 63  # numpy and torch sizes are int64
 _ENTRY_KEYS = ("name", "member", "dtype", "shape", "kind", "offset", "nbytes", "crc32")
 
 TensorEntry = dict  # one element of manifest["tensors"], with the keys in _ENTRY_KEYS
@@ -49,10 +51,22 @@ def _no_constants(name: str) -> Any:
     raise FormatError(f"{name} is not valid JSON", where=MANIFEST)
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (math.inf, -math.inf):  # 1e999: writers store non-finite floats as {"$float": ...}
+        raise FormatError(f"number {text[:40]} is out of range", where=MANIFEST)
+    return value
+
+
 def parse(data: bytes) -> dict[str, Any]:
     """Parse manifest bytes strictly (no duplicate keys, no NaN) and check the top level."""
     try:
-        obj = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+        obj = json.loads(
+            data.decode("utf-8"),
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_no_constants,
+            parse_float=_finite_float,
+        )
     except FormatError:
         raise
     except (ValueError, RecursionError) as e:
@@ -122,6 +136,9 @@ def _check_entry(entry: Any, i: int, by_name: Mapping[str, Member]) -> tuple[str
     member = by_name.get(entry["member"]) if entry["member"] == f"{name}.npy" else None
     if member is None:
         raise FormatError(f"member {str(entry['member'])[:80]!r} is missing or misnamed", where=where)
+    for key in ("offset", "nbytes"):
+        if type(entry[key]) is not int:  # not 64.0, not true: they index memory later
+            raise FormatError(f"{key} {str(entry[key])[:40]!r} is not an integer", where=where)
     nbytes = nbytes_of(shape, dt.itemsize)
     header_len = len(npy_header(dt.descr, shape))
     if entry["nbytes"] != nbytes or member.size != header_len + nbytes:
@@ -142,8 +159,11 @@ def _check_shape(shape: Any, where: str) -> list[int]:
         raise FormatError("shape must be a list of integers", where=where)
     limits.check("max_dims", len(shape), where=where, what="number of dimensions")
     for d in shape:
-        if type(d) is not int or d < 0:
-            raise FormatError(f"shape {shape[:8]} has a dimension that is not a non-negative integer", where=where)
+        if type(d) is not int or not 0 <= d < _MAX_DIM:  # bounded: messages, headers and products stay small
+            raise FormatError(
+                f"shape has a dimension ({str(d)[:24]}) that is not a non-negative integer below 2**63",
+                where=where,
+            )
     return shape
 
 
@@ -155,11 +175,15 @@ def _check_coverage(members: Sequence[Member], tensors: Mapping[str, Member]) ->
 
 
 def _check_tree(tree_json: Any, tensors: Mapping[str, Member]) -> None:
+    """Decode the whole tree now (tensors as None), so open/inspect/verify refuse what load would."""
     refs = set()
-    for ref in tree.iter_refs(tree_json):
-        if ref not in tensors:
-            raise FormatError(f"refers to unknown tensor {ref[:80]!r}", where=f"{MANIFEST}.tree")
-        refs.add(ref)
+
+    def ref(name: str) -> None:
+        if name not in tensors:
+            raise FormatError(f"refers to unknown tensor {name[:80]!r}", where=f"{MANIFEST}.tree")
+        refs.add(name)
+
+    tree.decode(tree_json, ref)
     unused = set(tensors) - refs
     if unused:
         raise FormatError(f"tensor {sorted(unused)[0]!r} is not used by the tree", where=f"{MANIFEST}.tree")

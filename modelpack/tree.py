@@ -47,6 +47,7 @@ def valid_name(name: str) -> bool:
     return (
         bool(NAME_RE.fullmatch(name))
         and ".." not in name
+        and not name.endswith(".")  # the member name adds ".npy": "a." would give "a..npy"
         and len(name) <= limits.current().max_name_length
     )
 
@@ -178,7 +179,7 @@ def encode(obj: Any) -> tuple[Any, list[Leaf]]:
 
 
 def _bad(msg: str, where: str) -> FormatError:
-    return FormatError(msg, where=f"manifest.tree{where}")
+    return FormatError(msg, where=f"manifest.json.tree{where}")
 
 
 def decode(tree: Any, tensor: Callable[[str], Any]) -> Any:
@@ -188,7 +189,9 @@ def decode(tree: Any, tensor: Callable[[str], Any]) -> Any:
 
 def _decode(node: Any, tensor: Callable[[str], Any], where: str, depth: int) -> Any:
     if depth > limits.current().max_depth:
-        limits.check("max_depth", depth, where=f"manifest.tree{where}", what="nesting depth")
+        limits.check("max_depth", depth, where=f"manifest.json.tree{where}", what="nesting depth")
+    if isinstance(node, (str, list, dict)) and len(node) > limits.current().max_tree_items:
+        limits.check("max_tree_items", len(node), where=f"manifest.json.tree{where}", what="items in one value")
     if node is None or isinstance(node, (bool, str, int)):
         return node
     if isinstance(node, float):
