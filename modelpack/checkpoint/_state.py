@@ -77,7 +77,7 @@ def _call_load(obj: Any, state: Mapping[str, Any], what: str, strict: bool) -> N
             obj.load_state_dict(state, strict=strict)
         else:
             obj.load_state_dict(state)
-    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
         raise CheckpointError(f"load_state_dict failed: {e}", where=what) from e
 
 
@@ -118,7 +118,7 @@ def apply_rng(state: Mapping[str, Any]) -> None:
             np.random.set_state(state["numpy"])
         if "torch" in state or "cuda" in state:
             _apply_torch_rng(state)
-    except (TypeError, ValueError, RuntimeError, IndexError) as e:
+    except (TypeError, ValueError, RuntimeError, IndexError, AttributeError, KeyError) as e:
         raise CheckpointError(f"cannot restore the random number generators: {e}", where="rng") from e
 
 
@@ -221,6 +221,8 @@ def capture_generators(generators: Mapping[str, Any]) -> dict[str, Any]:
 
 def apply_generators(generators: Mapping[str, Any], saved: Mapping[str, Any]) -> None:
     """Restore each named generator; a name or kind the checkpoint lacks is an error."""
+    if not isinstance(saved, Mapping):
+        raise CheckpointError(f"the saved generators are {type(saved).__name__}, not a mapping", where="generators")
     for name, g in generators.items():
         kind, where = _kind_of(g, name), f"generators[{name!r}]"
         entry = saved.get(name)
@@ -230,5 +232,5 @@ def apply_generators(generators: Mapping[str, Any], saved: Mapping[str, Any]) ->
             raise CheckpointError(f"saved as a {entry.get('kind')}, restoring into a {kind}", where=where)
         try:
             _GENERATOR_KINDS[kind].set(g, entry["state"])
-        except (TypeError, ValueError, RuntimeError, KeyError) as e:
+        except (TypeError, ValueError, RuntimeError, KeyError, AttributeError, IndexError) as e:
             raise CheckpointError(f"cannot restore the generator state: {e}", where=where) from e

@@ -91,10 +91,8 @@ def test_hostile_checkpoint_is_refused(tmp_path: Path, state: dict[str, Any], ob
         _restore(tmp_path, state, **_objects(objects))
 
 
-# Findings of issue 7, left to the checkpoint's owner: each raises AttributeError today.
-# Suggested fix (modelpack/checkpoint/_state.py): add AttributeError to the exceptions turned into
-# CheckpointError in apply_rng, apply_generators and _call_load, and refuse a ``generators``
-# section that is not a mapping before calling ``.get`` on it.
+# Found by issue 7: these raised AttributeError from restore before the state loaders mapped it
+# (and a non-mapping ``generators`` section) to CheckpointError.
 CRASHERS = [
     ("rng-torch-list", {"rng": {"torch": [1, 2]}}, "rng"),
     ("generators-list", {"generators": ["g"]}, "python"),
@@ -105,8 +103,6 @@ CRASHERS = [
 ]
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError,
-                   reason="finding (issue 7): restore lets AttributeError escape; see the comment above")
 @pytest.mark.parametrize("state, objects", [c[1:] for c in CRASHERS], ids=[c[0] for c in CRASHERS])
 def test_hostile_checkpoint_crashes_restore(tmp_path: Path, state: dict[str, Any], objects: str) -> None:
     with pytest.raises(ModelPackError):
