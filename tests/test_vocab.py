@@ -27,7 +27,14 @@ SAMPLES = {
     "num_channels": 4, "num_embeddings": 10, "embedding_dim": 4, "input_size": 4, "hidden_size": 4,
     "embed_dim": 4, "num_heads": 2, "d_model": 4, "nhead": 2, "output_size": 1, "dim": 0,
     "unflattened_size": [2, 2], "chunks": 2, "index": 0, "shape": [-1], "dims": [1, 0], "dim0": 0, "dim1": 1,
+    "shifts": 1, "pad": [1, 1],
 }
+# Rows bound to torch's own class/function of the same name; "modelpack" rows are implemented in
+# modelpack.torch.ops (tests/test_zoo_real.py and test_build_bindings.py exercise those).
+TORCH_LAYERS = sorted(n for n, e in LAYERS.items() if e.impl == "torch")
+TORCH_OPS = sorted(n for n, e in OPS.items() if e.impl == "torch")
+# ops that need an image-shaped input or one non-default argument to run at all
+_OP_CALLS = {"adaptive_avg_pool2d": {}, "avg_pool2d": {}, "pad": {}, "interpolate": {"size": 2}}
 
 
 def _kwargs(entry: LayerDef | OpDef) -> dict[str, object]:
@@ -75,10 +82,11 @@ def test_op_names_are_functional_style(name: str) -> None:
 def test_entries_are_consistent(entry: LayerDef | OpDef) -> None:
     assert 1 <= entry.since <= VOCAB_VERSION
     names = [a.name for a in entry.args]
-    assert "device" not in names and "dtype" not in names
+    assert "device" not in names and ("dtype" not in names or entry.impl == "modelpack")
     assert not set(names) & set(entry.omitted)
+    assert entry.impl in ("torch", "modelpack")
     low, high = entry.inputs
-    assert low >= 1 and (high is None or high >= low)
+    assert low >= (0 if entry.impl == "modelpack" else 1) and (high is None or high >= low)
     for a in entry.args:
         if a.choices and not a.required and a.default is not None:
             assert a.default in a.choices
@@ -133,7 +141,7 @@ def _torch_params(cls: type) -> list[inspect.Parameter]:
     return [p for p in params if p.name not in ("device", "dtype")]
 
 
-@pytest.mark.parametrize("name", sorted(LAYERS))
+@pytest.mark.parametrize("name", TORCH_LAYERS)
 def test_layer_matches_torch_constructor(name: str) -> None:
     nn = pytest.importorskip("torch.nn")
     entry, cls = LAYERS[name], getattr(nn, name)
@@ -153,7 +161,7 @@ def test_layer_matches_torch_constructor(name: str) -> None:
         assert a.default == torch_default, a.name
 
 
-@pytest.mark.parametrize("name", sorted(OPS))
+@pytest.mark.parametrize("name", TORCH_OPS)
 def test_op_accepts_its_arguments_by_keyword(name: str) -> None:
     torch = pytest.importorskip("torch")
     import operator
@@ -166,9 +174,11 @@ def test_op_accepts_its_arguments_by_keyword(name: str) -> None:
         assert operator.getitem((x, x), SAMPLES["index"]) is x
         return
     fn = getattr(F, name, None) or getattr(torch, name)
+    if name in _OP_CALLS:
+        x = torch.ones(1, 2, 4, 4)
     low = entry.inputs[0]
     inputs = [[x, x]] if entry.inputs[1] is None else [x] * low
-    fn(*inputs, **_kwargs(entry))  # a wrong keyword is a TypeError
+    fn(*inputs, **{**_kwargs(entry), **_OP_CALLS.get(name, {})})  # a wrong keyword is a TypeError
 
 
 @pytest.mark.parametrize("name", ["relu", "leaky_relu", "elu", "softmax", "log_softmax", "silu"])

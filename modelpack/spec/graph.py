@@ -187,7 +187,7 @@ class _Scope:
         self._name(path, name)
         kind = node_kind(node)
         refs = node_inputs(node, previous)
-        if not refs:
+        if not refs and "in" not in node:
             self.c.error(path, f"node {name!r} must say which inputs it reads (in: ...); the default, "
                          "the previous node, applies only after the first node or with a single input")
         inputs = [self.resolve(ref, i, path + ("in",), name) for ref in refs]
@@ -199,7 +199,7 @@ class _Scope:
             return self._block_node(node, path, inputs, bool(refs))
         entry = _entry(kind or "op", node.get(kind or "op"))
         if entry is not None:
-            if refs:
+            if refs or node.get("in") == []:  # `in: []`: only for what reads nothing (Parameter, scalar)
                 self._arity(path, name, entry.name, entry.inputs, inputs)
             self._tuples(path, node, inputs)
             self.values[name] = _Value(entry.outputs, name)

@@ -15,8 +15,9 @@ from .. import limits
 
 __all__ = ["NAME_PATTERN", "IDENT_PATTERN", "MODULE_ATTRIBUTES", "name_problem", "identifier_problem"]
 
-_PART = r"(?:[A-Za-z_][A-Za-z0-9_]*|[0-9]+)"
-# `layer1.0.conv1`: identifiers or Sequential-style indices, joined by dots.
+_PART = r"(?:[A-Za-z_][A-Za-z0-9_-]*|[0-9]+)"
+# `layer1.0.conv1`: identifiers or Sequential-style indices, joined by dots. A hyphen may follow the
+# first character (torchvision's RegNet names its blocks `block1-0`; torch module names allow it).
 NAME_PATTERN = rf"^{_PART}(?:\.{_PART})*$"
 IDENT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _NAME = re.compile(NAME_PATTERN)

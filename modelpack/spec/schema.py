@@ -194,7 +194,7 @@ def _node_def(dispatch: bool) -> dict[str, Any]:
             "op": {"enum": list(OPS)},
             "block": _ref("identifier"),
             "args": {"type": "object"},
-            "in": {"type": ["string", "array"], "pattern": NAME_PATTERN, "items": _ref("name"), "minItems": 1},
+            "in": {"type": ["string", "array"], "pattern": NAME_PATTERN, "items": _ref("name")},
         },
         "required": ["name"],
         "additionalProperties": False,

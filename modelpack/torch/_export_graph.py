@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -22,17 +23,14 @@ from ..errors import ExportError
 from ..spec.names import name_problem
 from ..vocab import OPS
 from ._export_layers import layer_args, layer_name, normalise_value
-from ._export_ops import ELIDED_METHODS, SHAPE_METHODS, bind, public_name, rule_for, unknown_op_message
+from ._export_ops import ELIDED_METHODS, bind, public_name, rule_for, unknown_op_message
 from ._trace import node_module, node_source
 
-__all__ = ["GraphSpec", "graph_to_spec"]
+__all__ = ["GraphSpec", "graph_to_spec", "UnreadTensorsWarning"]
 
-_FREE_PARAMS = ("free parameters (used in forward without a layer that owns them) are not in vocabulary "
-                "version 1; they arrive with the real-model coverage issue. Until then, own the tensor by a "
-                "vocabulary layer (nn.Embedding for a table, nn.Linear for a matrix) or keep it out of forward")
-_SHAPES = ("shape arithmetic (x.size(), x.shape, x.dim()) is not in vocabulary version 1; for "
-           "x.view(x.size(0), -1) write torch.flatten(x, 1) or nn.Flatten(), which keep the batch size free")
 
+class UnreadTensorsWarning(UserWarning):
+    """Some modules are never called by forward; their tensors are kept without their computation."""
 
 @dataclasses.dataclass
 class GraphSpec:
@@ -72,6 +70,8 @@ class _Converter:
         self.next_index: dict[str, int] = {}
         self.reserved = _reserved_names(graph)
         self.previous: str | None = inputs[0] if len(inputs) == 1 else None
+        self.state = dict(model.state_dict(keep_vars=True))
+        self.state_nodes: dict[str, str] = {}  # state_dict key -> its Parameter/Buffer node
 
     def run(self) -> GraphSpec:
         placeholders = [n for n in self.graph.nodes if n.op == "placeholder"]
@@ -83,7 +83,34 @@ class _Converter:
                 outputs = self.outputs(node)
             elif node.op != "placeholder":
                 self.convert(node)
+        self.keep_unread_tensors()
         return GraphSpec(self.nodes, outputs, self.sources)
+
+    def keep_unread_tensors(self) -> None:
+        """Tensors of modules forward never calls (an auxiliary head in eval mode) as Parameter/Buffer nodes.
+
+        The state_dict keys then stay the original's; the nodes reach no output (a validation warning).
+        """
+        owned = set(self.state_nodes)
+        for node in self.nodes:
+            module = self.modules.get(node["name"]) if "layer" in node else None
+            if module is not None:
+                owned.update(f"{node['name']}.{k}" for k in module.state_dict())
+        kept = []
+        for key, tensor in self.state.items():
+            if key in owned or name_problem(key) is not None:
+                continue
+            kind, args = _state_node(tensor, isinstance(tensor, nn.Parameter))
+            self.nodes.append({"name": key, **kind, "in": [], "args": args})
+            self.used.add(key)
+            self.sources[key] = "a tensor of a module forward does not call"
+            kept.append(key)
+        if kept:
+            owners = sorted({k.rpartition(".")[0] or k for k in kept})
+            warnings.warn(f"forward never calls module(s) {', '.join(owners[:6])}{' ...' if len(owners) > 6 else ''} "
+                          "on the example (an auxiliary head in eval mode?); their tensors are kept as Parameter/"
+                          "Buffer nodes, so the state_dict is complete, but the rebuilt model cannot run them",
+                          UnreadTensorsWarning, stacklevel=4)
 
     # ------------------------------------------------------------------ per node
 
@@ -109,6 +136,8 @@ class _Converter:
         self.emit(node, self.layer_node_name(node, module), {"layer": layer}, args, inputs)
 
     def layer_inputs(self, node: fx.Node, layer: str) -> list[fx.Node]:
+        if layer == "MultiheadAttention" and set(node.kwargs) <= {"need_weights"} and _weights_unread(node):
+            node.kwargs = {}  # need_weights=False only skips the weights output, which nothing reads
         if node.kwargs:
             raise fail(node, f"{layer} called with keyword arguments ({', '.join(node.kwargs)}); a layer node "
                              "takes its inputs positionally and no call options in vocabulary version 1")
@@ -138,8 +167,6 @@ class _Converter:
         if node.op == "call_method" and node.target in ELIDED_METHODS:
             self.alias(node, node.args[0])
             return
-        if _is_shape_arithmetic(node):
-            raise fail(node, f"{public_name(node.target)}: {_SHAPES}")
         if node.target is operator.getitem:
             self.getitem(node)
             return
@@ -151,22 +178,68 @@ class _Converter:
         except ExportError as e:
             raise _with_source(e, node)
         args = {k: self.arg_value(node, rule.op, k, v) for k, v in bound.args.items()}
-        self.emit(node, self.fresh(rule.op), {"op": rule.op}, _drop_op_defaults(rule.op, args), bound.inputs)
+        inputs = [self.operand(node, v) for v in bound.inputs]
+        self.emit(node, self.fresh(rule.op), {"op": rule.op}, _drop_op_defaults(rule.op, args), inputs)
+
+    def operand(self, node: fx.Node, value: Any) -> fx.Node | str:
+        """An op operand: a computed value, or a number written as a `scalar` node (``x * 0.5``)."""
+        if isinstance(value, fx.Node):
+            return value
+        name = self.fresh("scalar")
+        self.nodes.append({"name": name, "op": "scalar", "in": [], "args": {"value": normalise_value(value)}})
+        self.used.add(name)
+        self.sources[name] = f"a literal operand of {node.name}"
+        return name
 
     def getitem(self, node: fx.Node) -> None:
         source, index = node.args
-        if not isinstance(index, int) or isinstance(index, bool):
-            raise fail(node, f"indexing with {_describe_index(index)}: the getitem op takes one integer index "
-                             "(a tuple element, or a row of dim 0) in vocabulary version 1; slicing arrives "
-                             "with the real-model coverage issue. Use chunk, or a layer")
-        self.emit(node, self.fresh("getitem"), {"op": "getitem"}, {"index": index}, [source])
+        if isinstance(index, int) and not isinstance(index, bool):
+            self.emit(node, self.fresh("getitem"), {"op": "getitem"}, {"index": index}, [source])
+            return
+        try:
+            encoded = self.index_literal(node, index)
+        except ExportError as e:
+            raise _with_source(e, node)
+        self.emit(node, self.fresh("index"), {"op": "index"}, {"index": encoded}, [source])
+
+    def index_literal(self, node: fx.Node, index: Any, nested: bool = False) -> Any:
+        """A Python index as spec data: ``x[:, 0]`` -> ``[":", 0]``; ``x[..., ::2]`` -> ``["...", "::2"]``."""
+        if isinstance(index, tuple) and not nested:
+            return [self.index_literal(node, i, True) for i in index]
+        if index is None or (isinstance(index, int) and not isinstance(index, bool)):
+            return index
+        if index is Ellipsis:
+            return "..."
+        if isinstance(index, fx.Node):
+            return {"ref": self.name_of(index)}
+        if isinstance(index, slice):
+            bounds = (index.start, index.stop, index.step)
+            if not all(b is None or (isinstance(b, int) and not isinstance(b, bool)) for b in bounds):
+                raise ExportError(f"slice {index!r} has bounds computed at run time; the spec's slices are "
+                                  "literals ('1:3', '::2'); slice to a fixed size, or split with chunk / unbind")
+            text = ":".join("" if b is None else str(b) for b in bounds[:2])
+            return text + (f":{index.step}" if index.step is not None else "")
+        raise ExportError(f"indexing with {_describe_index(index)} cannot be written in a spec; indices are "
+                          "integers, slices with literal bounds, ..., None and computed values")
 
     def get_attr(self, node: fx.Node) -> None:
+        """A tensor read directly in forward: a Parameter/Buffer node named by its state_dict key."""
         target = str(node.target)
-        if target.startswith("_tensor_constant"):
-            raise fail(node, "a tensor created or captured in forward was baked into the trace as a constant; "
-                             + _FREE_PARAMS)
-        raise fail(node, f"{target!r} is read directly in forward; " + _FREE_PARAMS)
+        if target in self.state_nodes:  # read twice: one node
+            self.value[node] = self.state_nodes[target]
+            return
+        tensor = self.state.get(target)
+        if tensor is None:
+            what = ("a tensor created or captured in forward was baked into the trace as a constant"
+                    if target.startswith("_tensor_constant") else f"{target!r} is a tensor attribute outside "
+                    "the state_dict")
+            raise fail(node, f"{what}; a spec stores named tensors of the state_dict only: register it as a "
+                             "parameter or a (persistent) buffer of the module, or compute it in forward")
+        problem = name_problem(target)
+        if problem:
+            raise fail(node, f"the state_dict key cannot name a spec node: {problem}")
+        self.emit(node, target, *_state_node(tensor, isinstance(tensor, nn.Parameter)), [])
+        self.state_nodes[target] = target
 
     # ------------------------------------------------------------------ values and names
 
@@ -184,7 +257,9 @@ class _Converter:
             raise fail(node, f"argument {key}={value!r} of op {op!r} cannot be written in a spec")
         return normalise_value(value)
 
-    def name_of(self, node: fx.Node) -> str:
+    def name_of(self, node: fx.Node | str) -> str:
+        if isinstance(node, str):  # a scalar node's name
+            return node
         if node not in self.value:
             raise fail(node, f"internal: {node.name!r} is used before it was converted")
         return self.value[node]
@@ -263,10 +338,22 @@ def _has_state(module: nn.Module) -> bool:
     return any(True for _ in module.parameters()) or any(True for _ in module.buffers())
 
 
-def _is_shape_arithmetic(node: fx.Node) -> bool:
-    if node.op == "call_method":
-        return node.target in SHAPE_METHODS
-    return node.target is getattr and len(node.args) > 1 and node.args[1] in ("shape", "ndim")
+def _weights_unread(node: fx.Node) -> bool:
+    """True when only element 0 of a MultiheadAttention call's result is read."""
+    return all(u.target is operator.getitem and (u.args[1] == 0 or not u.users) for u in node.users)
+
+
+def _state_node(tensor: torch.Tensor, parameter: bool) -> tuple[dict[str, str], dict[str, Any]]:
+    """The kind and args of a Parameter/Buffer node holding ``tensor`` (defaults left out)."""
+    from .tensors import dtype_row
+
+    args: dict[str, Any] = {"shape": list(tensor.shape)}
+    dtype = dtype_row(tensor.dtype).name
+    if dtype != "float32":
+        args["dtype"] = dtype
+    if parameter and not tensor.requires_grad:
+        args["requires_grad"] = False
+    return {"layer": "Parameter" if parameter else "Buffer"}, args
 
 
 def _is_literal(value: Any) -> bool:

@@ -31,8 +31,9 @@ from torch import fx
 
 from ..errors import ExportError
 from ..vocab import OPS, suggest
+from . import ops as _ops
 
-__all__ = ["OpRule", "FUNCTION_RULES", "METHOD_RULES", "ELIDED_METHODS", "SHAPE_METHODS", "rule_for",
+__all__ = ["OpRule", "FUNCTION_RULES", "QUALIFIED_RULES", "ATTRIBUTE_RULES", "qualified_name", "METHOD_RULES", "ELIDED_METHODS", "SHAPE_METHODS", "rule_for",
            "bind", "Bound", "public_name", "unknown_op_message"]
 
 _VALUE_NEUTRAL = ("inplace", "_stacklevel")
@@ -59,6 +60,11 @@ class OpRule:
     rename: Mapping[str, str] = dataclasses.field(default_factory=dict)
     torch_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     preset: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # names of the parameters that are tensor inputs, when they are not the first `tensors`
+    # (F.layer_norm(input, normalized_shape, weight, bias)); trailing None ones are left out
+    inputs: tuple[str, ...] | None = None
+    # with tensors=-1: the index of the parameter holding the tensor sequence (einsum's is 1)
+    seq: int = 0
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
@@ -123,6 +129,66 @@ FUNCTION_RULES: Mapping[Callable[..., Any], OpRule] = MappingProxyType({
     torch.transpose: OpRule("transpose", ("input", "dim0", "dim1")),
     torch.mean: OpRule("mean", _REDUCE, torch_defaults={"dtype": None}),
     torch.sum: OpRule("sum", _REDUCE, torch_defaults={"dtype": None}),
+    # real-model coverage (issue 5)
+    operator.neg: _unary("neg"),
+    operator.pow: OpRule("pow", ("input", "exponent"), tensors=2),
+    torch.pow: OpRule("pow", ("input", "exponent"), tensors=2),
+    torch.einsum: OpRule("einsum", ("equation", "operands"), tensors=-1, varargs=True, seq=1),
+    torch.unsqueeze: OpRule("unsqueeze", ("input", "dim")),
+    torch.squeeze: OpRule("squeeze", ("input", "dim")),
+    torch.unbind: OpRule("unbind", ("input", "dim")),
+    torch.roll: OpRule("roll", ("input", "shifts", "dims")),
+    torch.exp: _unary("exp"),
+    torch.abs: _unary("abs"),
+    torch.sqrt: _unary("sqrt"),
+    torch.rsqrt: _unary("rsqrt"),
+    torch.swapaxes: OpRule("transpose", ("input", "axis0", "axis1"), rename={"axis0": "dim0", "axis1": "dim1"}),
+    F.linear: OpRule("linear", ("input", "weight", "bias"), tensors=3),
+    F.adaptive_avg_pool2d: OpRule("adaptive_avg_pool2d", ("input", "output_size")),
+    F.adaptive_max_pool2d: OpRule("adaptive_max_pool2d", ("input", "output_size", "return_indices"),
+                                  torch_defaults={"return_indices": False}),
+    F.max_pool2d: OpRule("max_pool2d", ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode",
+                                        "return_indices"), torch_defaults={"return_indices": False}),
+    F.avg_pool2d: OpRule("avg_pool2d", ("input", "kernel_size", "stride", "padding", "ceil_mode",
+                                        "count_include_pad", "divisor_override")),
+    F.interpolate: OpRule("interpolate", ("input", "size", "scale_factor", "mode", "align_corners",
+                                          "recompute_scale_factor", "antialias")),
+    F.pad: OpRule("pad", ("input", "pad", "mode", "value")),
+    F.layer_norm: OpRule("layer_norm", ("input", "normalized_shape", "weight", "bias", "eps"),
+                         inputs=("input", "weight", "bias")),
+    F.dropout: OpRule("dropout", ("input", "p", "training", "inplace")),
+})
+
+# Library functions hidden from tracing with torch.fx.wrap, by qualified name (module.qualname):
+# the exporter never imports the library, and the loader runs modelpack's own implementation
+# (modelpack/torch/ops.py).
+# modelpack's own implementations, as a rebuilt model calls them (export -> load -> export)
+OWN_RULES: Mapping[Callable[..., Any], OpRule] = MappingProxyType({
+    _ops.dropout: OpRule("dropout", ("input", "p", "training")),
+    _ops.stochastic_depth: OpRule("stochastic_depth", ("input", "p", "mode", "training")),
+    _ops.shifted_window_attention: OpRule(
+        "shifted_window_attention",
+        ("input", "qkv_weight", "proj_weight", "bias", "qkv_bias", "proj_bias", "logit_scale", "window_size",
+         "num_heads", "shift_size", "attention_dropout", "dropout", "training"),
+        inputs=("input", "qkv_weight", "proj_weight", "bias", "qkv_bias", "proj_bias", "logit_scale")),
+    _ops.relative_position_bias: OpRule("relative_position_bias", ("table", "index", "window_size"), tensors=2),
+    _ops.patch_merging_pad: _unary("patch_merging_pad"),
+})
+
+_SWIN = "torchvision.models.swin_transformer."
+QUALIFIED_RULES: Mapping[str, OpRule] = MappingProxyType({
+    "torchvision.ops.stochastic_depth.stochastic_depth":
+        OpRule("stochastic_depth", ("input", "p", "mode", "training")),
+    _SWIN + "shifted_window_attention": OpRule(
+        "shifted_window_attention",
+        ("input", "qkv_weight", "proj_weight", "relative_position_bias", "window_size", "num_heads",
+         "shift_size", "attention_dropout", "dropout", "qkv_bias", "proj_bias", "logit_scale", "training"),
+        inputs=("input", "qkv_weight", "proj_weight", "relative_position_bias", "qkv_bias", "proj_bias",
+                "logit_scale")),
+    _SWIN + "_get_relative_position_bias": OpRule(
+        "relative_position_bias", ("relative_position_bias_table", "relative_position_index", "window_size"),
+        tensors=2),
+    _SWIN + "_patch_merging_pad": _unary("patch_merging_pad"),
 })
 
 # call_method names: the tensor is the first parameter ("self").
@@ -145,10 +211,30 @@ METHOD_RULES: Mapping[str, OpRule] = MappingProxyType({
     "transpose": OpRule("transpose", ("input", "dim0", "dim1")),
     "mean": OpRule("mean", _REDUCE, torch_defaults={"dtype": None}),
     "sum": OpRule("sum", _REDUCE, torch_defaults={"dtype": None}),
+    "size": OpRule("size", ("input", "dim")),
+    "dim": _unary("dim"),
+    "expand": OpRule("expand", ("input", "size"), varargs=True),
+    "unsqueeze": OpRule("unsqueeze", ("input", "dim")),
+    "squeeze": OpRule("squeeze", ("input", "dim")),
+    "unbind": OpRule("unbind", ("input", "dim")),
+    "roll": OpRule("roll", ("input", "shifts", "dims")),
+    "exp": _unary("exp"),
+    "abs": _unary("abs"),
+    "sqrt": _unary("sqrt"),
+    "rsqrt": _unary("rsqrt"),
+    "pow": OpRule("pow", ("input", "exponent"), tensors=2),
+    "neg": _unary("neg"),
+    "swapaxes": OpRule("transpose", ("input", "axis0", "axis1"), rename={"axis0": "dim0", "axis1": "dim1"}),
 })
 
 # Methods that change memory layout only: the node is replaced by its input.
 ELIDED_METHODS = frozenset({"contiguous"})
+
+# getattr(x, "shape") / getattr(x, "ndim"): the same values as x.size() / x.dim().
+ATTRIBUTE_RULES: Mapping[str, OpRule] = MappingProxyType({
+    "shape": OpRule("size", ("input", "_attr")),
+    "ndim": OpRule("dim", ("input", "_attr")),
+})
 
 # Shape arithmetic (x.size(0), x.shape): values that are not tensors. Vocabulary version 1
 # has no op producing them, so they are refused with advice (the coverage issue adds them).
@@ -175,10 +261,18 @@ def rule_for(node: fx.Node) -> OpRule | None:
     """The rule for a call_function / call_method node (None: not in the vocabulary)."""
     if node.op == "call_method":
         return METHOD_RULES.get(node.target)  # type: ignore[arg-type]
+    if node.target is getattr and len(node.args) == 2 and isinstance(node.args[1], str):
+        return ATTRIBUTE_RULES.get(node.args[1])
     try:
-        return FUNCTION_RULES.get(node.target)  # type: ignore[arg-type]
+        rule = FUNCTION_RULES.get(node.target) or OWN_RULES.get(node.target)  # type: ignore[arg-type]
     except TypeError:  # an unhashable callable is not in the table
-        return None
+        rule = None
+    return rule if rule is not None else QUALIFIED_RULES.get(qualified_name(node.target))
+
+
+def qualified_name(target: Any) -> str:
+    """``module.qualname`` of a callable (how fx-wrapped library functions are recognised)."""
+    return f"{getattr(target, '__module__', '') or ''}.{getattr(target, '__qualname__', '') or ''}"
 
 
 def unknown_op_message(node: fx.Node) -> str:
@@ -204,12 +298,14 @@ class Bound:
 def bind(rule: OpRule, node: fx.Node) -> Bound:
     """Bind ``node``'s call to ``rule``; ExportError for arguments the spec cannot hold."""
     values = _by_name(rule, node)
+    if node.target is getattr:
+        values.pop("_attr", None)
     inputs = _tensor_inputs(rule, values, node)
     args: dict[str, Any] = dict(rule.preset)
     entry = OPS[rule.op]
     for name, value in values.items():
-        if name in _VALUE_NEUTRAL:
-            continue
+        if name in _VALUE_NEUTRAL or (name == "training" and entry.training):
+            continue  # training: the rebuilt module's mode, never the traced literal
         if name in rule.torch_defaults:
             _check_default(rule, name, value, node)
             continue
@@ -243,18 +339,22 @@ def _by_name(rule: OpRule, node: fx.Node) -> dict[str, Any]:
     return values
 
 
-def _tensor_inputs(rule: OpRule, values: dict[str, Any], node: fx.Node) -> list[fx.Node]:
+def _tensor_inputs(rule: OpRule, values: dict[str, Any], node: fx.Node) -> list[Any]:
+    """The operands; a number among them stays a literal (the converter gives it a scalar node)."""
     if rule.tensors == -1:
-        first = values.pop(rule.params[0], ())
+        first = values.pop(rule.params[rule.seq], ())
         items = list(first) if isinstance(first, (tuple, list)) else [first]
+    elif rule.inputs is not None:
+        items = [values.pop(p, None) for p in rule.inputs]
+        while items and items[-1] is None:
+            items.pop()
     else:
         items = [values.pop(p) for p in rule.params[: rule.tensors] if p in values]
     for item in items:
-        if not isinstance(item, fx.Node):
-            raise ExportError(f"{public_name(node.target)} with the constant {item!r} as an operand: in "
-                              "vocabulary version 1 every operand of an op is a tensor computed by the model "
-                              "(constants in ops arrive with the real-model coverage issue); compute it with "
-                              "a layer, or fold it into the weights")
+        if not isinstance(item, fx.Node) and (isinstance(item, bool) or not isinstance(item, (int, float))):
+            raise ExportError(f"{public_name(node.target)} with {item!r} as an operand: an operand of an op "
+                              "is a value computed by the model or a number; compute it with a layer, or "
+                              "pass it as a tensor input")
     return items
 
 

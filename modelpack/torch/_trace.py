@@ -59,6 +59,9 @@ class ExportTracer(fx.Tracer):
     # fx's own stack traces symbolise through torch._dynamo (seconds of imports on first use);
     # create_node records the one frame an error message needs instead.
     record_stack_traces = False
+    # Buffers read in forward become get_attr nodes (Buffer nodes named by their state_dict key)
+    # instead of tensors baked into the trace (MaxViT's relative_position_index.view(-1)).
+    proxy_buffer_attributes = True
 
     def __init__(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
         super().__init__()
@@ -93,6 +96,8 @@ class ExportTracer(fx.Tracer):
         path = self.path_of_module(m)
         self.path_stack.append(path)
         try:
+            if isinstance(m, nn.TransformerEncoder) and len(args) == 1 and not kwargs:
+                return self._encoder_stack(m, args[0])
             return super().call_module(m, forward, args, kwargs)
         except Exception:
             if self.failed_in is None:  # the innermost module, recorded once while unwinding
@@ -100,6 +105,17 @@ class ExportTracer(fx.Tracer):
             raise
         finally:
             self.path_stack.pop()
+
+
+    def _encoder_stack(self, m: nn.TransformerEncoder, x: Any) -> Any:
+        """nn.TransformerEncoder without masks is its layers in turn, then its norm.
+
+        Its own forward branches on the input (mask checks, the nested-tensor fast path),
+        which tracing cannot follow; without masks those branches all compute this.
+        """
+        for layer in m.layers:
+            x = layer(x)
+        return m.norm(x) if m.norm is not None else x
 
 
 def trace(model: nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> fx.Graph:

@@ -30,6 +30,11 @@ __all__ = ["build", "build_validated", "SpecModule", "Namespace", "Step", "prepa
 _SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 # ops that read the module's train/eval mode (vocabulary rows with training=True)
 _TRAINING_OPS = frozenset(name for name, entry in OPS.items() if entry.training)
+# modelpack-implemented ops whose bodies branch on their arguments: kept whole when traced
+_WHOLE_OPS = frozenset({"dropout", "stochastic_depth", "shifted_window_attention", "relative_position_bias",
+                        "patch_merging_pad"})
+# layers that are one tensor, registered at the node name (its state_dict key), never called
+_STATE_LAYERS = frozenset({"Parameter", "Buffer"})
 
 
 class Step(NamedTuple):
@@ -104,10 +109,14 @@ class SpecModule(nn.Module):
         if step.has_refs:
             extra, kwargs = _resolve(extra, env), _resolve(kwargs, env)
         if step.kind == "layer":
-            layer = self._layer(step.path)
-            return layer if isinstance(layer, torch.Tensor) else layer(*args)  # Parameter/Buffer: the tensor
+            if step.what in _STATE_LAYERS:
+                return self._state(step.path)
+            return self._layer(step.path)(*args)
         if step.what in _TRAINING_OPS:
             kwargs = {**kwargs, "training": self.training}
+        if step.what in _WHOLE_OPS and args and isinstance(args[0], torch.fx.Proxy):
+            # traced (re-export): one node, not the Python inside modelpack's implementation
+            return args[0].tracer.create_proxy("call_function", step.fn, (*args, *extra), kwargs)
         return step.fn(*args, *extra, **kwargs)
 
     def _layer(self, path: tuple[str, ...]) -> nn.Module:
@@ -116,6 +125,14 @@ class SpecModule(nn.Module):
         for part in path:
             module = module._modules[part]  # type: ignore[assignment]
         return module
+
+    def _state(self, path: tuple[str, ...]) -> torch.Tensor:
+        """The tensor of a Parameter/Buffer node: registered at ``path`` itself (its state_dict key)."""
+        parent, leaf = self._layer(path[:-1]), path[-1]
+        if leaf not in parent._parameters and leaf not in parent._buffers:
+            raise KeyError(leaf)
+        # attribute access (a registered tensor, checked above), so torch.fx sees a get_attr on re-export
+        return getattr(parent, leaf)  # type: ignore[no-any-return]
 
     def _bind_inputs(self, inputs: tuple[Any, ...], named: dict[str, Any]) -> dict[str, Any]:
         names = self.input_names

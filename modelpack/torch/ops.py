@@ -21,14 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import BuildError
 from ..codec import dtype_by_name
+from ..errors import BuildError
 from .tensors import torch_dtype
 
 __all__ = [
     "make_parameter", "make_buffer", "add", "sub", "mul", "div", "size", "dim", "scalar", "index",
     "decode_index", "stochastic_depth", "dropout", "shifted_window_attention", "relative_position_bias",
-    "patch_merging_pad", "expand", "new_tensor_like",
+    "patch_merging_pad", "expand", "squeeze", "max_pool2d", "adaptive_max_pool2d", "layer_norm", "einsum", "pow", "neg",
 ]
 
 
@@ -66,18 +66,15 @@ def mul(input: Any, other: Any) -> Any:
 
 
 def div(input: Any, other: Any, rounding_mode: str | None = None) -> Any:
-    """torch.div for tensors; Python ``/`` and ``//`` for the ints of shape arithmetic."""
-    if isinstance(input, torch.Tensor) or isinstance(other, torch.Tensor):
-        if rounding_mode == "floor" and not isinstance(input, torch.Tensor):
+    """torch.div for tensors; Python ``/`` and ``//`` where the dividend is a number (shape arithmetic)."""
+    if isinstance(input, (int, float)):
+        if rounding_mode == "floor":
             return operator.floordiv(input, other)
-        if not isinstance(input, torch.Tensor):
-            return operator.truediv(input, other)
-        return torch.div(input, other, rounding_mode=rounding_mode)
-    if rounding_mode == "floor":
-        return operator.floordiv(input, other)
-    if rounding_mode == "trunc":
-        return int(input / other)
-    return operator.truediv(input, other)
+        if rounding_mode == "trunc":
+            return torch.div(torch.as_tensor(input), other, rounding_mode="trunc") \
+                if isinstance(other, torch.Tensor) else int(input / other)
+        return operator.truediv(input, other)
+    return torch.div(input, other, rounding_mode=rounding_mode)
 
 
 def pow(input: Any, exponent: Any) -> Any:  # noqa: A001 - the vocabulary name
@@ -105,12 +102,12 @@ def scalar(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
+def squeeze(input: torch.Tensor, dim: Any = None) -> torch.Tensor:
+    return input.squeeze() if dim is None else input.squeeze(dim)
+
+
 def expand(input: torch.Tensor, size: Any) -> torch.Tensor:
     return input.expand(*size)
-
-
-def new_tensor_like(input: torch.Tensor, data: Any) -> torch.Tensor:
-    return torch.tensor(data, dtype=input.dtype, device=input.device)
 
 
 # ----------------------------------------------------------------------------- indexing
@@ -253,3 +250,13 @@ def layer_norm(input: torch.Tensor, weight: torch.Tensor | None = None, bias: to
 
 def einsum(operands: tuple[torch.Tensor, ...], equation: str) -> torch.Tensor:
     return torch.einsum(equation, *operands)
+
+
+def max_pool2d(input: torch.Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
+               ceil_mode: bool = False) -> torch.Tensor:
+    """F.max_pool2d without return_indices (which would change the number of outputs)."""
+    return F.max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode=ceil_mode)
+
+
+def adaptive_max_pool2d(input: torch.Tensor, output_size: Any) -> torch.Tensor:
+    return F.adaptive_max_pool2d(input, output_size)

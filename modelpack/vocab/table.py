@@ -117,6 +117,12 @@ def _fn(name: str, doc: str, *args: Arg, inputs: tuple[int, int | None] = (1, 1)
     return OpDef(name, 1, args, inputs=inputs, outputs=outputs, doc=doc, omitted=omitted)
 
 
+def _own(name: str, doc: str, *args: Arg, inputs: tuple[int, int | None] = (1, 1),
+         outputs: int | None = 1, training: bool = False) -> OpDef:
+    """An op implemented in modelpack.torch.ops (not one torch function with these arguments)."""
+    return OpDef(name, 1, args, inputs=inputs, outputs=outputs, doc=doc, training=training, impl="modelpack")
+
+
 _RNN_ARGS = (
     _count("input_size"), _count("hidden_size"), _count("num_layers", 1), _flag("bias", True),
     _flag("batch_first", False), _prob("dropout", 0.0), _flag("bidirectional", False),
@@ -209,6 +215,13 @@ LAYERS: Mapping[str, LayerDef] = freeze_table([
     _act("Tanh", "hyperbolic tangent", inplace=False),
     _act("Softmax", "exp(x) / sum(exp(x)) along dim", _dim(default=None, nullable=True), inplace=False),
     _act("LogSoftmax", "log(softmax(x)) along dim", _dim(default=None, nullable=True), inplace=False),
+    # tensors owned by no other layer (class tokens, position tables, layer scales, weights read
+    # directly): the node name is the state_dict key itself; read with `in: []`
+    LayerDef("Parameter", 1, (Arg("shape", "int_list", minimum=0), _flag("requires_grad", True),
+                              Arg("dtype", "dtype", "float32")),
+             inputs=(0, 0), impl="modelpack", doc="a learned tensor; its node name is its state_dict key"),
+    LayerDef("Buffer", 1, (Arg("shape", "int_list", minimum=0), Arg("dtype", "dtype", "float32")),
+             inputs=(0, 0), impl="modelpack", doc="a stored, not learned, tensor; its node name is its state_dict key"),
 ])
 
 # ----------------------------------------------------------------------------- ops
@@ -252,4 +265,57 @@ OPS: Mapping[str, OpDef] = freeze_table([
         _flag("keepdim", False), omitted=("dtype",)),
     _fn("sum", "sum over dim (all dims when null)", Arg("dim", "ints", None, nullable=True),
         _flag("keepdim", False), omitted=("dtype",)),
+    # ---- real-model coverage (issue 5)
+    # values that are not tensors: shape arithmetic stays symbolic (runs at another batch size)
+    _own("size", "x.size(dim), or the whole size (a tuple of ints) when dim is null", _dim(default=None, nullable=True)),
+    _own("dim", "number of dimensions of x"),
+    _own("scalar", "a literal operand (x * 0.5 reads a scalar node)", Arg("value", "value"), inputs=(0, 0)),
+    _own("neg", "-x (tensor or int)"),
+    _own("pow", "input ** exponent (tensor or number)", inputs=(2, 2)),
+    _own("index", "x[index]: a list is a tuple of items; ':', '1:', '::2' slices, '...', null a new axis, "
+                  "{ref: node} a computed index", Arg("index", "value")),
+    _own("expand", "x.expand(size); items may be {ref: node}, -1 keeps a size", Arg("size", "value")),
+    _own("einsum", "torch.einsum(equation, *inputs)", Arg("equation", "str"), inputs=(1, None)),
+    _fn("unsqueeze", "inserts a size-1 dim", _dim()),
+    _own("squeeze", "removes size-1 dims (all when dim is null)", Arg("dim", "ints", None, nullable=True)),
+    _fn("unbind", "splits along dim into its slices (a tuple)", _dim(default=0), outputs=None),
+    _fn("roll", "rolls elements along dims", Arg("shifts", "ints"), Arg("dims", "ints", None, nullable=True)),
+    _fn("exp", "e ** x"),
+    _fn("abs", "|x|"),
+    _fn("sqrt", "square root"),
+    _fn("rsqrt", "1 / sqrt(x)"),
+    _fn("linear", "x W^T + b with weight and bias as inputs (x, weight[, bias])", inputs=(2, 3)),
+    _fn("adaptive_avg_pool2d", "mean pooling to output_size", Arg("output_size", "value")),
+    _own("adaptive_max_pool2d", "max pooling to output_size", Arg("output_size", "value")),
+    _own("max_pool2d", "max over sliding windows", _ints("kernel_size", 2, minimum=1),
+        Arg("stride", "ints", None, minimum=1, length=2, nullable=True), _ints("padding", 2, 0),
+        _ints("dilation", 2, 1, minimum=1), _flag("ceil_mode", False)),
+    _fn("avg_pool2d", "mean over sliding windows", _ints("kernel_size", 2, minimum=1),
+        Arg("stride", "ints", None, minimum=1, length=2, nullable=True), _ints("padding", 2, 0),
+        _flag("ceil_mode", False), _flag("count_include_pad", True),
+        Arg("divisor_override", "int", None, minimum=1, nullable=True)),
+    _fn("interpolate", "resizes to size (may be {ref: node}) or by scale_factor",
+        Arg("size", "value", None), Arg("scale_factor", "floats", None, minimum=0.0, nullable=True),
+        Arg("mode", "str", "nearest", choices=("nearest", "linear", "bilinear", "bicubic", "trilinear",
+                                               "area", "nearest-exact")),
+        Arg("align_corners", "bool", None, nullable=True), Arg("recompute_scale_factor", "bool", None, nullable=True),
+        _flag("antialias", False)),
+    _fn("pad", "pads the last dims by `pad` (left, right, top, bottom...)", Arg("pad", "int_list"),
+        Arg("mode", "str", "constant", choices=("constant", "reflect", "replicate", "circular")),
+        _real("value", None, nullable=True)),
+    _own("layer_norm", "layer normalization; inputs (x[, weight[, bias]])", _ints("normalized_shape", None, minimum=1),
+         _real("eps", 1e-5, minimum=0.0), inputs=(1, 3)),
+    _own("dropout", "zeroes elements with probability p while the module trains", _prob("p", 0.5),
+         training=True),
+    _own("stochastic_depth", "drops whole rows (or the batch) with probability p while the module trains "
+                             "(torchvision.ops.stochastic_depth)", _prob("p", _R),
+         Arg("mode", "str", choices=("row", "batch")), training=True),
+    _own("shifted_window_attention", "Swin (shifted) window self-attention; inputs (x, qkv_weight, proj_weight, "
+                                     "relative_position_bias[, qkv_bias[, proj_bias[, logit_scale]]])",
+         Arg("window_size", "int_list", minimum=1, length=2), _count("num_heads"),
+         Arg("shift_size", "int_list", minimum=0, length=2), _prob("attention_dropout", 0.0), _prob("dropout", 0.0),
+         inputs=(4, 7), training=True),
+    _own("relative_position_bias", "Swin: table[index] as a (1, heads, N, N) bias; inputs (table, index)",
+         Arg("window_size", "int_list", minimum=1, length=2), inputs=(2, 2)),
+    _own("patch_merging_pad", "Swin: pad H, W to even and concatenate the 2x2 neighbours on channels"),
 ])

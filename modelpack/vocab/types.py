@@ -90,6 +90,11 @@ class _Entry:
     # torch constructor/function arguments deliberately not exposed: a spec cannot set
     # them, so an exporter must refuse a module whose value differs from torch's default
     omitted: tuple[str, ...] = ()
+    # the interpreter passes training=<the module's mode> (dropout-like ops; never read from the file)
+    training: bool = False
+    # "torch": bound to the torch callable of the same name; "modelpack": implemented in
+    # modelpack.torch.ops (library helpers, shape values, the state-holding Parameter/Buffer rows)
+    impl: str = "torch"
 
     def __post_init__(self) -> None:
         seen: set[str] = set()
