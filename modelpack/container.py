@@ -11,15 +11,12 @@ every (offset, size) handed out lies inside the file, so mapping it is safe.
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import os
 import re
 import stat
 import struct
-import sys
 from collections.abc import Callable, Sequence
-from typing import Any
 import threading
 
 from . import limits
@@ -71,30 +68,6 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
     while view.nbytes:
         n = os.write(fd, view[:_CHUNK])
         view = view[n:]
-
-
-def _start_writeback(fd: int, offset: int, size: int) -> None:
-    """Ask Linux to start writing a range to disk now, so the final fsync has little left.
-
-    Without it every byte of a large save waits for the fsync at the end; with
-    it the disk works while we are still writing. A no-op where unsupported.
-    """
-    if _SYNC_FILE_RANGE is not None:
-        _SYNC_FILE_RANGE(fd, ctypes.c_longlong(offset), ctypes.c_longlong(size), ctypes.c_uint(2))
-
-
-def _load_sync_file_range() -> Any:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):  # pragma: no cover - non-glibc
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
-    return fn
-
-
-_SYNC_FILE_RANGE = _load_sync_file_range()
 
 
 class _CrcJob:
@@ -178,7 +151,6 @@ class ZipWriter:
             _write_all(self._fd, lfh + head)
             for start in range(0, body.nbytes, _CHUNK):
                 _write_all(self._fd, body[start : start + _CHUNK])
-                _start_writeback(self._fd, offset + len(lfh) + len(head) + start, min(_CHUNK, body.nbytes - start))
                 if progress:
                     progress(min(_CHUNK, body.nbytes - start))
             crc = future.result()
