@@ -94,7 +94,8 @@ def write_pack(
     payloads = [(leaf, *_payload(leaf)) for leaf in leaves]
     bar = _Progress(sum(p[3].nbytes for p in payloads), "saving", progress)
     try:
-        with _fs.atomic_write(path) as fd, ZipWriter(fd, force_zip64=force_zip64) as zw:
+        with _fs.atomic_write(path) as fd:
+            zw = ZipWriter(fd, force_zip64=force_zip64)
             if spec_text is not None:
                 zw.add(manifest.SPEC, spec_text.encode("utf-8"))
             entries = [_write_tensor(zw, leaf, row, shape, data, bar) for leaf, row, shape, data in payloads]
@@ -255,7 +256,7 @@ class Pack:
         if entry is None:
             raise KeyError(f"no tensor {name!r} in {self.path}; it has {len(self.entries)} tensors")
         row = dtype_by_name(entry["dtype"])
-        arr = self._mapped(entry, row) if mmap else self._read(entry, row)
+        arr = self.array(name, mmap=mmap)
         if entry["kind"] == "numpy":
             return arr
         if entry["kind"] == "numpy-scalar":
@@ -269,6 +270,12 @@ class Pack:
             ) from e
         t = to_torch(arr, row)
         return t if map_location is None else t.to(map_location)
+
+    def array(self, name: str, *, mmap: bool = True) -> np.ndarray:
+        """A tensor's stored bytes as numpy (raw unsigned bits for dtypes numpy lacks); no torch needed."""
+        entry = self.entries[name]
+        row = dtype_by_name(entry["dtype"])
+        return self._mapped(entry, row) if mmap else self._read(entry, row)
 
     def _check_size(self, name: str) -> None:
         """Touching mapped bytes past EOF is SIGBUS, not an exception: re-check before each tensor."""

@@ -110,12 +110,6 @@ class ZipWriter:
         self._members: list[Member] = []
         self._force64 = force_zip64
 
-    def __enter__(self) -> "ZipWriter":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
     def add(
         self,
         name: str,

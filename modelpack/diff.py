@@ -72,12 +72,6 @@ class TensorDiff:
         return self.status not in ("same", "close")
 
 
-def _array(pack: api.Pack, name: str) -> np.ndarray:
-    """The stored values as numpy, read-only view of the mapping (raw bits for numpy-less dtypes)."""
-    entry = pack.entries[name]
-    return pack._mapped(entry, dtype_by_name(entry["dtype"]))  # the one checked reader's own view
-
-
 def _as_float64(arr: np.ndarray, dtype: str) -> np.ndarray | None:
     """Values as float64, or None when numpy cannot interpret the stored bits (float8...)."""
     if dtype == "bfloat16":
@@ -123,7 +117,7 @@ def _one(key: str, a: api.Pack, ra: str, b: api.Pack, rb: str, atol: float) -> T
         return TensorDiff(key, "shape", f"shape {_shape(ea)} -> {_shape(eb)}")
     if ea["dtype"] != eb["dtype"]:
         return TensorDiff(key, "dtype", f"dtype {ea['dtype']} -> {eb['dtype']}")
-    max_abs, max_rel, identical, nan_same = compare_arrays(_array(a, ra), _array(b, rb), ea["dtype"])
+    max_abs, max_rel, identical, nan_same = compare_arrays(a.array(ra), b.array(rb), ea["dtype"])
     if identical:
         return TensorDiff(key, "same")
     detail = f"max abs {max_abs:.3g}, max rel {max_rel:.3g}" + ("" if nan_same else ", NaNs in different places")
