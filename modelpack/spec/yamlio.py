@@ -39,6 +39,10 @@ _NONFINITE = re.compile(r"(?:[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)|[-+]?Infin
 _NULLS = frozenset({"", "~", "null", "Null", "NULL"})
 _BOOLS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
 _INT64 = 1 << 63
+# Characters YAML 1.2 refuses raw in a stream (c-printable's complement): C0 but tab/LF/CR, DEL,
+# C1 but NEL, surrogates, U+FFFE/U+FFFF. Checked here so every PyYAML version and both its parsers
+# refuse the same text with the same message; inside double quotes they can be written as escapes.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\ud800-\udfff\ufffe\uffff]")
 _PLAIN_SCALARS = (str, int, float, bool, type(None))
 
 
@@ -143,6 +147,7 @@ def parse_yaml(text: str | bytes, *, source: str | None = None) -> tuple[Any, Po
     """Parse one YAML (or JSON) document strictly; SpecError with line:column on the first problem."""
     builder = _Builder(source)
     decoded = _decode(text, source)
+    _check_printable(decoded, source)
     try:
         parser = _PARSER(decoded)  # the pure-Python reader checks characters here already
         try:
@@ -152,11 +157,27 @@ def parse_yaml(text: str | bytes, *, source: str | None = None) -> tuple[Any, Po
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
-        raise SpecError(f"YAML syntax error: {e.problem or e.context}", source=source, line=line,
-                        column=col) from e
+        problem = e.problem or e.context
+        if "nesting depth" in str(problem):  # libyaml's own depth cap (PyYAML >= 6.0.4) is above ours
+            problem = f"nesting deeper than max_depth={builder.max_depth}"
+        raise SpecError(f"YAML syntax error: {problem}", source=source, line=line, column=col) from e
     except yaml.YAMLError as e:
         raise SpecError(f"YAML error: {e}", source=source) from e
     return data, builder.positions
+
+
+def _check_printable(text: str, source: str | None) -> None:
+    """Refuse characters YAML cannot carry raw, with line:column and the fix."""
+    bad = _UNPRINTABLE.search(text)
+    if bad is None:
+        return
+    start = bad.start()
+    line = text.count("\n", 0, start) + 1
+    column = start - (text.rfind("\n", 0, start) + 1) + 1
+    code = ord(bad.group())
+    raise SpecError(f"control characters (and non-characters) are not allowed raw in YAML text: found "
+                    f"U+{code:04X}; inside a double-quoted string write it as the escape \"\\u{code:04x}\"",
+                    source=source, line=line, column=column)
 
 
 class _Builder:

@@ -102,11 +102,11 @@ CASES: list[tuple[str, str | bytes, str, str | None, int | None]] = [
     # ---- encodings
     ("utf16-bom", BASE.encode("utf-16"), "not UTF-8", None, None),
     ("utf32-bom", BASE.encode("utf-32"), "not UTF-8", None, None),
-    ("utf16-no-bom", BASE.encode("utf-16-le"), "control characters", None, None),
+    ("utf16-no-bom", BASE.encode("utf-16-le"), "control characters", None, 1),
     ("invalid-utf8", BASE.encode() + b"name: \xff\xfe\n", "not UTF-8", None, None),
     ("overlong-utf8", BASE.encode() + b"name: \xc0\xaf\n", "not UTF-8", None, None),
     ("lone-surrogate-escape", BASE + 'name: "\\ud800"\n', "", ANY, 8),
-    ("nul-byte", BASE.encode() + b"name: a\x00b\n", "control characters", None, None),
+    ("nul-byte", BASE.encode() + b"name: a\x00b\n", "control characters", None, 8),
     # ---- top level, versions
     ("unknown-top-key", BASE + "evil: 1\n", "unknown key 'evil'", "evil", 8),
     ("future-version", edit("modelpack: 1", "modelpack: 2"), "newer than this modelpack supports", "modelpack", 1),
