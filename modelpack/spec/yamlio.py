@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from .. import limits
+from .._paths import open_regular
 from ..errors import SpecError
 
 __all__ = ["Path", "Positions", "Spec", "load_spec", "parse_yaml", "check_plain", "format_path"]
@@ -118,7 +119,7 @@ def _is_text(source: str | bytes) -> bool:
 def _read_capped(path: str) -> bytes:
     """Read at most max_spec_bytes (+1 to detect more), never the whole of a huge file."""
     cap = limits.current().max_spec_bytes
-    with open(path, "rb") as f:
+    with os.fdopen(open_regular(path, SpecError, "spec file"), "rb") as f:
         raw = f.read(cap + 1)
     _check_size(len(raw), path)
     return raw
