@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from ..tree import tensor_key
+
 __all__ = ["Snapshotter", "iter_tensors", "tensor_nbytes"]
 
 Path_ = tuple[Any, ...]
@@ -28,17 +30,6 @@ def _torch() -> Any:
 def _is_torch_tensor(x: Any) -> bool:
     torch = _torch()
     return torch is not None and isinstance(x, torch.Tensor)
-
-
-def _identity(x: Any) -> tuple[Any, ...]:
-    """Equal for two handles on the same tensor values (tied weights), like modelpack.tree."""
-    if _is_torch_tensor(x):
-        if x.numel() == 0:
-            return ("id", id(x))
-        return ("torch", str(x.device), x.data_ptr(), tuple(x.shape), tuple(x.stride()), str(x.dtype))
-    if x.size == 0:
-        return ("id", id(x))
-    return ("numpy", x.__array_interface__["data"][0], x.shape, x.strides, x.dtype.str)
 
 
 class Snapshotter:
@@ -83,7 +74,7 @@ class Snapshotter:
         return obj  # immutable scalars; anything else is left for modelpack.save to judge
 
     def _tensor(self, src: Any, path: Path_) -> Any:
-        key = _identity(src)
+        key = tensor_key(src)
         if key in self._memo:
             return self._memo[key]
         buf = self._buffers.get(path)  # only a tensor's first path owns a buffer, so none is shared
@@ -120,7 +111,7 @@ def iter_tensors(obj: Any) -> Iterator[Any]:
     while stack:
         node = stack.pop()
         if isinstance(node, np.ndarray) or _is_torch_tensor(node):
-            key = _identity(node)
+            key = tensor_key(node)
             if key not in seen:
                 seen.add(key)
                 yield node
