@@ -66,7 +66,7 @@ def _refusal(t: torch.Tensor) -> str | None:
         return "cannot save a nested tensor; save its components instead: list(t.unbind())"
     if t.is_quantized:
         return (
-            f"cannot save a quantized tensor (dtype {t.dtype}, {t.qscheme()}); save t.dequantize(), "
+            f"cannot save a quantized tensor (dtype {t.dtype}); save t.dequantize(), "
             "or t.int_repr() together with its scale and zero point"
         )
     if t.layout != torch.strided:
