@@ -202,6 +202,7 @@ def _plain_torch(t: Any) -> bool:
         type(t) in (torch.Tensor, torch.nn.Parameter)
         and t.layout == torch.strided
         and not (t.is_nested or t.is_quantized or t._is_zerotensor())
+        and not torch._C._functorch.is_functorch_wrapped_tensor(t)  # inside vmap/grad: no storage
         and t.device.type != "meta"
         and t.numel() > 0
     )

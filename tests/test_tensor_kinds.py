@@ -171,12 +171,23 @@ def test_unsavable_tensor_kinds_are_refused_with_path_and_remedy(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_tensors_inside_func_transforms_are_refused(tmp_path):
+    def save(x: Any) -> Any:
+        with pytest.raises(UnsupportedObjectError, match=r"inside a torch\.func transform") as info:
+            modelpack.save({"x": x}, tmp_path / "f.mpk")
+        assert info.value.where == "obj['x']"
+        return x.sum()
+
+    torch.func.vmap(save)(torch.randn(2, 3))
+    torch.func.grad(save)(torch.randn(3))
+
+
 def test_dtensor_is_refused_with_gather_hint(tmp_path):
     dist = pytest.importorskip("torch.distributed")
     if not dist.is_available():
         pytest.skip("torch built without distributed")
     from torch.distributed.tensor import DeviceMesh, Shard, distribute_tensor
-    from torch.testing._internal.distributed.fake_pg import FakeStore
+    FakeStore = pytest.importorskip("torch.testing._internal.distributed.fake_pg").FakeStore
 
     dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=2)
     try:

@@ -64,6 +64,8 @@ def _refusal(t: torch.Tensor) -> str | None:
         return _subclass_refusal(t)
     if t.is_nested:
         return "cannot save a nested tensor; save its components instead: list(t.unbind())"
+    if torch._C._functorch.is_functorch_wrapped_tensor(t):
+        return "cannot save a tensor inside a torch.func transform (vmap, grad...); save it outside the transform"
     if t.is_quantized:
         return (
             f"cannot save a quantized tensor (dtype {t.dtype}); save t.dequantize(), "
