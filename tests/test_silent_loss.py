@@ -149,3 +149,27 @@ def test_tree_float_tags_are_checked():
             tree.decode({"$float": value}, lambda n: None)
     assert _u64(tree.decode({"$float": "0xfff8000000000000"}, lambda n: None)) == 0xFFF8000000000000
     assert tree.encode(_f64(0x7FF8000000000000))[0] == {"$float": "nan"}
+
+
+def test_async_checkpoint_snapshots_keep_masks_and_sparse_layouts():
+    from modelpack.checkpoint import _snapshot
+
+    masked = np.ma.array([1.0, 2.0], mask=[0, 1])
+    sparse = torch.randn(3, 3).to_sparse()
+    copy = _snapshot.Snapshotter().take({"m": masked, "s": sparse})
+    assert copy["m"] is masked  # left for save to refuse, never silently unmasked
+    assert copy["s"].layout == torch.sparse_coo and torch.equal(copy["s"].to_dense(), sparse.to_dense())
+    assert copy["s"]._values().data_ptr() != sparse._values().data_ptr()
+
+
+def test_async_checkpoint_refuses_masked_arrays_and_round_trips_sparse(tmp_path):
+    from modelpack.checkpoint import Checkpointer
+
+    ckpt = Checkpointer(tmp_path)
+    with pytest.raises(UnsupportedObjectError, match=r"obj\['extra'\]\['m'\]: cannot save a numpy\.ma\.MaskedArray"):
+        ckpt.save(1, extra={"m": np.ma.array([1.0, 2.0], mask=[0, 1])}, blocking=False, rng=False)
+    sparse = torch.randn(3, 3).to_sparse_csr()
+    ckpt.save(2, extra={"s": sparse}, blocking=False, rng=False)
+    ckpt.wait()
+    back = ckpt.load()
+    assert torch.equal(back.extra["s"].to_dense(), sparse.to_dense())

@@ -63,6 +63,10 @@ class Snapshotter:
         self._buffers = {}
 
     def _copy(self, obj: Any, path: Path_) -> Any:
+        if isinstance(obj, np.ma.MaskedArray):
+            return obj  # a plain copy would drop the mask; modelpack.save refuses it with what to do
+        if _is_torch_tensor(obj) and obj.layout != _torch().strided:
+            return obj.detach().to("cpu", copy=True)  # sparse: a private copy of its parts
         if isinstance(obj, np.ndarray) or _is_torch_tensor(obj):
             return self._tensor(obj, path)
         if isinstance(obj, dict):
