@@ -249,12 +249,23 @@ def _bad(msg: str, where: str) -> FormatError:
     return FormatError(msg, where=f"manifest.json.tree{where}")
 
 
+class _Lookup:
+    """The caller's ``tensor(name)``, plus the sparse tensors built so far (so a tied one is one object)."""
+
+    def __init__(self, tensor: Callable[[str], Any]) -> None:
+        self.tensor = tensor
+        self.sparse: dict[tuple[Any, ...], Any] = {}
+
+    def __call__(self, name: str) -> Any:
+        return self.tensor(name)
+
+
 def decode(tree: Any, tensor: Callable[[str], Any]) -> Any:
     """Rebuild the object; ``tensor(name)`` returns the loaded tensor for a name."""
-    return _decode(tree, tensor, "", 0)
+    return _decode(tree, _Lookup(tensor), "", 0)
 
 
-def _decode(node: Any, tensor: Callable[[str], Any], where: str, depth: int) -> Any:
+def _decode(node: Any, tensor: _Lookup, where: str, depth: int) -> Any:
     if depth > limits.current().max_depth:
         limits.check("max_depth", depth, where=f"manifest.json.tree{where}", what="nesting depth")
     if isinstance(node, (str, list, dict)) and len(node) > limits.current().max_tree_items:
@@ -300,7 +311,7 @@ def _decode_float(value: Any, where: str) -> float:
     raise _bad(f"$float must be 'nan', 'inf', '-inf' or a NaN's bits as '0x' + 16 hex digits, not {value!r}", where)
 
 
-def _decode_sparse(node: Any, tensor: Callable[[str], Any], where: str) -> Any:
+def _decode_sparse(node: Any, tensor: _Lookup, where: str) -> Any:
     """A sparse tensor from its parts; with name-only callbacks, a dict of the parts' results."""
     layout = node.get("layout") if isinstance(node, dict) else None
     if layout not in _SPARSE:
@@ -320,8 +331,12 @@ def _decode_sparse(node: Any, tensor: Callable[[str], Any], where: str) -> Any:
         ref = node[name]
         if not (isinstance(ref, dict) and len(ref) == 1 and isinstance(ref.get("$tensor"), str)):
             raise _bad(f"$sparse {name} must be a {{'$tensor': name}} reference", where)
-        parts[name] = tensor(ref["$tensor"])
-    return _build_sparse(layout, size, node.get("coalesced", False), parts, where)
+        parts[name] = ref["$tensor"]
+    key = (layout, tuple(size), node.get("coalesced", False), *parts.values())
+    if key not in tensor.sparse:
+        loaded = {name: tensor(ref) for name, ref in parts.items()}
+        tensor.sparse[key] = _build_sparse(layout, size, node.get("coalesced", False), loaded, where)
+    return tensor.sparse[key]
 
 
 def _build_sparse(layout: str, size: list[int], coalesced: bool, parts: dict[str, Any], where: str) -> Any:
@@ -340,7 +355,7 @@ def _build_sparse(layout: str, size: list[int], coalesced: bool, parts: dict[str
         raise _bad(f"$sparse parts do not form a valid {layout} tensor of size {size}: {str(e)[:200]}", where) from e
 
 
-def _decode_dict(pairs: Any, tensor: Callable[[str], Any], where: str, depth: int) -> dict:
+def _decode_dict(pairs: Any, tensor: _Lookup, where: str, depth: int) -> dict:
     if not isinstance(pairs, list):
         raise _bad("$dict must hold a list of [key, value] pairs", where)
     out: dict = {}

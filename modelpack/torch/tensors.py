@@ -18,6 +18,7 @@ _BY_TORCH: dict[torch.dtype, DType] = {
 }
 # same-width integer dtypes: raw rows are copied and viewed through these (torch has no kernels for some)
 _CARRIER = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+_NESTED = "cannot save a nested tensor; save its components instead: list(t.unbind())"
 
 
 def dtype_row(dtype: torch.dtype, *, where: str = "") -> DType:
@@ -51,7 +52,7 @@ def _subclass_refusal(t: torch.Tensor) -> str:
     if "UninitializedParameter" in names or "UninitializedBuffer" in names:
         return "cannot save an uninitialized lazy parameter; run one forward pass to materialize it first"
     if "NestedTensor" in names:
-        return "cannot save a nested tensor; save its components instead: list(t.unbind())"
+        return _NESTED
     return (
         f"cannot save a tensor subclass {type(t).__module__}.{type(t).__qualname__}: its type and extra state "
         "would be lost; convert it to a plain tensor first (e.g. t.as_subclass(torch.Tensor))"
@@ -63,7 +64,7 @@ def _refusal(t: torch.Tensor) -> str | None:
     if type(t) not in (torch.Tensor, torch.nn.Parameter):
         return _subclass_refusal(t)
     if t.is_nested:
-        return "cannot save a nested tensor; save its components instead: list(t.unbind())"
+        return _NESTED
     if torch._C._functorch.is_functorch_wrapped_tensor(t):
         return "cannot save a tensor inside a torch.func transform (vmap, grad...); save it outside the transform"
     if t.is_quantized:
