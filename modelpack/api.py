@@ -63,7 +63,7 @@ class _Progress:
 
 
 def _payload(leaf: tree.Leaf) -> tuple[DType, tuple[int, ...], memoryview]:
-    where = leaf.name
+    where = leaf.where or leaf.name
     if leaf.kind == "torch":
         from .torch.tensors import torch_payload
 

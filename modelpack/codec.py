@@ -2,8 +2,11 @@
 
 Every dtype modelpack can store is one row here. A row says how its bytes sit
 in the file (the ``.npy`` descr, little-endian) and what it is in numpy and
-torch. Dtypes numpy lacks (bfloat16, float8, complex32) are stored as raw
-unsigned bits of the same width; the manifest keeps the true name.
+torch. Dtypes numpy lacks (bfloat16, float8, float4, complex32, torch's bits
+types) are stored as raw unsigned bits of the same width; the manifest keeps
+the true name. Not stored: torch's quantized dtypes (their scale lives outside
+the bytes) and its sub-byte shell dtypes (uint1..uint7, int1..int7), which
+torch itself cannot copy.
 """
 
 from __future__ import annotations
@@ -77,6 +80,12 @@ def _rows() -> list[DType]:
         ("float8_e4m3fnuz", 1, "|u1"),
         ("float8_e5m2fnuz", 1, "|u1"),
         ("float8_e8m0fnu", 1, "|u1"),
+        ("float4_e2m1fn_x2", 1, "|u1"),  # two float4 values per byte, as torch and safetensors pack them
+        ("bits1x8", 1, "|u1"),  # torch's opaque bit containers: bytes with no arithmetic
+        ("bits2x4", 1, "|u1"),
+        ("bits4x2", 1, "|u1"),
+        ("bits8", 1, "|u1"),
+        ("bits16", 2, "<u2"),
     ]
     rows = [DType(n, size, descr, True, t) for n, size, descr, t in native]
     rows += [DType(n, size, descr, False, n) for n, size, descr in raw]

@@ -3,14 +3,20 @@
 The JSON form is what the manifest stores under ``tree``:
 
 * ``null``, ``true``/``false``, integers, strings and finite floats as themselves;
-* non-finite floats as ``{"$float": "nan" | "inf" | "-inf"}``;
+* non-finite floats as ``{"$float": "nan" | "inf" | "-inf"}``, and a NaN other
+  than the canonical one (sign or payload bits set) as ``{"$float": "0x<16 hex>"}``,
+  its IEEE-754 bits, so every float comes back bit-exact;
 * lists as arrays, tuples as ``{"$tuple": [...]}``;
 * dicts whose keys are all strings not starting with ``$`` as objects, any
   other dict (int keys, ``$`` keys) as ``{"$dict": [[key, value], ...]}``;
-* tensors and arrays as ``{"$tensor": "<name>"}``, naming a manifest entry.
+* tensors and arrays as ``{"$tensor": "<name>"}``, naming a manifest entry;
+* sparse torch tensors as ``{"$sparse": {"layout", "size", parts...}}``, each
+  part (indices, values) a ``$tensor`` of its own (see docs/FORMAT.md).
 
-The same tensor (same memory, shape, strides, dtype) met twice is stored once,
-so tied weights come back as one object.
+The same tensor met twice (same values from the same memory, see
+:func:`tensor_key`) is stored once, so tied weights come back as one object.
+Different views of one storage (``w``, ``w.T``, ``w[1]``) are stored as
+independent copies of the values each one shows.
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import struct
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -27,10 +34,20 @@ import numpy as np
 from . import limits
 from .errors import FormatError, UnsupportedObjectError
 
-__all__ = ["Leaf", "encode", "decode", "iter_refs", "NAME_RE", "valid_name"]
+__all__ = ["Leaf", "encode", "decode", "iter_refs", "NAME_RE", "valid_name", "tensor_key"]
 
 NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
-_TAGS = ("$float", "$tuple", "$dict", "$tensor")
+_TAGS = ("$float", "$tuple", "$dict", "$tensor", "$sparse")
+_CANONICAL_NAN = 0x7FF8000000000000  # what float("nan") is; any other NaN is stored by its bits
+_NAN_BITS_RE = re.compile(r"0x[0-9a-f]{16}")
+# sparse layout -> (part name in the tree, torch accessor), in the constructor's argument order
+_SPARSE: Mapping[str, tuple[tuple[str, str], ...]] = {
+    "sparse_coo": (("indices", "_indices"), ("values", "_values")),
+    "sparse_csr": (("compressed_indices", "crow_indices"), ("plain_indices", "col_indices"), ("values", "values")),
+    "sparse_csc": (("compressed_indices", "ccol_indices"), ("plain_indices", "row_indices"), ("values", "values")),
+    "sparse_bsr": (("compressed_indices", "crow_indices"), ("plain_indices", "col_indices"), ("values", "values")),
+    "sparse_bsc": (("compressed_indices", "ccol_indices"), ("plain_indices", "row_indices"), ("values", "values")),
+}
 
 
 @dataclasses.dataclass
@@ -40,6 +57,7 @@ class Leaf:
     name: str
     kind: str  # "torch", "numpy" or "numpy-scalar"
     value: Any
+    where: str = ""  # the path in the saved object, for errors: obj['opt'][2]
 
 
 def valid_name(name: str) -> bool:
@@ -77,9 +95,18 @@ class _Encoder:
         if isinstance(obj, int) and type(obj) is int:
             return obj
         if type(obj) is float:
-            return obj if math.isfinite(obj) else {"$float": repr(obj)}
+            return obj if math.isfinite(obj) else {"$float": _nonfinite(obj)}
         if self._tensor_type is not None and isinstance(obj, self._tensor_type):
+            layout = str(obj.layout).removeprefix("torch.")
+            if layout in _SPARSE:
+                return {"$sparse": self._sparse(obj, layout, path)}
             return {"$tensor": self._leaf(obj, "torch", path)}
+        if isinstance(obj, np.ma.MaskedArray):
+            raise UnsupportedObjectError(
+                "cannot save a numpy.ma.MaskedArray: its mask would be lost; save the data and the mask "
+                "as two arrays, e.g. {'data': a.data, 'mask': numpy.ma.getmaskarray(a)}",
+                where=_path_str(path),
+            )
         if isinstance(obj, np.ndarray):
             return {"$tensor": self._leaf(obj, "numpy", path)}
         if isinstance(obj, np.generic):
@@ -123,13 +150,23 @@ class _Encoder:
             return dict(items)
         return {"$dict": [[k, v] for k, v in items]}
 
-    def _leaf(self, value: Any, kind: str, path: tuple[Any, ...]) -> str:
-        key = _identity(value, kind)
+    def _sparse(self, t: Any, layout: str, path: tuple[Any, ...]) -> dict[str, Any]:
+        """A sparse tensor as its layout, size and dense parts (each one a tensor leaf)."""
+        node: dict[str, Any] = {"layout": layout, "size": list(t.shape)}
+        if layout == "sparse_coo":
+            node["coalesced"] = bool(t.is_coalesced())
+        for part, accessor in _SPARSE[layout]:
+            value = getattr(t, accessor)()
+            node[part] = {"$tensor": self._leaf(value, "torch", path + (part,), where=_path_str(path))}
+        return node
+
+    def _leaf(self, value: Any, kind: str, path: tuple[Any, ...], where: str | None = None) -> str:
+        key = ("id", id(value)) if kind == "numpy-scalar" else tensor_key(value)
         if key in self._by_identity:
             return self._by_identity[key]
         name = self._name_for(path)
         self._by_identity[key] = name
-        self.leaves.append(Leaf(name, kind, value))
+        self.leaves.append(Leaf(name, kind, value, where or _path_str(path)))
         limits.check("max_tensors", len(self.leaves), what="number of tensors")
         return name
 
@@ -150,23 +187,53 @@ def _is_torch_size(obj: Any) -> bool:
     return t.__name__ == "Size" and t.__module__ == "torch"
 
 
-def _identity(value: Any, kind: str) -> Any:
-    """A key equal for two references to the same tensor values in memory."""
-    if kind == "torch":
-        if value.numel() == 0 or value.device.type == "meta":
+def _nonfinite(x: float) -> str:
+    """The ``$float`` text of inf, -inf or a NaN; a NaN with sign or payload bits keeps them."""
+    if not math.isnan(x):
+        return repr(x)
+    bits = struct.unpack("<Q", struct.pack("<d", x))[0]
+    return "nan" if bits == _CANONICAL_NAN else f"0x{bits:016x}"
+
+
+def _plain_torch(t: Any) -> bool:
+    """A dense tensor (or Parameter) over ordinary memory, whose address identifies its values."""
+    torch = sys.modules["torch"]
+    return (
+        type(t) in (torch.Tensor, torch.nn.Parameter)
+        and t.layout == torch.strided
+        and not (t.is_nested or t.is_quantized or t._is_zerotensor())
+        and not torch._C._functorch.is_functorch_wrapped_tensor(t)  # inside vmap/grad: no storage
+        and t.device.type != "meta"
+        and t.numel() > 0
+    )
+
+
+def tensor_key(value: Any) -> Hashable:
+    """A key equal for two references that show the same values from the same memory (tied tensors).
+
+    Everything that changes the values seen is in it: address, dtype, shape,
+    strides, and torch's lazy conjugate and negative bits (``t`` and
+    ``t.conj()`` share memory but not values). Tensors whose address says
+    nothing (empty, meta, sparse, subclasses) are tied only to themselves.
+    The one definition for ``save`` and the checkpoint snapshots.
+    """
+    if isinstance(value, np.ndarray):
+        if value.size == 0:
             return ("id", id(value))
-        return (
-            "torch",
-            value.device.type,
-            value.device.index,
-            value.data_ptr(),
-            tuple(value.shape),
-            tuple(value.stride()),
-            str(value.dtype),
-        )
-    if value.size == 0 or kind == "numpy-scalar":
+        return ("numpy", value.__array_interface__["data"][0], value.shape, value.strides, value.dtype.str)
+    if not _plain_torch(value):
         return ("id", id(value))
-    return ("numpy", value.__array_interface__["data"][0], value.shape, value.strides, value.dtype.str)
+    return (
+        "torch",
+        value.device.type,
+        value.device.index,
+        value.data_ptr(),
+        tuple(value.shape),
+        tuple(value.stride()),
+        str(value.dtype),
+        value.is_conj(),
+        value.is_neg(),
+    )
 
 
 def encode(obj: Any) -> tuple[Any, list[Leaf]]:
@@ -182,12 +249,23 @@ def _bad(msg: str, where: str) -> FormatError:
     return FormatError(msg, where=f"manifest.json.tree{where}")
 
 
+class _Lookup:
+    """The caller's ``tensor(name)``, plus the sparse tensors built so far (so a tied one is one object)."""
+
+    def __init__(self, tensor: Callable[[str], Any]) -> None:
+        self.tensor = tensor
+        self.sparse: dict[tuple[Any, ...], Any] = {}
+
+    def __call__(self, name: str) -> Any:
+        return self.tensor(name)
+
+
 def decode(tree: Any, tensor: Callable[[str], Any]) -> Any:
     """Rebuild the object; ``tensor(name)`` returns the loaded tensor for a name."""
-    return _decode(tree, tensor, "", 0)
+    return _decode(tree, _Lookup(tensor), "", 0)
 
 
-def _decode(node: Any, tensor: Callable[[str], Any], where: str, depth: int) -> Any:
+def _decode(node: Any, tensor: _Lookup, where: str, depth: int) -> Any:
     if depth > limits.current().max_depth:
         limits.check("max_depth", depth, where=f"manifest.json.tree{where}", what="nesting depth")
     if isinstance(node, (str, list, dict)) and len(node) > limits.current().max_tree_items:
@@ -211,17 +289,73 @@ def _decode(node: Any, tensor: Callable[[str], Any], where: str, depth: int) -> 
             raise _bad("$tensor must name a tensor", where)
         return tensor(value)
     if tag == "$float":
-        if value not in ("nan", "inf", "-inf"):
-            raise _bad(f"$float must be 'nan', 'inf' or '-inf', not {value!r}", where)
-        return float(value)
+        return _decode_float(value, where)
     if tag == "$tuple":
         if not isinstance(value, list):
             raise _bad("$tuple must hold a list", where)
         return tuple(_decode(v, tensor, f"{where}[{i}]", depth + 1) for i, v in enumerate(value))
+    if tag == "$sparse":
+        return _decode_sparse(value, tensor, where)
     return _decode_dict(value, tensor, where, depth)
 
 
-def _decode_dict(pairs: Any, tensor: Callable[[str], Any], where: str, depth: int) -> dict:
+def _decode_float(value: Any, where: str) -> float:
+    if value in ("inf", "-inf"):
+        return float(value)
+    if value == "nan":
+        value = f"0x{_CANONICAL_NAN:016x}"
+    if isinstance(value, str) and _NAN_BITS_RE.fullmatch(value):
+        x = struct.unpack("<d", struct.pack("<Q", int(value, 16)))[0]
+        if math.isnan(x):
+            return x
+    raise _bad(f"$float must be 'nan', 'inf', '-inf' or a NaN's bits as '0x' + 16 hex digits, not {value!r}", where)
+
+
+def _decode_sparse(node: Any, tensor: _Lookup, where: str) -> Any:
+    """A sparse tensor from its parts; with name-only callbacks, a dict of the parts' results."""
+    layout = node.get("layout") if isinstance(node, dict) else None
+    if layout not in _SPARSE:
+        raise _bad(f"$sparse must hold an object whose layout is one of {', '.join(_SPARSE)}", where)
+    names = [p for p, _ in _SPARSE[layout]]
+    keys = {"layout", "size", *names} | ({"coalesced"} if layout == "sparse_coo" else set())
+    if set(node) != keys:
+        raise _bad(f"$sparse of layout {layout} must have exactly the keys {sorted(keys)}", where)
+    size = node["size"]
+    if not (isinstance(size, list) and len(size) <= limits.current().max_dims
+            and all(type(d) is int and 0 <= d < 1 << 63 for d in size)):
+        raise _bad("$sparse size must be a list of at most max_dims integers in [0, 2**63)", where)
+    if type(node.get("coalesced", False)) is not bool:
+        raise _bad("$sparse coalesced must be true or false", where)
+    parts = {}
+    for name in names:
+        ref = node[name]
+        if not (isinstance(ref, dict) and len(ref) == 1 and isinstance(ref.get("$tensor"), str)):
+            raise _bad(f"$sparse {name} must be a {{'$tensor': name}} reference", where)
+        parts[name] = ref["$tensor"]
+    key = (layout, tuple(size), node.get("coalesced", False), *parts.values())
+    if key not in tensor.sparse:
+        loaded = {name: tensor(ref) for name, ref in parts.items()}
+        tensor.sparse[key] = _build_sparse(layout, size, node.get("coalesced", False), loaded, where)
+    return tensor.sparse[key]
+
+
+def _build_sparse(layout: str, size: list[int], coalesced: bool, parts: dict[str, Any], where: str) -> Any:
+    """torch's own checked constructor, sharing the parts' memory (zero copy when they are mapped)."""
+    torch = sys.modules.get("torch")
+    values = list(parts.values())
+    if torch is None or not all(isinstance(v, torch.Tensor) for v in values):
+        if all(v is None or isinstance(v, str) for v in values):
+            return parts  # a walk over names (manifest check, diff): the parts stand for the tensor
+        raise _bad("$sparse parts must be torch tensors (manifest kind 'torch')", where)
+    try:
+        if layout == "sparse_coo":
+            return torch.sparse_coo_tensor(*values, size, is_coalesced=coalesced, check_invariants=True)
+        return torch.sparse_compressed_tensor(*values, size, layout=getattr(torch, layout), check_invariants=True)
+    except (RuntimeError, ValueError, TypeError) as e:  # torch's invariant checks: out-of-range, unsorted...
+        raise _bad(f"$sparse parts do not form a valid {layout} tensor of size {size}: {str(e)[:200]}", where) from e
+
+
+def _decode_dict(pairs: Any, tensor: _Lookup, where: str, depth: int) -> dict:
     if not isinstance(pairs, list):
         raise _bad("$dict must hold a list of [key, value] pairs", where)
     out: dict = {}

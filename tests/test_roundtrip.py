@@ -25,6 +25,8 @@ def make_torch(dtype_name: str, shape: tuple[int, ...]) -> "torch.Tensor":
     g = torch.Generator().manual_seed(hash((dtype_name, shape)) % 2**31)
     if dt == torch.bool:
         return torch.rand(shape, generator=g) > 0.5
+    if dtype_name.startswith(("bits", "float4")):  # torch has no arithmetic for these: random bytes
+        return torch.randint(0, 256, (*shape, dt.itemsize), dtype=torch.uint8, generator=g).view(dt).reshape(shape)
     if dt.is_floating_point or dt.is_complex:
         base = torch.randn(shape, generator=g, dtype=torch.complex64 if dt.is_complex else torch.float32)
         return base.to(dt)
@@ -153,7 +155,7 @@ def test_state_dict_keys_are_tensor_names(tmp_path):
         ({(1, 2): 3}, "obj", "keys must be str or int"),
         ({"b": b"bytes"}, "obj['b']", "cannot save a 'bytes'"),
         ({"o": object()}, "obj['o']", "cannot save a 'object'"),
-        ({"s": np.array(["a"])}, "s", "cannot save a numpy array of dtype <U1"),
+        ({"s": np.array(["a"])}, "obj['s']", "cannot save a numpy array of dtype <U1"),
     ],
 )
 def test_unsupported_objects_name_their_path(tmp_path, obj, where, words):

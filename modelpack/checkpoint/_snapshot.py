@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from ..tree import tensor_key
+
 __all__ = ["Snapshotter", "iter_tensors", "tensor_nbytes"]
 
 Path_ = tuple[Any, ...]
@@ -28,17 +30,6 @@ def _torch() -> Any:
 def _is_torch_tensor(x: Any) -> bool:
     torch = _torch()
     return torch is not None and isinstance(x, torch.Tensor)
-
-
-def _identity(x: Any) -> tuple[Any, ...]:
-    """Equal for two handles on the same tensor values (tied weights), like modelpack.tree."""
-    if _is_torch_tensor(x):
-        if x.numel() == 0:
-            return ("id", id(x))
-        return ("torch", str(x.device), x.data_ptr(), tuple(x.shape), tuple(x.stride()), str(x.dtype))
-    if x.size == 0:
-        return ("id", id(x))
-    return ("numpy", x.__array_interface__["data"][0], x.shape, x.strides, x.dtype.str)
 
 
 class Snapshotter:
@@ -72,6 +63,10 @@ class Snapshotter:
         self._buffers = {}
 
     def _copy(self, obj: Any, path: Path_) -> Any:
+        if isinstance(obj, np.ma.MaskedArray):
+            return obj  # a plain copy would drop the mask; modelpack.save refuses it with what to do
+        if _is_torch_tensor(obj) and obj.layout != _torch().strided:
+            return obj.detach().to("cpu", copy=True)  # sparse: a private copy of its parts
         if isinstance(obj, np.ndarray) or _is_torch_tensor(obj):
             return self._tensor(obj, path)
         if isinstance(obj, dict):
@@ -83,7 +78,7 @@ class Snapshotter:
         return obj  # immutable scalars; anything else is left for modelpack.save to judge
 
     def _tensor(self, src: Any, path: Path_) -> Any:
-        key = _identity(src)
+        key = tensor_key(src)
         if key in self._memo:
             return self._memo[key]
         buf = self._buffers.get(path)  # only a tensor's first path owns a buffer, so none is shared
@@ -120,7 +115,7 @@ def iter_tensors(obj: Any) -> Iterator[Any]:
     while stack:
         node = stack.pop()
         if isinstance(node, np.ndarray) or _is_torch_tensor(node):
-            key = _identity(node)
+            key = tensor_key(node)
             if key not in seen:
                 seen.add(key)
                 yield node
