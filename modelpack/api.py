@@ -10,16 +10,17 @@ goes through :class:`Pack`, so a file cannot pass one and trick another.
 
 from __future__ import annotations
 
-import mmap as _mmap
 import os
 import stat
 import sys
+import weakref
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
 from . import _fs, limits, manifest, tree
+from ._filemap import map_copy_on_write
 from .codec import DType, dtype_by_name, npy_header, numpy_payload, numpy_view
 from .container import Member, ZipWriter, crc32, pread_exact, read_members
 from .errors import (
@@ -158,17 +159,22 @@ def _open_fd(path: str) -> int:
     return os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
 
 
-class Pack:
+class Pack(Mapping[str, Any]):
     """An open, fully checked .mpk: manifest, metadata, spec and lazy tensors.
 
-    Construction reads only the zip directory, local headers, the manifest and
-    the spec; tensors are read (or mapped) one by one when asked for.
+    A read-only mapping from tensor name to tensor (``pack[name]``, ``get``,
+    ``items``, ``in``, ``len``). Construction reads only the zip directory,
+    local headers, the manifest and the spec; tensors are read (or mapped) one
+    by one when asked for. The file is closed by ``close()``, by ``with``, or
+    when the pack is garbage collected; tensors handed out stay valid.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
-        self._fd: int | None = _open_fd(self.path)
-        self._map: _mmap.mmap | None = None
+        fd = _open_fd(self.path)
+        self._fd: int | None = fd
+        self._closer = weakref.finalize(self, os.close, fd)  # a pack dropped without close() frees its fd
+        self._map: np.ndarray | None = None
         try:
             self._parse()
         except ModelPackError as e:
@@ -233,9 +239,13 @@ class Pack:
     def metadata(self) -> dict[str, str]:
         return dict(self.manifest["metadata"])
 
-    def keys(self) -> list[str]:
+    def keys(self) -> list[str]:  # type: ignore[override]  # a list, as before Pack was a Mapping
         """Tensor names, in file order."""
         return list(self.entries)
+
+    # identity, not Mapping's value comparison (which would read every tensor)
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
 
     def __contains__(self, name: object) -> bool:
         return name in self.entries
@@ -288,8 +298,8 @@ class Pack:
 
     def _mapped(self, entry: dict[str, Any], row: DType) -> np.ndarray:
         self._check_size(entry["name"])
-        if self._map is None:
-            self._map = _mmap.mmap(self.fd, 0, access=_mmap.ACCESS_COPY)
+        if self._map is None:  # holds no descriptor: loaded tensors outlive the pack at no fd cost
+            self._map = map_copy_on_write(self.fd, self._size)
         return numpy_view(self._map, entry["offset"], row, entry["shape"])
 
     def _read(self, entry: dict[str, Any], row: DType) -> np.ndarray:
@@ -334,9 +344,8 @@ class Pack:
     def close(self) -> None:
         """Release the file; tensors already handed out stay valid (they keep the map)."""
         self._map = None
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self._fd = None
+        self._closer()
 
     def __enter__(self) -> "Pack":
         return self
