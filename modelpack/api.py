@@ -10,6 +10,7 @@ goes through :class:`Pack`, so a file cannot pass one and trick another.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import sys
@@ -26,6 +27,7 @@ from .container import Member, ZipWriter, crc32, pread_exact, read_members
 from .errors import (
     FormatError,
     IntegrityError,
+    LimitError,
     MissingDependencyError,
     ModelPackError,
     NotAModelPackError,
@@ -90,15 +92,24 @@ def write_pack(
     progress: bool | None = None,
     force_zip64: bool = False,
 ) -> None:
-    """Write a .mpk atomically: optional spec, tensor members, then the manifest."""
+    """Write a .mpk atomically: optional spec, tensor members, then the manifest.
+
+    What the reader would refuse under the limits in force (see
+    modelpack.limits) is refused here first, with the same checks, so every
+    file written loads; tensor bytes are written only after those checks.
+    """
     meta = _check_metadata(metadata)
+    spec = None if spec_text is None else spec_text.encode("utf-8")
+    with _limits_at_save():
+        manifest.check_plan(tree_json, [(leaf.name, _shape(leaf)) for leaf in leaves],
+                            spec_size=None if spec is None else len(spec))
     payloads = [(leaf, *_payload(leaf)) for leaf in leaves]
     bar = _Progress(sum(p[3].nbytes for p in payloads), "saving", progress)
     try:
         with _fs.atomic_write(path) as fd:
             zw = ZipWriter(fd, force_zip64=force_zip64)
-            if spec_text is not None:
-                zw.add(manifest.SPEC, spec_text.encode("utf-8"))
+            if spec is not None:
+                zw.add(manifest.SPEC, spec)
             entries = [_write_tensor(zw, leaf, row, shape, data, bar) for leaf, row, shape, data in payloads]
             body = {
                 "format": manifest.FORMAT,
@@ -107,10 +118,32 @@ def write_pack(
                 "tensors": entries,
                 "tree": tree_json,
             }
-            zw.add(manifest.MANIFEST, manifest.dumps(body))
+            blob = manifest.dumps(body)
+            with _limits_at_save():
+                manifest.check_member_size(manifest.MANIFEST, len(blob))
+            zw.add(manifest.MANIFEST, blob)
             zw.finish()
     finally:
         bar.close()
+
+
+def _shape(leaf: tree.Leaf) -> tuple[int, ...]:
+    return tuple(leaf.value.shape)
+
+
+_TREE_WHERE = f"{manifest.MANIFEST}.tree"
+
+
+@contextlib.contextmanager
+def _limits_at_save() -> Iterator[None]:
+    """Run the reader's limit checks as a writer: errors say why and name the object's path."""
+    try:
+        with limits.saving():
+            yield
+    except LimitError as e:
+        if e.where and e.where.startswith(_TREE_WHERE):  # the reader's tree location is the saved object's path
+            raise LimitError(e.message, where="obj" + e.where[len(_TREE_WHERE):]) from None
+        raise
 
 
 def _write_tensor(zw: ZipWriter, leaf: tree.Leaf, row: DType, shape: tuple[int, ...],
@@ -141,7 +174,8 @@ def save(
     No pickle: the structure goes to a JSON manifest and each tensor to an
     aligned ``.npy`` member. The write is atomic: a crash leaves the old file.
     """
-    tree_json, leaves = tree.encode(obj)
+    with _limits_at_save():
+        tree_json, leaves = tree.encode(obj)
     write_pack(path, tree_json, leaves, metadata=metadata, progress=progress)
 
 
@@ -194,7 +228,7 @@ class Pack(Mapping[str, Any]):
         last = members[-1]
         if last.name != manifest.MANIFEST:
             raise FormatError(f"{manifest.MANIFEST!r} must be the last member", where="archive")
-        limits.check("max_manifest_bytes", last.size, where=manifest.MANIFEST, what="manifest size")
+        manifest.check_member_size(manifest.MANIFEST, last.size)
         self.manifest: dict[str, Any] = manifest.parse(self._read_member(last))
         self._tensor_members = manifest.check(self.manifest, members)
         self.entries: dict[str, dict[str, Any]] = {e["name"]: e for e in self.manifest["tensors"]}
@@ -212,7 +246,7 @@ class Pack(Mapping[str, Any]):
         m = self.members.get(manifest.SPEC)
         if m is None:
             return None
-        limits.check("max_spec_bytes", m.size, where=manifest.SPEC, what="spec size")
+        manifest.check_member_size(manifest.SPEC, m.size)
         try:
             return self._read_member(m).decode("utf-8")
         except UnicodeDecodeError as e:
