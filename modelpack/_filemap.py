@@ -17,13 +17,15 @@ import mmap as _mmap
 import os
 import sys
 import weakref
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 __all__ = ["map_copy_on_write"]
 
 
-def _libc_mmap() -> tuple[object, object] | None:
+def _libc_mmap() -> tuple[Any, Any] | None:
     """libc's mmap and munmap with their C signatures, or None where they cannot be reached."""
     if os.name != "posix":
         return None
@@ -50,10 +52,9 @@ class _Region:
     views may still be reachable (``atexit = False``).
     """
 
-    def __init__(self, address: int, size: int) -> None:
+    def __init__(self, address: int, size: int, munmap: Callable[[int, int], int]) -> None:
         self.__array_interface__ = {"data": (address, False), "shape": (size,), "typestr": "|u1", "version": 3}
-        assert _LIBC is not None
-        weakref.finalize(self, _LIBC[1], address, size).atexit = False
+        weakref.finalize(self, munmap, address, size).atexit = False
 
 
 def map_copy_on_write(fd: int, size: int) -> np.ndarray:
@@ -64,9 +65,9 @@ def map_copy_on_write(fd: int, size: int) -> np.ndarray:
     if _LIBC is None:  # pragma: no cover - exercised on Windows only
         keep_fd = {"trackfd": False} if sys.version_info >= (3, 13) and os.name == "posix" else {}
         return np.frombuffer(_mmap.mmap(fd, size, access=_mmap.ACCESS_COPY, **keep_fd), np.uint8)
-    prot = _mmap.PROT_READ | _mmap.PROT_WRITE
-    address = _LIBC[0](None, size, prot, _mmap.MAP_PRIVATE, fd, 0)
+    mmap_fn, munmap_fn = _LIBC
+    address = mmap_fn(None, size, _mmap.PROT_READ | _mmap.PROT_WRITE, _mmap.MAP_PRIVATE, fd, 0)
     if address in (None, _MAP_FAILED):
         err = ctypes.get_errno()
         raise OSError(err, f"mmap failed: {os.strerror(err)}")
-    return np.asarray(_Region(address, size))
+    return np.asarray(_Region(address, size, munmap_fn))

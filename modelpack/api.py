@@ -142,7 +142,7 @@ def _limits_at_save() -> Iterator[None]:
             yield
     except LimitError as e:
         if e.where and e.where.startswith(_TREE_WHERE):  # the reader's tree location is the saved object's path
-            raise LimitError(e.message, where="obj" + e.where[len(_TREE_WHERE):]) from None
+            raise LimitError(e.message, where="obj" + e.where[len(_TREE_WHERE):]) from e
         raise
 
 
@@ -416,7 +416,8 @@ def load(
     """Load what :func:`save` wrote.
 
     ``mmap=True`` returns copy-on-write views of the file (no copy, writable,
-    the file never changes); ``mmap=False`` reads into fresh memory.
+    the file never changes, no file descriptor kept open); ``mmap=False``
+    reads into fresh memory.
     ``verify=True`` checks every checksum first. ``map_location`` moves torch
     tensors to a device (e.g. ``"cuda"``).
     """

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 
 from .errors import LimitError
 
-__all__ = ["Limits", "current", "raised", "check", "saving"]
+__all__ = ["Limits", "current", "raised", "check"]
 
 
 @dataclasses.dataclass(frozen=True)
