@@ -15,7 +15,7 @@ import pytest
 
 import modelpack
 from modelpack import CheckpointError, LimitError, api, limits, tree
-from modelpack.errors import FormatError
+from modelpack.errors import FormatError, UnsupportedObjectError
 
 SPEC_ONLY = {"max_nodes", "max_yaml_aliases", "max_param_bytes"}  # checked by spec validation, on both sides
 
@@ -107,3 +107,9 @@ def test_checkpointer_refuses_a_checkpoint_restore_would_skip(tmp_path: Path) ->
         again = Checkpointer(tmp_path)
         assert again.restore() == 2  # resumes after step 1, the last checkpoint written, with no warning
         assert again.restored.extra == {"ids": [1, 2]}
+
+
+def test_an_int_json_cannot_carry_is_refused_with_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(UnsupportedObjectError, match="cannot save the tree: .*digits"):
+        modelpack.save({"n": 10**5000}, tmp_path / "n.mpk")
+    assert os.listdir(tmp_path) == []
