@@ -10,21 +10,24 @@ goes through :class:`Pack`, so a file cannot pass one and trick another.
 
 from __future__ import annotations
 
-import mmap as _mmap
+import contextlib
 import os
 import stat
 import sys
+import weakref
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
 from . import _fs, limits, manifest, tree
+from ._filemap import map_copy_on_write
 from .codec import DType, dtype_by_name, npy_header, numpy_payload, numpy_view
 from .container import Member, ZipWriter, crc32, pread_exact, read_members
 from .errors import (
     FormatError,
     IntegrityError,
+    LimitError,
     MissingDependencyError,
     ModelPackError,
     NotAModelPackError,
@@ -89,15 +92,24 @@ def write_pack(
     progress: bool | None = None,
     force_zip64: bool = False,
 ) -> None:
-    """Write a .mpk atomically: optional spec, tensor members, then the manifest."""
+    """Write a .mpk atomically: optional spec, tensor members, then the manifest.
+
+    What the reader would refuse under the limits in force (see
+    modelpack.limits) is refused here first, with the same checks, so every
+    file written loads; tensor bytes are written only after those checks.
+    """
     meta = _check_metadata(metadata)
+    spec = None if spec_text is None else spec_text.encode("utf-8")
+    with _limits_at_save():
+        manifest.check_plan(tree_json, [(leaf.name, _shape(leaf)) for leaf in leaves],
+                            spec_size=None if spec is None else len(spec))
     payloads = [(leaf, *_payload(leaf)) for leaf in leaves]
     bar = _Progress(sum(p[3].nbytes for p in payloads), "saving", progress)
     try:
         with _fs.atomic_write(path) as fd:
             zw = ZipWriter(fd, force_zip64=force_zip64)
-            if spec_text is not None:
-                zw.add(manifest.SPEC, spec_text.encode("utf-8"))
+            if spec is not None:
+                zw.add(manifest.SPEC, spec)
             entries = [_write_tensor(zw, leaf, row, shape, data, bar) for leaf, row, shape, data in payloads]
             body = {
                 "format": manifest.FORMAT,
@@ -106,10 +118,32 @@ def write_pack(
                 "tensors": entries,
                 "tree": tree_json,
             }
-            zw.add(manifest.MANIFEST, manifest.dumps(body))
+            blob = manifest.dumps(body)
+            with _limits_at_save():
+                manifest.check_member_size(manifest.MANIFEST, len(blob))
+            zw.add(manifest.MANIFEST, blob)
             zw.finish()
     finally:
         bar.close()
+
+
+def _shape(leaf: tree.Leaf) -> tuple[int, ...]:
+    return tuple(leaf.value.shape)
+
+
+_TREE_WHERE = f"{manifest.MANIFEST}.tree"
+
+
+@contextlib.contextmanager
+def _limits_at_save() -> Iterator[None]:
+    """Run the reader's limit checks as a writer: errors say why and name the object's path."""
+    try:
+        with limits.saving():
+            yield
+    except LimitError as e:
+        if e.where and e.where.startswith(_TREE_WHERE):  # the reader's tree location is the saved object's path
+            raise LimitError(e.message, where="obj" + e.where[len(_TREE_WHERE):]) from e
+        raise
 
 
 def _write_tensor(zw: ZipWriter, leaf: tree.Leaf, row: DType, shape: tuple[int, ...],
@@ -140,7 +174,8 @@ def save(
     No pickle: the structure goes to a JSON manifest and each tensor to an
     aligned ``.npy`` member. The write is atomic: a crash leaves the old file.
     """
-    tree_json, leaves = tree.encode(obj)
+    with _limits_at_save():
+        tree_json, leaves = tree.encode(obj)
     write_pack(path, tree_json, leaves, metadata=metadata, progress=progress)
 
 
@@ -158,17 +193,22 @@ def _open_fd(path: str) -> int:
     return os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
 
 
-class Pack:
+class Pack(Mapping[str, Any]):
     """An open, fully checked .mpk: manifest, metadata, spec and lazy tensors.
 
-    Construction reads only the zip directory, local headers, the manifest and
-    the spec; tensors are read (or mapped) one by one when asked for.
+    A read-only mapping from tensor name to tensor (``pack[name]``, ``get``,
+    ``items``, ``in``, ``len``). Construction reads only the zip directory,
+    local headers, the manifest and the spec; tensors are read (or mapped) one
+    by one when asked for. The file is closed by ``close()``, by ``with``, or
+    when the pack is garbage collected; tensors handed out stay valid.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
-        self._fd: int | None = _open_fd(self.path)
-        self._map: _mmap.mmap | None = None
+        fd = _open_fd(self.path)
+        self._fd: int | None = fd
+        self._closer = weakref.finalize(self, os.close, fd)  # a pack dropped without close() frees its fd
+        self._map: np.ndarray | None = None
         try:
             self._parse()
         except ModelPackError as e:
@@ -188,7 +228,7 @@ class Pack:
         last = members[-1]
         if last.name != manifest.MANIFEST:
             raise FormatError(f"{manifest.MANIFEST!r} must be the last member", where="archive")
-        limits.check("max_manifest_bytes", last.size, where=manifest.MANIFEST, what="manifest size")
+        manifest.check_member_size(manifest.MANIFEST, last.size)
         self.manifest: dict[str, Any] = manifest.parse(self._read_member(last))
         self._tensor_members = manifest.check(self.manifest, members)
         self.entries: dict[str, dict[str, Any]] = {e["name"]: e for e in self.manifest["tensors"]}
@@ -206,7 +246,7 @@ class Pack:
         m = self.members.get(manifest.SPEC)
         if m is None:
             return None
-        limits.check("max_spec_bytes", m.size, where=manifest.SPEC, what="spec size")
+        manifest.check_member_size(manifest.SPEC, m.size)
         try:
             return self._read_member(m).decode("utf-8")
         except UnicodeDecodeError as e:
@@ -233,9 +273,13 @@ class Pack:
     def metadata(self) -> dict[str, str]:
         return dict(self.manifest["metadata"])
 
-    def keys(self) -> list[str]:
+    def keys(self) -> list[str]:  # type: ignore[override]  # a list, as before Pack was a Mapping
         """Tensor names, in file order."""
         return list(self.entries)
+
+    # identity, not Mapping's value comparison (which would read every tensor)
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
 
     def __contains__(self, name: object) -> bool:
         return name in self.entries
@@ -288,8 +332,8 @@ class Pack:
 
     def _mapped(self, entry: dict[str, Any], row: DType) -> np.ndarray:
         self._check_size(entry["name"])
-        if self._map is None:
-            self._map = _mmap.mmap(self.fd, 0, access=_mmap.ACCESS_COPY)
+        if self._map is None:  # holds no descriptor: loaded tensors outlive the pack at no fd cost
+            self._map = map_copy_on_write(self.fd, self._size)
         return numpy_view(self._map, entry["offset"], row, entry["shape"])
 
     def _read(self, entry: dict[str, Any], row: DType) -> np.ndarray:
@@ -334,9 +378,8 @@ class Pack:
     def close(self) -> None:
         """Release the file; tensors already handed out stay valid (they keep the map)."""
         self._map = None
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self._fd = None
+        self._closer()
 
     def __enter__(self) -> "Pack":
         return self
@@ -373,7 +416,8 @@ def load(
     """Load what :func:`save` wrote.
 
     ``mmap=True`` returns copy-on-write views of the file (no copy, writable,
-    the file never changes); ``mmap=False`` reads into fresh memory.
+    the file never changes, no file descriptor kept open); ``mmap=False``
+    reads into fresh memory.
     ``verify=True`` checks every checksum first. ``map_location`` moves torch
     tensors to a device (e.g. ``"cuda"``).
     """

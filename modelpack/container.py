@@ -22,9 +22,13 @@ import threading
 from . import limits
 from .errors import FormatError, NotAModelPackError
 
-__all__ = ["crc32", "Member", "ZipWriter", "read_members", "identify", "pread_exact", "ALIGN"]
+__all__ = [
+    "crc32", "Member", "ZipWriter", "read_members", "identify", "pread_exact", "check_member_count",
+    "check_member_name_length", "ALIGN", "NPY_SUFFIX",
+]
 
 ALIGN = 64
+NPY_SUFFIX = ".npy"
 
 try:  # ISA-L's CRC-32 is ~3x faster than zlib 1.2's and bit-identical (pip install 'modelpack[fast]')
     from isal.isal_zlib import crc32 as crc32
@@ -44,6 +48,8 @@ _U16, _U32 = 0xFFFF, 0xFFFFFFFF
 _SYNC_CRC_BYTES = 1 << 20
 _WINDOW = 512  # bytes read past a local header's name: extra field + .npy header, in one pread
 _CHUNK = 64 << 20
+_MAX_ZIP_NAME = _U16  # the name length field of a zip header is 16 bits
+_MAX_CD_EXTRA = 28  # a central directory entry's ZIP64 field: 4 + three 8-byte values
 MEMBER_NAME_RE = re.compile(rb"(manifest\.json|spec\.yaml|[A-Za-z0-9_][A-Za-z0-9_.\-]*\.npy)")
 
 
@@ -253,12 +259,37 @@ def read_members(fd: int, *, where: str = "") -> list[Member]:
     if size < _EOCD.size or not _first_member_is_ours(fd):
         raise _not_mpk(fd, size, where)
     cd_offset, cd_size, count = _read_end(fd, size)
-    limits.check("max_members", count, where="central directory", what="number of members")
-    if cd_size < count * _CDH.size or cd_size > count * (_CDH.size + 512 + 28):
-        raise FormatError(f"central directory size {cd_size} does not fit {count} entries", where="central directory")
+    check_member_count(count)
+    _check_cd_size(cd_size, count)
     cd = pread_exact(fd, cd_size, cd_offset, where="central directory")
     entries = _parse_cd(cd, count)
     return _check_local_headers(fd, entries, cd_offset)
+
+
+def check_member_count(count: int) -> None:
+    """The cap on zip members: the reader checks it before parsing entries, the writer before writing."""
+    limits.check("max_members", count, where="central directory", what="number of members")
+
+
+def check_member_name_length(name_bytes: int, where: str) -> None:
+    """The cap on a member name, counted without ``.npy`` so it equals the tensor name's cap.
+
+    Both the reader and the writer apply it; the zip format's own 16-bit bound
+    holds whatever the cap is raised to.
+    """
+    limits.check("max_name_length", name_bytes - len(NPY_SUFFIX), where=where, what="name length")
+    if name_bytes > _MAX_ZIP_NAME:
+        raise FormatError(f"a zip member name holds at most {_MAX_ZIP_NAME:,} bytes, not {name_bytes:,}", where=where)
+
+
+def _check_cd_size(cd_size: int, count: int) -> None:
+    """Bound the directory before reading it: each entry is a fixed header, a name and a ZIP64 field."""
+    if cd_size < count * _CDH.size or (cd_size and not count):
+        raise FormatError(f"central directory size {cd_size} does not fit {count} entries", where="central directory")
+    if count:  # a bigger directory means some name is longer than the average of what is left
+        longest = -(-(cd_size - count * (_CDH.size + _MAX_CD_EXTRA)) // count)
+        if longest > limits.current().max_name_length + len(NPY_SUFFIX):
+            check_member_name_length(longest, "central directory")
 
 
 def _first_member_is_ours(fd: int) -> bool:
@@ -266,8 +297,8 @@ def _first_member_is_ours(fd: int) -> bool:
     head = os.pread(fd, _LFH.size, 0)
     if len(head) < _LFH.size or head[:4] != b"PK\x03\x04":
         return False
-    name_len = int.from_bytes(head[26:28], "little")
-    return bool(MEMBER_NAME_RE.fullmatch(os.pread(fd, min(name_len, 600), _LFH.size)))
+    name_len = int.from_bytes(head[26:28], "little")  # 16 bits: the whole name is one small read
+    return bool(MEMBER_NAME_RE.fullmatch(os.pread(fd, name_len, _LFH.size)))
 
 
 def _read_end(fd: int, size: int) -> tuple[int, int, int]:
@@ -352,13 +383,15 @@ def _parse_cd(cd: bytes, count: int) -> list[_Entry]:
 
 
 def _check_name(raw: bytes, where: str) -> str:
-    if len(raw) > limits.current().max_name_length + 4 or not MEMBER_NAME_RE.fullmatch(raw) or b".." in raw:
+    if not MEMBER_NAME_RE.fullmatch(raw) or b".." in raw:
         shown = raw[:80].decode("ascii", "backslashreplace")
         raise FormatError(
             f"member name {shown!r} is not allowed: names are 'manifest.json', 'spec.yaml' or "
             "'<tensor>.npy' with letters, digits, '_', '.', '-'",
             where=where,
         )
+    if raw.endswith(NPY_SUFFIX.encode()):  # manifest.json and spec.yaml are fixed names
+        check_member_name_length(len(raw), where)
     return raw.decode("ascii")
 
 

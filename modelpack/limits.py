@@ -8,6 +8,10 @@ raise a cap for a block of code::
     with modelpack.limits.raised(max_tensors=1_000_000):
         modelpack.load("huge.mpk")
 
+A writer applies the same caps with the same checks (``save`` refuses what
+``load`` would refuse), so a file saved under raised caps loads under the same
+raised caps, and a file saved under the defaults loads anywhere.
+
 Two bounds need no cap because the format makes them structural (see SECURITY.md):
 the bytes tensors declare never exceed the file (members tile the file, and each
 tensor's byte length must equal its member's size minus the .npy header), and no
@@ -56,6 +60,7 @@ class Limits:
 
 
 _CURRENT: contextvars.ContextVar[Limits] = contextvars.ContextVar("modelpack_limits", default=Limits())
+_SAVING: contextvars.ContextVar[bool] = contextvars.ContextVar("modelpack_limits_saving", default=False)
 
 
 def current() -> Limits:
@@ -77,13 +82,24 @@ def raised(**caps: int) -> Iterator[Limits]:
         _CURRENT.reset(token)
 
 
+@contextlib.contextmanager
+def saving() -> Iterator[None]:
+    """Checks in this block run for a writer: their errors say load would refuse the file."""
+    token = _SAVING.set(True)
+    try:
+        yield
+    finally:
+        _SAVING.reset(token)
+
+
 def check(name: str, value: int, *, where: str | None = None, what: str = "") -> None:
     """Raise LimitError if ``value`` exceeds the cap ``name``."""
     cap = getattr(current(), name)
     if value > cap:
         label = what or name.removeprefix("max_").replace("_", " ")
-        raise LimitError(
-            f"{label} {value:,} exceeds the limit {name}={cap:,}; if the file is trusted, "
-            f"raise it with modelpack.limits.raised({name}=...)",
-            where=where,
-        )
+        if _SAVING.get():
+            hint = (f"load would refuse the file, so it is not written; save less, or raise the limit around "
+                    f"both the save and the load with modelpack.limits.raised({name}=...)")
+        else:
+            hint = f"if the file is trusted, raise it with modelpack.limits.raised({name}=...)"
+        raise LimitError(f"{label} {value:,} exceeds the limit {name}={cap:,}; {hint}", where=where)

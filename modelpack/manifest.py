@@ -16,10 +16,13 @@ from typing import Any
 
 from . import limits, tree
 from .codec import DType, dtype_by_name, nbytes_of, npy_header
-from .container import ALIGN, Member
-from .errors import FormatError
+from .container import ALIGN, NPY_SUFFIX, Member, check_member_count, check_member_name_length
+from .errors import FormatError, UnsupportedObjectError
 
-__all__ = ["FORMAT", "VERSION", "MANIFEST", "SPEC", "dumps", "parse", "check", "TensorEntry"]
+__all__ = [
+    "FORMAT", "VERSION", "MANIFEST", "SPEC", "dumps", "parse", "check", "check_plan", "check_member_size",
+    "TensorEntry",
+]
 
 FORMAT = "modelpack"
 VERSION = 1
@@ -29,13 +32,43 @@ KINDS = ("torch", "numpy", "numpy-scalar")
 _TOP_KEYS = {"format", "version", "metadata", "tensors", "tree"}
 _MAX_DIM = 1 << 63  # numpy and torch sizes are int64
 _ENTRY_KEYS = ("name", "member", "dtype", "shape", "kind", "offset", "nbytes", "crc32")
+_SIZE_CAPS = {MANIFEST: ("max_manifest_bytes", "manifest size"), SPEC: ("max_spec_bytes", "spec size")}
 
 TensorEntry = dict  # one element of manifest["tensors"], with the keys in _ENTRY_KEYS
 
 
 def dumps(manifest: Mapping[str, Any]) -> bytes:
     """Canonical bytes: compact, ASCII, key order as built (so output is deterministic)."""
-    return json.dumps(manifest, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+    try:
+        text = json.dumps(manifest, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+    except ValueError as e:  # an int past sys.get_int_max_str_digits(): no reader could parse it back
+        raise UnsupportedObjectError(f"cannot save the tree: {e}") from e
+    return text.encode("ascii")
+
+
+def check_member_size(member: str, size: int) -> None:
+    """The cap on manifest.json or spec.yaml bytes: the reader checks it before reading, the writer before writing."""
+    cap, what = _SIZE_CAPS[member]
+    limits.check(cap, size, where=member, what=what)
+
+
+def check_plan(tree_json: Any, tensors: Sequence[tuple[str, Sequence[int]]], *, spec_size: int | None) -> None:
+    """Writer side: refuse, before any byte is written, what the reader's checks would refuse.
+
+    The same functions run on both sides (member and tensor counts, names,
+    dimensions, spec size, and the tree decoded exactly as ``check`` decodes
+    it), so a file that ``save`` writes is a file ``load`` opens under the
+    same limits. The manifest's own size is checked once it is built.
+    """
+    check_member_count(len(tensors) + 1 + (spec_size is not None))
+    _check_tensor_count(len(tensors))
+    if spec_size is not None:
+        check_member_size(SPEC, spec_size)
+    for name, shape in tensors:
+        where = f"tensor {name!r}"
+        _check_name(name, where)
+        _check_shape(list(shape), where)
+    _check_tree(tree_json, {name for name, _ in tensors})
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -103,7 +136,7 @@ def check(manifest: dict[str, Any], members: Sequence[Member]) -> dict[str, Memb
     entries = manifest["tensors"]
     if not isinstance(entries, list):
         raise FormatError("tensors must be a list", where=f"{MANIFEST}.tensors")
-    limits.check("max_tensors", len(entries), where=f"{MANIFEST}.tensors", what="number of tensors")
+    _check_tensor_count(len(entries))
     result: dict[str, Member] = {}
     for i, entry in enumerate(entries):
         name, member = _check_entry(entry, i, by_name)
@@ -115,6 +148,19 @@ def check(manifest: dict[str, Any], members: Sequence[Member]) -> dict[str, Memb
     return result
 
 
+def _check_tensor_count(n: int) -> None:
+    limits.check("max_tensors", n, where=f"{MANIFEST}.tensors", what="number of tensors")
+
+
+def _check_name(name: Any, where: str) -> str:
+    """A tensor name within max_name_length (LimitError) that follows the name rule (FormatError)."""
+    if isinstance(name, str):
+        check_member_name_length(len(name) + len(NPY_SUFFIX), where)
+    if not isinstance(name, str) or not tree.valid_name(name):
+        raise FormatError(f"tensor name {str(name)[:80]!r} is not allowed", where=where)
+    return name
+
+
 def entry_dtype(entry: TensorEntry) -> DType:
     return dtype_by_name(entry["dtype"])
 
@@ -123,9 +169,7 @@ def _check_entry(entry: Any, i: int, by_name: Mapping[str, Member]) -> tuple[str
     where = f"{MANIFEST}.tensors[{i}]"
     if not isinstance(entry, dict) or set(entry) != set(_ENTRY_KEYS):
         raise FormatError(f"each tensor entry must have exactly the keys {list(_ENTRY_KEYS)}", where=where)
-    name = entry["name"]
-    if not isinstance(name, str) or not tree.valid_name(name):
-        raise FormatError(f"tensor name {str(name)[:80]!r} is not allowed", where=where)
+    name = _check_name(entry["name"], where)
     where = f"tensor {name!r}"
     dt = dtype_by_name(entry["dtype"], where=where)
     shape = _check_shape(entry["shape"], where)

@@ -66,8 +66,8 @@ def test_lowered_cap_refuses_and_default_accepts(tmp_path: Path, cap: str) -> No
 def test_name_length_cap(tmp_path: Path) -> None:
     name = "t" * 40
     path = write(tmp_path, mpk({name: np.zeros(2, np.int8)}).bytes())
-    with limits.raised(max_name_length=39):  # member and tensor names are a format rule: FormatError
-        refused(path, FormatError, "is not allowed", "central directory entry 0")
+    with limits.raised(max_name_length=39):  # a LimitError that names the cap, as every other cap
+        refused(path, LimitError, "exceeds the limit max_name_length=39", "central directory entry 0")
     with guarded(tmp_path):
         api.Pack(path).close()
 

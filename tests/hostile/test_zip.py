@@ -131,9 +131,10 @@ CASES: list[tuple[str, Callable[[Zip], None], type, str, str | None]] = [
         b"../b.npy", b"/b.npy", b"x/../../b.npy", b"C:\\b.npy", b"\\\\srv\\share\\b.npy", b"C:b.npy",
         b"b.npy\x00.txt", b"b\n.npy", b"b\r.npy", b"b\t.npy", b"b\x7f.npy", b"b\x1b[31m.npy", b"b\xc3\xa9.npy",
         b"b\xff.npy", b"", b".npy", b"..npy", b"...npy", b".b.npy", b"-b.npy", b"b.NPY", b"b.npy/", b"b.npy ",
-        b" b.npy", b"b.npy.", b"b/c.npy", b"b\\c.npy", b"spec.yaml/", b"manifest.json\x00", b"b" * 600 + b".npy",
+        b" b.npy", b"b.npy.", b"b/c.npy", b"b\\c.npy", b"spec.yaml/", b"manifest.json\x00",
         b"b..c.npy", b"b.pkl", b"data.pkl", b"b.npz", b"b.npy\x00",
     ])],
+    ("name-too-long", _name(b"b" * 600 + b".npy"), LimitError, "exceeds the limit max_name_length", CD1),
     ("first-member-traversal", _name(b"../a.npy", 0), NotAModelPackError, "not a .mpk", None),
     ("first-member-pickle-dir", _name(b"archive/data.pkl", 0), NotAModelPackError, "torch.save", None),
     # ---- duplicates and case collisions
