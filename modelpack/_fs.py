@@ -12,8 +12,8 @@ that lock itself, taken without blocking. The kernel drops a lock when its
 holder dies, so this stays right across pid namespaces (containers). On NFS,
 Linux (since 2.6.12) emulates ``flock`` with a whole-file byte-range lock held
 on the server, so it also holds across hosts, unless the mount uses
-``local_lock=flock``/``all``; there an exclusive lock needs a descriptor open
-for writing, which is why cleanup opens temp files write-only. Where locking
+``local_lock=flock``/``all``. A byte-range write lock is granted only on a
+descriptor open for writing, so cleanup opens temp files write-only. Where locking
 is unsupported nothing is ever cleaned up: a leftover is cheaper than deleting
 a live writer's file.
 """

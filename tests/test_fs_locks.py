@@ -136,7 +136,7 @@ def test_a_failed_save_names_the_users_path_not_the_temp(tmp_path, monkeypatch, 
     assert os.listdir(tmp_path) == []
 
 
-@pytest.mark.parametrize("name, code", FAILURES[:2], ids=[f[0] for f in FAILURES[:2]])
+@pytest.mark.parametrize("name, code", FAILURES, ids=[f[0] for f in FAILURES])
 def test_a_failed_checkpoint_names_the_checkpoint_not_the_temp(tmp_path, monkeypatch, name, code):
     ckpt = Checkpointer(tmp_path)
     _fail_on_temp(monkeypatch, name, code)
