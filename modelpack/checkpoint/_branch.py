@@ -105,7 +105,8 @@ def settle(folder: Path, prefix: str, step: int, announce: Callable[[Branch], No
 
 def _start(folder: Path, prefix: str, step: int) -> Branch:
     """Steps 1-2: a fresh ``abandoned/<id>/`` folder, then the durable record naming it."""
-    into = _new_folder(folder / ABANDONED, f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{prefix}-above-{step}")
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    into = _new_folder(folder / ABANDONED, f"{stamp}-{prefix}-above-{step}")
     body = {"format": _RECORD_FORMAT, "above": step, "into": into.name}
     with _fs.atomic_write(record_path(folder, prefix)) as fd:
         os.write(fd, json.dumps(body).encode("utf-8"))
