@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import random
 import signal
@@ -92,10 +93,16 @@ def test_saving_over_a_mapped_file_keeps_loaded_tensors_valid(tmp_path):
 
 
 def test_live_writers_temp_files_are_not_removed(tmp_path):
+    """Liveness is the writer's flock on its temp file, not a pid (see tests/test_fs_locks.py)."""
     target = tmp_path / "x.mpk"
-    live = tmp_path / f".x.mpk.{os.getppid()}.abcdef.mpk-tmp"  # our parent is alive
-    dead = tmp_path / ".x.mpk.999999999.abcdef.mpk-tmp"
+    live = tmp_path / ".x.mpk.999999999.abcdef.mpk-tmp"  # a pid that is dead here, but locked
+    dead = tmp_path / f".x.mpk.{os.getppid()}.abcdef.mpk-tmp"  # a live pid, but nobody holds the lock
     live.write_bytes(b"in progress")
     dead.write_bytes(b"left by a crash")
-    modelpack.save([1], target)
+    fd = os.open(live, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        modelpack.save([1], target)
+    finally:
+        os.close(fd)
     assert live.exists() and not dead.exists()

@@ -2,8 +2,10 @@
 
 Ordering that makes a crash at any instant harmless:
 
-1. remove temp files of dead writers, and checkpoints beyond the policy that
-   an earlier crash left behind (the policy's own checkpoints stay);
+1. remove temp files of dead writers; if ``step`` is below existing
+   checkpoints the run branched, so move those aside (``_branch``); remove
+   checkpoints beyond the policy that an earlier crash left behind (the
+   policy's own checkpoints stay);
 2. write the new checkpoint whole to a temp file, fsync it, rename it to
    ``ckpt-<step>.mpk``, fsync the folder (``modelpack._fs.atomic_write``);
 3. only then delete what retention drops, and fsync the folder again.
@@ -24,7 +26,7 @@ from typing import Any
 
 from .. import api, tree
 from ..errors import CheckpointError, ModelPackError
-from . import _files, _state
+from . import _branch, _files, _state
 from ._background import BackgroundWriter, failure_message, reason
 from ._files import CheckpointFile
 from ._snapshot import Snapshotter, tensor_nbytes
@@ -46,7 +48,7 @@ COMPONENTS = ("model", "optimizer", "scheduler", "scaler")
 
 
 class CheckpointWarning(UserWarning):
-    """A checkpoint was skipped (damaged, unreadable) or only partly restored."""
+    """A checkpoint was skipped (damaged, unreadable), moved aside by a branch, or partly restored."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,8 +119,8 @@ class Checkpointer:
     # ------------------------------------------------------------------ listing
 
     def checkpoints(self) -> list[CheckpointFile]:
-        """Published checkpoints, oldest first (not verified; temp files never listed)."""
-        return _files.list_checkpoints(self.directory, self.prefix)
+        """Published checkpoints of the live branch, oldest first (not verified; temp files never listed)."""
+        return _branch.live(self.directory, self.prefix)
 
     def latest(self) -> CheckpointFile | None:
         """The highest-step checkpoint file, or None (not verified: ``restore`` does that)."""
@@ -169,6 +171,7 @@ class Checkpointer:
         try:
             _files.ensure_folder(self.directory)
             _files.sweep_temps(self.directory, self.prefix)
+            _branch.settle(self.directory, self.prefix, step, lambda moved: _warn_branched(step, moved))
             self._prune(())
             _files.write_file(encoded, path, metadata=meta, progress=self.progress)
         except (OSError, ModelPackError) as e:
@@ -285,6 +288,17 @@ class Checkpointer:
                 source=str(self.directory),
             )
         return None
+
+
+def _warn_branched(step: int, branch: _branch.Branch) -> None:
+    names = ", ".join(p.name for p in branch.files)
+    warnings.warn(
+        f"saving step {step}, below newer checkpoints: the run branched, so the checkpoints above step "
+        f"{branch.above} moved (nothing deleted) into {branch.into}: {names}. Restore resumes on the new "
+        "branch; move them back to return to the old one",
+        CheckpointWarning,
+        stacklevel=2,
+    )
 
 
 # ---------------------------------------------------------------------- state <-> tree

@@ -106,8 +106,9 @@ def prune(
 def sweep_temps(folder: Path, prefix: str) -> list[Path]:
     """Remove temp files of checkpoints whose writer has died (any step, not just the next).
 
-    ``_fs.remove_stale_temps`` decides per target whether the writing process
-    still runs, so a live writer's temp file on the same folder is left alone.
+    ``_fs.remove_stale_temps`` removes a temp file only if it can take the
+    lock its writer holds for the whole write, so a live writer's temp file
+    (another process, container or host on a shared folder) is left alone.
     """
     pattern = re.compile(rf"\.({re.escape(prefix)}-\d+\.mpk)\.\d+\.[0-9a-f]+\.mpk-tmp")
     try:
