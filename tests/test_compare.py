@@ -28,7 +28,7 @@ def _nan(payload: int) -> torch.Tensor:
     (torch.tensor([2**63 + 5], dtype=torch.uint64), torch.tensor([2**63 + 7], dtype=torch.uint64), "difference 2$"),
     (torch.tensor(-0.0), torch.tensor(0.0), r"first at \[\]: -0.0 vs 0.0; max abs difference 0$"),
     (_nan(0), _nan(1), r"nan \(0x7fc00000\) vs nan \(0x7fc00001\); max abs difference 0$"),
-    (torch.tensor([1.0, 2.0]), torch.tensor([1.0, float("nan")]), r"2.0 vs nan \(0x7fc00000\); max abs difference inf$"),
+    (torch.tensor([1.0, 2.0]), torch.tensor([1.0, float("nan")]), r"2.0 vs nan \(0x7fc00000\); max abs difference inf"),
     (torch.tensor([True, False]), torch.tensor([True, True]), "False vs True; max abs difference 1$"),
     (torch.tensor([1.0, 2.0]).to(torch.float8_e4m3fn), torch.tensor([1.0, 3.0]).to(torch.float8_e4m3fn), "1$"),
     (torch.arange(12.0).reshape(3, 4).t(), torch.tensor([[0, 4, 8], [1, 5, 9], [2, 99, 10], [3, 7, 12.0]]),

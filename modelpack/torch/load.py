@@ -28,7 +28,6 @@ import torch
 from torch import nn
 
 from .. import api, tree
-from ..diff import flat_refs
 from ..errors import WeightsMismatchError
 from .build import SpecModule, build_validated, prepare, subgraph
 from .tensors import dtype_row
@@ -37,10 +36,6 @@ __all__ = ["load_model", "load_weights", "cross_check", "state_refs", "LoadRepor
 
 
 # --------------------------------------------------------------------------- the file's state_dict
-
-
-class _Ref(str):
-    """A tensor name met in the manifest tree (distinguishes tensors from plain strings)."""
 
 
 def state_refs(pack: api.Pack, *, flatten: bool = False) -> dict[str, str]:
@@ -52,9 +47,9 @@ def state_refs(pack: api.Pack, *, flatten: bool = False) -> dict[str, str]:
     dict a checkpoint holds can be a source for :func:`load_weights`.
     """
     if flatten:
-        return flat_refs(pack.manifest["tree"])
-    decoded = tree.decode(pack.manifest["tree"], _Ref)
-    if not isinstance(decoded, dict) or not all(isinstance(v, _Ref) for v in decoded.values()):
+        return tree.flat_refs(pack.manifest["tree"])
+    decoded = tree.decode(pack.manifest["tree"], tree.TensorRef)
+    if not isinstance(decoded, dict) or not all(isinstance(v, tree.TensorRef) for v in decoded.values()):
         raise WeightsMismatchError("the file's tensors are not a flat state_dict (key -> tensor)",
                                    source=pack.path)
     return {str(k): str(v) for k, v in decoded.items()}
