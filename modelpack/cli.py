@@ -37,7 +37,11 @@ def _command(name: str) -> Callable[[Command], Command]:
 def cmd_validate(ns: argparse.Namespace, out: TextIO) -> int:
     from .spec.report import validate_paths
 
-    return validate_paths(ns.paths, shapes=ns.shapes, fmt=ns.format, out=out)
+    if not ns.shapes:
+        return validate_paths(ns.paths, fmt=ns.format, out=out)
+    from .checks import torch_shape_checker
+
+    return validate_paths(ns.paths, shapes=torch_shape_checker, fmt=ns.format, out=out)
 
 
 @_command("schema")
@@ -142,13 +146,10 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         return int(e.code or 0)
     try:
         return _COMMANDS[ns.command](ns, out)
-    except ModelPackError as e:
+    except (ModelPackError, OSError) as e:
         if os.environ.get("MODELPACK_DEBUG"):
             raise
-        print(f"modelpack: error: {e}", file=sys.stderr)
-        return 1
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
-        if os.environ.get("MODELPACK_DEBUG"):
-            raise
-        print(f"modelpack: error: {e.filename}: {e.strerror}", file=sys.stderr)
+        from .inspect import error_text
+
+        print(f"modelpack: error: {error_text(e)}", file=sys.stderr)
         return 1

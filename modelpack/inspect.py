@@ -144,14 +144,27 @@ def inspect_report(path: str, *, as_json: bool, out: TextIO) -> int:
     return 0
 
 
+def error_text(e: BaseException) -> str:
+    """The one line every command prints for a failure: ``path: what`` (``x.mpk: No such file or directory``).
+
+    OS errors on the user's path read alike in every verb, whichever call hit them.
+    """
+    if isinstance(e, OSError) and not isinstance(e, ModelPackError) and e.filename is not None:
+        return f"{os.fsdecode(e.filename)}: {e.strerror or e}"
+    return str(e)
+
+
 def verify_report(paths: Sequence[str], *, out: TextIO) -> int:
     """Verify each file (``modelpack verify``); 0 if all are intact, 1 otherwise."""
+    from .checks import verify
+
     status = 0
     for path in paths:
         try:
-            api.verify(path)
+            verify(path)
         except (ModelPackError, OSError) as e:
-            out.write(f"{path}: FAILED: {e}\n")
+            text = error_text(e)
+            out.write(f"{path}: FAILED: {text.removeprefix(f'{path}: ')}\n")
             status = 1
         else:
             out.write(f"{path}: OK\n")

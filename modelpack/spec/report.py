@@ -25,7 +25,7 @@ from typing import Any, TextIO
 
 from ..errors import ModelPackError, SpecError
 from .findings import Finding
-from .validate import check_spec
+from .validate import Shapes, check_spec
 from .yamlio import Spec, load_spec
 
 __all__ = ["SPEC_SUFFIXES", "validate_paths", "findings_for_path"]
@@ -34,7 +34,7 @@ SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 _SEARCHED = SPEC_SUFFIXES + (".mpk",)
 
 
-def validate_paths(paths: Iterable[str], *, shapes: bool = False, fmt: str = "text", out: TextIO) -> int:
+def validate_paths(paths: Iterable[str], *, shapes: Shapes = False, fmt: str = "text", out: TextIO) -> int:
     """Validate every path; print findings to ``out``; return the exit status."""
     records: list[dict[str, Any]] = []
     invalid = False
@@ -65,7 +65,7 @@ def _expand(paths: Iterable[str]) -> Iterator[str]:
             yield path
 
 
-def findings_for_path(path: str, *, shapes: bool = False) -> list[Finding]:
+def findings_for_path(path: str, *, shapes: Shapes = False) -> list[Finding]:
     """Every finding for one file; a file that cannot be read is one error finding."""
     if os.path.isdir(path):
         return [Finding("error", SpecError(f"no specs found in this folder (searched for "
