@@ -98,10 +98,17 @@ def _version() -> str:
         return __version__
 
 
+class _Version(argparse.Action):
+    """``--version``: looked up only when asked (reading package metadata is no business of other commands)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
+        print(f"{parser.prog} {_version()}")
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="modelpack", description="Ship a PyTorch model as one safe file.")
-    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}",
-                   help="print modelpack's version and exit")
+    p.add_argument("--version", action=_Version, nargs=0, help="print modelpack's version and exit")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", help="what to do; COMMAND --help for more")
 
     v = sub.add_parser("validate", help="validate spec files (.yaml) and the specs inside .mpk files")

@@ -218,6 +218,7 @@ _RULES: dict[str, Callable[[Shape, Mapping[str, Any]], Shape]] = {
 }
 _BROADCAST = ("add", "sub", "mul")
 _FLOATING = ("float16", "bfloat16", "float32", "float64")
+_MAX_NUMEL = 2**63
 
 
 def _node_shape(node: Mapping[str, Any], env: Mapping[str, Shape]) -> Shape:
@@ -237,6 +238,7 @@ def _run(spec: Mapping[str, Any], concrete: Mapping[str, int]) -> dict[str, Shap
                              for name, decl in spec["inputs"].items()}
     for node in spec["nodes"]:
         env[node["name"]] = _node_shape(node, env)
+    _need(all(math.prod(shape) < _MAX_NUMEL for shape in env.values()))  # else torch cannot even describe it
     return env
 
 
