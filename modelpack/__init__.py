@@ -52,8 +52,8 @@ _LAZY = {
     "save": ("modelpack.api", "save"),
     "load": ("modelpack.api", "load"),
     "open": ("modelpack.api", "open"),
-    "verify": ("modelpack.api", "verify"),
-    "validate": ("modelpack.spec", "validate"),
+    "verify": ("modelpack.checks", "verify"),
+    "validate": ("modelpack.checks", "validate"),
     "export": ("modelpack.torch.export", "export"),
     "load_model": ("modelpack.torch.load", "load_model"),
     "build": ("modelpack.torch.build", "build"),
@@ -63,9 +63,9 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .api import load, open, save, verify
+    from .api import load, open, save
     from .checkpoint import Checkpointer
-    from .spec import validate
+    from .checks import validate, verify
     from .torch.build import build
     from .torch.export import export
     from .torch.load import load_model, load_weights

@@ -428,25 +428,23 @@ def load(
 
 
 def verify(path: str | os.PathLike[str], *, progress: bool | None = None) -> None:
-    """Check structure and every checksum of a .mpk; raise a ModelPackError on damage."""
+    """Check structure, every checksum and the spec of a .mpk; raise a ModelPackError on damage.
+
+    ``modelpack.verify`` (modelpack.checks) also checks the weights against the spec.
+    """
     with Pack(path) as pack:
         pack.verify(progress=progress)
-        _verify_hooks(pack)
+        checked_spec(pack)
 
 
-def _verify_hooks(pack: Pack) -> None:
-    """Checks beyond the container: the spec, and spec vs weights when torch is present."""
+def checked_spec(pack: Pack) -> dict[str, Any] | None:
+    """The pack's spec, validated (None for a file of tensors only); a SpecError names ``file:spec.yaml``."""
     if pack.spec_text is None:
-        return
+        return None
     from .spec import validate as validate_spec
 
     # bytes, never str: a one-line str is a *path* to validate, and the text comes from the file
-    spec = validate_spec(pack.spec_text.encode("utf-8"), source=f"{pack.path}:spec.yaml")
-    try:
-        from .torch.load import cross_check
-    except ImportError:  # torch (or the model package) is absent: container + spec checks only
-        return
-    cross_check(spec, pack)
+    return validate_spec(pack.spec_text.encode("utf-8"), source=f"{pack.path}:spec.yaml")
 
 
 def read_spec_text(path: str | os.PathLike[str]) -> str | None:

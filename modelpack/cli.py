@@ -37,7 +37,11 @@ def _command(name: str) -> Callable[[Command], Command]:
 def cmd_validate(ns: argparse.Namespace, out: TextIO) -> int:
     from .spec.report import validate_paths
 
-    return validate_paths(ns.paths, shapes=ns.shapes, fmt=ns.format, out=out)
+    if not ns.shapes:
+        return validate_paths(ns.paths, fmt=ns.format, out=out)
+    from .checks import torch_shape_checker
+
+    return validate_paths(ns.paths, shapes=torch_shape_checker, fmt=ns.format, out=out)
 
 
 @_command("schema")
@@ -82,33 +86,59 @@ def cmd_diff(ns: argparse.Namespace, out: TextIO) -> int:
     return diff_report(ns.a, ns.b, atol=ns.atol, out=out)
 
 
+def _version() -> str:
+    """The installed distribution's version; the package's own when it runs from a source tree."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("modelpack")
+    except PackageNotFoundError:
+        from . import __version__
+
+        return __version__
+
+
+class _Version(argparse.Action):
+    """``--version``: looked up only when asked (reading package metadata is no business of other commands)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
+        print(f"{parser.prog} {_version()}")
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="modelpack", description="Ship a PyTorch model as one safe file.")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p.add_argument("--version", action=_Version, nargs=0, help="print modelpack's version and exit")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", help="what to do; COMMAND --help for more")
 
     v = sub.add_parser("validate", help="validate spec files (.yaml) and the specs inside .mpk files")
-    v.add_argument("paths", nargs="+", metavar="PATH")
+    v.add_argument("paths", nargs="+", metavar="PATH",
+                   help="spec files (.yaml, .yml, .json), .mpk files, or folders searched for them")
     v.add_argument("--shapes", action=argparse.BooleanOptionalAction, default=False,
                    help="also propagate shapes (needs torch)")
-    v.add_argument("--format", choices=["text", "json"], default="text")
+    v.add_argument("--format", choices=["text", "json"], default="text",
+                   help="text: one line per finding, like a linter (default); json: one list of findings")
 
     sub.add_parser("schema", help="print the JSON Schema of the spec language")
 
     ve = sub.add_parser("verify", help="recompute checksums and check structure, spec and weights")
-    ve.add_argument("files", nargs="+", metavar="FILE")
+    ve.add_argument("files", nargs="+", metavar="FILE", help=".mpk files to verify")
 
     i = sub.add_parser("inspect", help="show what a .mpk holds")
-    i.add_argument("file", metavar="FILE")
+    i.add_argument("file", metavar="FILE", help="the .mpk file to describe")
     i.add_argument("--json", action="store_true", help="machine-readable output")
 
     r = sub.add_parser("run", help="run a packed model on .npy inputs")
-    r.add_argument("file", metavar="FILE")
-    r.add_argument("--input", action="append", required=True, metavar="[NAME=]X.npy")
-    r.add_argument("--output", required=True, metavar="OUT.npy")
+    r.add_argument("file", metavar="FILE", help="a .mpk file holding a model")
+    r.add_argument("--input", action="append", required=True, metavar="[NAME=]X.npy",
+                   help="an input array (.npy, or .npz for several by name); NAME= binds it to that input, a plain "
+                        "file fills the next unbound input in declared order; repeat for several")
+    r.add_argument("--output", required=True, metavar="OUT.npy",
+                   help="where to write the output (.npy for one output, .npz for several)")
 
-    d = sub.add_parser("diff", help="compare two .mpk files: spec and tensors")
-    d.add_argument("a", metavar="A")
-    d.add_argument("b", metavar="B")
+    d = sub.add_parser("diff", help="compare two .mpk files: spec, metadata, values and tensors")
+    d.add_argument("a", metavar="A", help="the first .mpk file")
+    d.add_argument("b", metavar="B", help="the second .mpk file")
     d.add_argument("--atol", type=float, default=0.0, help="tolerated max abs difference per tensor")
     return p
 
@@ -123,13 +153,10 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         return int(e.code or 0)
     try:
         return _COMMANDS[ns.command](ns, out)
-    except ModelPackError as e:
+    except (ModelPackError, OSError) as e:
         if os.environ.get("MODELPACK_DEBUG"):
             raise
-        print(f"modelpack: error: {e}", file=sys.stderr)
-        return 1
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
-        if os.environ.get("MODELPACK_DEBUG"):
-            raise
-        print(f"modelpack: error: {e.filename}: {e.strerror}", file=sys.stderr)
+        from .inspect import error_text
+
+        print(f"modelpack: error: {error_text(e)}", file=sys.stderr)
         return 1

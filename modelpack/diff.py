@@ -1,16 +1,18 @@
-"""``modelpack diff A B``: what changed between two .mpk files, spec and tensors (torch-free).
+"""``modelpack diff A B``: what changed between two .mpk files: spec, metadata, tree values, tensors (torch-free).
 
-Tensors are matched by their key in the saved tree (``layer1.0.conv1.weight``;
-nested dicts joined with dots), so model files, checkpoints and plain tensor
-files all compare. Per key: missing/extra, shape or dtype change, or the max
-absolute and max relative difference, computed in float64 over chunks of the
-memory-mapped data. Specs are compared as models (validated, blocks expanded):
+Values are matched by their key in the saved tree (``layer1.0.conv1.weight``,
+``optimizer.param_groups.0.lr``; nested dicts and lists joined with dots), so
+model files, checkpoints and plain tensor files all compare. Per tensor key:
+missing/extra, shape or dtype change, or the max absolute and max relative
+difference over chunks of the memory-mapped data (exact for integers of every
+width). Other values (numbers, strings, None) differ when they are not equal
+(``lr: 0.1 -> 0.2``). Specs are compared as models (validated, blocks expanded):
 inputs, outputs and node by node; a change of formatting or comments only is
 reported but is not a difference.
 
-Exit code: 1 when the models differ (spec), a key is missing on one side, a
-shape or dtype changed, a tensor's max abs difference exceeds ``atol`` or NaNs
-sit in different places; else 0. Metadata changes are shown, never counted.
+Exit code: 1 when the models differ (spec), metadata differs, a key is missing
+on one side, a value changed, a tensor's shape or dtype changed, its max abs
+difference exceeds ``atol`` or NaNs sit in different places; else 0.
 """
 
 from __future__ import annotations
@@ -18,49 +20,29 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import os
 from collections.abc import Iterator
 from typing import Any, TextIO
 
 import numpy as np
 
-from . import api, tree
+from . import api
 from .codec import dtype_by_name
 from .errors import SpecError
+from .tree import TensorRef, flat_leaves
 
-__all__ = ["diff_report", "flat_refs", "TensorDiff", "compare_arrays", "spec_differences"]
+__all__ = ["diff_report", "TensorDiff", "compare_arrays", "spec_differences"]
 
 _CHUNK = 1 << 22  # elements compared at once (32 MiB of float64 per side)
 
 
-# --------------------------------------------------------------------------- tensors
-
-
-class _Ref(str):
-    """A tensor name met while decoding the tree."""
-
-
-def flat_refs(tree_json: Any) -> dict[str, str]:
-    """Key -> tensor name for every tensor in a manifest tree (dict keys and list indices joined by dots)."""
-    out: dict[str, str] = {}
-    _walk(tree.decode(tree_json, _Ref), "", out)
-    return out
-
-
-def _walk(value: Any, prefix: str, out: dict[str, str]) -> None:
-    if isinstance(value, _Ref):
-        out[prefix.rstrip(".") or str(value)] = str(value)
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            _walk(v, f"{prefix}{k}.", out)
-    elif isinstance(value, (list, tuple)):
-        for i, v in enumerate(value):
-            _walk(v, f"{prefix}{i}.", out)
+# --------------------------------------------------------------------------- tree values
 
 
 @dataclasses.dataclass(frozen=True)
 class TensorDiff:
-    """One key's comparison; ``status`` is same, close, differs, shape, dtype, only_a or only_b."""
+    """One key's comparison; ``status`` is same, close, differs, shape, dtype, value, only_a or only_b."""
 
     key: str
     status: str
@@ -72,13 +54,33 @@ class TensorDiff:
         return self.status not in ("same", "close")
 
 
+def _int_gap(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """|x - y| of two integer arrays, exact even where int64 subtraction would overflow (as float64)."""
+    if x.dtype.itemsize < 8:
+        return np.abs(x.astype(np.int64) - y.astype(np.int64)).astype(np.float64)
+    xu, yu = x.view(np.uint64), y.view(np.uint64)  # two's complement: the modular difference is exact
+    return np.where(x >= y, xu - yu, yu - xu).astype(np.float64)
+
+
 def _as_float64(arr: np.ndarray, dtype: str) -> np.ndarray | None:
-    """Values as float64, or None when numpy cannot interpret the stored bits (float8...)."""
+    """Values as float64, or None when numpy cannot interpret the stored bits (float8...) or they are complex."""
     if dtype == "bfloat16":
         return (arr.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
     if not dtype_by_name(dtype).numpy_native or arr.dtype.kind == "c":
         return None
     return arr.astype(np.float64)
+
+
+def _gaps(x: np.ndarray, y: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """(|x - y|, max(|x|, |y|), NaN in x, NaN in y) in float64, exact for integers; None without arithmetic."""
+    if dtype.startswith(("int", "uint")):  # by name: bfloat16 and float8 bits are stored as unsigned too
+        scale = np.maximum(np.abs(x.astype(np.float64)), np.abs(y.astype(np.float64)))
+        no_nan = np.zeros(x.shape, dtype=bool)
+        return _int_gap(x, y), scale, no_nan, no_nan
+    xf, yf = _as_float64(x, dtype), _as_float64(y, dtype)
+    if xf is None or yf is None:
+        return None
+    return np.abs(xf - yf), np.maximum(np.abs(xf), np.abs(yf)), np.isnan(xf), np.isnan(yf)
 
 
 def compare_arrays(a: np.ndarray, b: np.ndarray, dtype: str) -> tuple[float, float, bool, bool]:
@@ -91,15 +93,14 @@ def compare_arrays(a: np.ndarray, b: np.ndarray, dtype: str) -> tuple[float, flo
         if np.array_equal(x.view(np.uint8), y.view(np.uint8)):
             continue
         identical = False
-        xf, yf = _as_float64(x, dtype), _as_float64(y, dtype)
-        if xf is None or yf is None:  # no numeric view: any bit difference is a difference
+        gaps = _gaps(x, y, dtype)
+        if gaps is None:  # no numeric view: any bit difference is a difference
             max_abs = max_rel = float("inf")
             continue
-        nan_x, nan_y = np.isnan(xf), np.isnan(yf)
+        gap, scale, nan_x, nan_y = gaps
         nan_same = nan_same and bool(np.array_equal(nan_x, nan_y))
         ok = ~(nan_x | nan_y)
-        abs_diff = np.abs(xf[ok] - yf[ok])
-        scale = np.maximum(np.abs(xf[ok]), np.abs(yf[ok]))
+        abs_diff, scale = gap[ok], scale[ok]
         rel = np.divide(abs_diff, scale, out=np.zeros_like(abs_diff), where=scale > 0)
         if abs_diff.size:
             max_abs = max(max_abs, float(abs_diff.max()))
@@ -124,11 +125,32 @@ def _one(key: str, a: api.Pack, ra: str, b: api.Pack, rb: str, atol: float) -> T
     return TensorDiff(key, "close" if nan_same and max_abs <= atol else "differs", detail)
 
 
+def _show(value: Any, pack: api.Pack) -> str:
+    if isinstance(value, TensorRef):
+        return f"tensor {_shape(pack.entries[value])} {pack.entries[value]['dtype']}"
+    return json.dumps(value) if isinstance(value, (dict, list)) else repr(value)
+
+
+def _same_value(x: Any, y: Any) -> bool:
+    """Equal values of one type; NaN equals NaN (a float saved twice is the same float)."""
+    if type(x) is not type(y):
+        return False
+    return x == y or (isinstance(x, float) and math.isnan(x) and math.isnan(y))
+
+
+def _pair(key: str, a: api.Pack, va: Any, b: api.Pack, vb: Any, atol: float) -> TensorDiff:
+    if isinstance(va, TensorRef) and isinstance(vb, TensorRef):
+        return _one(key, a, va, b, vb, atol)
+    if isinstance(va, TensorRef) or isinstance(vb, TensorRef) or not _same_value(va, vb):
+        return TensorDiff(key, "value", f"{_show(va, a)} -> {_show(vb, b)}")
+    return TensorDiff(key, "same")
+
+
 def tensor_differences(a: api.Pack, b: api.Pack, atol: float) -> list[TensorDiff]:
-    """One TensorDiff per key of either file, in A's order then B's extra keys."""
-    ka, kb = flat_refs(a.manifest["tree"]), flat_refs(b.manifest["tree"])
-    out = [_one(k, a, ra, b, kb[k], atol) if k in kb else TensorDiff(k, "only_a", "only in A")
-           for k, ra in ka.items()]
+    """One TensorDiff per key of either file's tree (tensors and other values), A's order then B's extra keys."""
+    ka, kb = flat_leaves(a.manifest["tree"]), flat_leaves(b.manifest["tree"])
+    out = [_pair(k, a, va, b, kb[k], atol) if k in kb else TensorDiff(k, "only_a", "only in A")
+           for k, va in ka.items()]
     out += [TensorDiff(k, "only_b", "only in B") for k in kb if k not in ka]
     return out
 
@@ -231,16 +253,18 @@ def diff_report(a: str | os.PathLike[str], b: str | os.PathLike[str], *, atol: f
         out.write(f"A: {pa.path}\nB: {pb.path}\n")
         spec_lines, spec_differs = spec_differences(pa.spec_text, pb.spec_text)
         out.write("\n".join(spec_lines) + "\n")
-        for line in _metadata_lines(pa, pb):
+        metadata = _metadata_lines(pa, pb)
+        for line in metadata:
             out.write(line + "\n")
         diffs = tensor_differences(pa, pb, atol)
     for d in diffs:
         if d.status != "same":
-            out.write(f"  {d.key}: {d.detail}{'' if d.counts else f' (within atol {atol:g})'}\n")
+            out.write(f"  {d.key or '(the saved value)'}: {d.detail}"
+                      f"{'' if d.counts else f' (within atol {atol:g})'}\n")
     counted = [d for d in diffs if d.counts]
     same = sum(d.status == "same" for d in diffs)
     close = sum(d.status == "close" for d in diffs)
-    differs = spec_differs or bool(counted)
-    out.write(f"tensors: {len(diffs)} keys, {same} identical, {close} within atol, {len(counted)} differ; "
+    differs = spec_differs or bool(metadata) or bool(counted)
+    out.write(f"values: {len(diffs)} keys, {same} identical, {close} within atol, {len(counted)} differ; "
               f"{'DIFFERENT' if differs else 'SAME'} (atol {atol:g})\n")
     return 1 if differs else 0

@@ -384,3 +384,35 @@ def iter_refs(tree: Any) -> Iterator[str]:
                 yield ref
             else:
                 stack.extend(node.values())
+
+
+class TensorRef(str):
+    """A tensor's manifest name standing where a flattened tree holds a tensor (not a plain string)."""
+
+
+def flat_leaves(tree: Any) -> dict[str, Any]:
+    """Key -> leaf of a manifest tree, dict keys and list indices joined by dots (``model.fc.weight``).
+
+    Tensors come back as :class:`TensorRef` (their name), other values as decoded
+    (numbers, strings, None; an empty dict or list is a leaf too). A tensor at the
+    root is keyed by its name, any other root value by ``""``. Reads no tensor data.
+    """
+    out: dict[str, Any] = {}
+
+    def walk(value: Any, prefix: str) -> None:
+        items = value.items() if isinstance(value, dict) else enumerate(value) \
+            if isinstance(value, (list, tuple)) else None
+        if items is None or not value:
+            key = prefix[:-1] or (str(value) if isinstance(value, TensorRef) else "")
+            out[key] = value
+            return
+        for k, v in items:
+            walk(v, f"{prefix}{k}.")
+
+    walk(decode(tree, TensorRef), "")
+    return out
+
+
+def flat_refs(tree: Any) -> dict[str, str]:
+    """Key -> tensor name for every tensor of a manifest tree (keys as in :func:`flat_leaves`)."""
+    return {k: str(v) for k, v in flat_leaves(tree).items() if isinstance(v, TensorRef)}

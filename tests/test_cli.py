@@ -49,7 +49,7 @@ def test_verify_reports_each_file_and_fails_on_damage(tmp_path, capsys):
     code, text = _run("verify", str(good), str(bad))
     assert code == 1
     assert f"{good}: OK" in text
-    assert f"{bad}: FAILED: {bad}: tensor 'a': checksum mismatch" in text
+    assert f"{bad}: FAILED: tensor 'a': checksum mismatch" in text  # the path once, not twice
 
 
 def test_errors_are_one_line_without_traceback(tmp_path, capsys):

@@ -107,7 +107,7 @@ def test_train_flags_and_batchnorm_statistics_are_left_alone(tmp_path):
 @pytest.mark.parametrize("name", ["resnet", "lstm_classifier", "two_heads", "unet"])
 def test_exported_specs_pass_the_shape_checker(name):
     model, example, _ = ZOO[name]()
-    validate(export_spec(model, example)[0], shapes=True)
+    modelpack.validate(export_spec(model, example)[0], shapes=True)
 
 
 def test_export_spec_writes_nothing_and_returns_valid_text():

@@ -12,6 +12,7 @@ from torch import nn  # noqa: E402
 
 import mp_models as Z  # noqa: E402
 from conftest import run_python  # noqa: E402
+import modelpack  # noqa: E402
 from modelpack import api  # noqa: E402
 from modelpack.errors import BuildError, SpecError, WeightsMismatchError  # noqa: E402
 from modelpack.torch.build import SpecModule  # noqa: E402
@@ -259,12 +260,12 @@ def test_a_broken_spec_in_the_file_is_a_spec_error_naming_the_file(tmp_path):
 
 def test_verify_runs_the_cross_check(tmp_path):
     path, _ = Z.packed(tmp_path, "mlp")
-    api.verify(path)
+    modelpack.verify(path)
     state = dict(Z.built("mlp").state_dict())
     state["output.bias"] = torch.zeros(11)
     bad = _pack_state(tmp_path, Z.MLP, state)
     with pytest.raises(WeightsMismatchError, match=r"output.bias: expected \[10\]"):
-        api.verify(bad)
+        modelpack.verify(bad)
 
 
 def test_cross_check_reads_no_tensor_data(tmp_path):

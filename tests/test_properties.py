@@ -312,7 +312,7 @@ def mlp_specs(draw: st.DrawFn) -> tuple[dict[str, Any], int, int]:
 def test_generated_graphs_validate_build_and_run(case: tuple[dict[str, Any], int, int], batch: int) -> None:
     import torch
 
-    from modelpack.spec import validate
+    from modelpack import validate
     from modelpack.torch.build import build
 
     spec, first, width = case

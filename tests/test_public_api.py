@@ -17,7 +17,7 @@ EXPECTED = {
     "export": "(model, path, example_inputs, *, metadata=None, name=None, dynamic_dims=None, atol=0.0)",
     "load_model": "(path, *, map_location=None, mmap=True, strict=True, outputs=None)",
     "build": "(spec, *, device=None)",
-    "load_weights": "(module, path, *, prefix=None, rename=None, strict=True)",
+    "load_weights": "(module, path, *, prefix=None, rename=None, strict=True, assign=False)",
 }
 
 

@@ -66,7 +66,7 @@ def test_validate_returns_the_data_and_accepts_dicts_and_json(tmp_path: Path) ->
     path = tmp_path / "mlp.json"
     path.write_text(json.dumps(data, indent=2))
     assert validate(path) == data
-    assert modelpack.validate is modelpack.spec.validate
+    assert modelpack.validate(MLP) == data  # the same validation, with torch's shape checker on request
 
 
 def test_expand_blocks_names_nodes_like_torchvision() -> None:
@@ -331,7 +331,7 @@ def test_migrations_run_step_by_step_and_are_explicit() -> None:
 def test_shapes_are_skipped_with_a_warning_without_the_checker(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "modelpack.torch.shapes", None)  # import fails
     with pytest.warns(RuntimeWarning, match="shapes: not checked"):
-        validate(MLP, shapes=True)
+        modelpack.validate(MLP, shapes=True)
 
 
 def test_shape_errors_come_back_located(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -344,10 +344,10 @@ def test_shape_errors_come_back_located(monkeypatch: pytest.MonkeyPatch) -> None
     fake = types.ModuleType("modelpack.torch.shapes")
     fake.check_shapes = check_shapes  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "modelpack.torch.shapes", fake)
-    validate(MLP)  # not asked: not run
+    modelpack.validate(MLP)  # not asked: not run
     assert seen == []
     with pytest.raises(ShapeError, match="node 'output': Linear expects in_features=256") as info:
-        validate(MLP, shapes=True)
+        modelpack.validate(MLP, shapes=True)
     assert info.value.line == 8
     assert seen[0]["nodes"][2]["in"] == ["act"]  # the checker gets the expanded spec
 
@@ -366,7 +366,7 @@ def test_public_api() -> None:
         "load_spec", "validate", "iter_errors", "expand_blocks")}
     assert signatures == {
         "load_spec": "(source: 'str | os.PathLike[str] | bytes', *, name: 'str | None' = None) -> 'Spec'",
-        "validate": "(spec: 'SpecInput', *, shapes: 'bool' = False, source: 'str | None' = None) -> 'dict[str, Any]'",
+        "validate": "(spec: 'SpecInput', *, shapes: 'Shapes' = False, source: 'str | None' = None) -> 'dict[str, Any]'",
         "iter_errors": "(data: 'Any', positions: 'Positions | None' = None, *, source: 'str | None' = None) "
                        "-> 'Iterator[SpecError]'",
         "expand_blocks": "(spec: 'dict[str, Any]') -> 'dict[str, Any]'",

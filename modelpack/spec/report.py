@@ -10,7 +10,8 @@ message}``. Exit status: 0 when every file is valid (warnings allowed), 1 when
 any file is invalid or cannot be read (a missing file is reported like an
 invalid one, so a CI log shows every problem at once); argparse's usage errors
 are 2. A directory is searched for ``*.yaml``, ``*.yml``, ``*.json`` and ``*.mpk``
-(hidden files and folders such as ``.venv`` or ``.git`` are skipped).
+(hidden files and folders such as ``.venv`` or ``.git`` are skipped); one with
+none of them is an error ("no specs found"), so a mistyped folder never passes.
 Without ``--shapes`` nothing here imports torch.
 """
 
@@ -24,7 +25,7 @@ from typing import Any, TextIO
 
 from ..errors import ModelPackError, SpecError
 from .findings import Finding
-from .validate import check_spec
+from .validate import Shapes, check_spec
 from .yamlio import Spec, load_spec
 
 __all__ = ["SPEC_SUFFIXES", "validate_paths", "findings_for_path"]
@@ -33,7 +34,7 @@ SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 _SEARCHED = SPEC_SUFFIXES + (".mpk",)
 
 
-def validate_paths(paths: Iterable[str], *, shapes: bool = False, fmt: str = "text", out: TextIO) -> int:
+def validate_paths(paths: Iterable[str], *, shapes: Shapes = False, fmt: str = "text", out: TextIO) -> int:
     """Validate every path; print findings to ``out``; return the exit status."""
     records: list[dict[str, Any]] = []
     invalid = False
@@ -54,15 +55,22 @@ def _expand(paths: Iterable[str]) -> Iterator[str]:
         if not os.path.isdir(path):
             yield path
             continue
-        root = FsPath(path)
+        root, empty = FsPath(path), True
         for found in sorted(root.rglob("*")):
             hidden = any(part.startswith(".") for part in found.relative_to(root).parts)
             if found.suffix in _SEARCHED and not hidden and found.is_file():
+                empty = False
                 yield str(found)
+        if empty:  # the folder itself: findings_for_path reports it, so a wrong path never passes as valid
+            yield path
 
 
-def findings_for_path(path: str, *, shapes: bool = False) -> list[Finding]:
+def findings_for_path(path: str, *, shapes: Shapes = False) -> list[Finding]:
     """Every finding for one file; a file that cannot be read is one error finding."""
+    if os.path.isdir(path):
+        return [Finding("error", SpecError(f"no specs found in this folder (searched for "
+                                           f"{', '.join('*' + s for s in _SEARCHED)}; hidden ones skipped)",
+                                           source=path))]
     try:
         spec = _load(path)
         if spec is None:

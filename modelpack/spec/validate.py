@@ -21,16 +21,25 @@ from .findings import Finding, Problem, locate
 from .graph import graph_problems
 from .migrations import migrate, version_problem
 from .schemacheck import args_messages, blocks_later_levels, skeleton_problems
-from .shapes import shape_problems
+from .shapes import ShapeChecker, shape_problems
 from .yamlio import Positions, Spec, check_plain, load_spec
 
 __all__ = ["check_spec", "iter_findings", "iter_errors", "validate"]
 
 SpecInput = Spec | dict[str, Any] | str | bytes | os.PathLike[str]
+Shapes = bool | ShapeChecker  # False, or the checker to run (True only where one is known: modelpack.validate)
 
 
-def _problems(data: Any, *, shapes: bool) -> tuple[dict[str, Any] | None, list[Problem]]:
+def _checker(shapes: Shapes) -> ShapeChecker | None:
+    if shapes is True:
+        raise TypeError("the spec layer has no shape checker of its own (it never imports torch): call "
+                        "modelpack.validate(spec, shapes=True), which uses torch's, or pass shapes=<a checker>")
+    return shapes or None
+
+
+def _problems(data: Any, *, shapes: Shapes) -> tuple[dict[str, Any] | None, list[Problem]]:
     """The migrated document (None if it could not be read) and every problem found."""
+    checker = _checker(shapes)
     plain = [Problem(path, message) for path, message in check_plain(data)]
     if plain:
         return None, plain
@@ -48,8 +57,8 @@ def _problems(data: Any, *, shapes: bool) -> tuple[dict[str, Any] | None, list[P
         return data, problems
     expanded, origins = expand_with_origins(data)
     problems += _args_problems(expanded, origins, declared)
-    if shapes and not any(p.severity == "error" for p in problems):
-        problems += shape_problems(expanded, origins)
+    if checker is not None and not any(p.severity == "error" for p in problems):
+        problems += shape_problems(expanded, origins, checker)
     return data, problems
 
 
@@ -76,7 +85,7 @@ def _sorted(findings: list[Finding]) -> list[Finding]:
     return sorted(findings, key=lambda f: (f.error.line or 0, f.error.column or 0))
 
 
-def check_spec(spec: SpecInput, *, shapes: bool = False,
+def check_spec(spec: SpecInput, *, shapes: Shapes = False,
                source: str | None = None) -> tuple[dict[str, Any] | None, list[Finding]]:
     """Load (if needed) and check a spec: the migrated document and every finding, in document order.
 
@@ -89,7 +98,7 @@ def check_spec(spec: SpecInput, *, shapes: bool = False,
 
 
 def iter_findings(data: Any, positions: Positions | None = None, *, source: str | None = None,
-                  shapes: bool = False) -> Iterator[Finding]:
+                  shapes: Shapes = False) -> Iterator[Finding]:
     """Every error and warning of an already loaded document, in document order."""
     _, problems = _problems(data, shapes=shapes)
     yield from _sorted([locate(p, positions, source) for p in problems])
@@ -102,13 +111,14 @@ def iter_errors(data: Any, positions: Positions | None = None, *, source: str | 
             yield finding.error
 
 
-def validate(spec: SpecInput, *, shapes: bool = False, source: str | None = None) -> dict[str, Any]:
+def validate(spec: SpecInput, *, shapes: Shapes = False, source: str | None = None) -> dict[str, Any]:
     """Check a spec (path, text, dict or Spec) and return its data, migrated to the current version.
 
     Raises the first error in document order as a SpecError whose ``errors``
-    attribute lists them all. With ``shapes=True`` the torch shape checker runs
-    too; if it cannot (no torch), a RuntimeWarning says so. ``source`` names
-    the spec in messages (``model.mpk:spec.yaml``).
+    attribute lists them all. ``shapes`` is a shape checker to run too (see
+    :mod:`modelpack.spec.shapes`; ``modelpack.validate(spec, shapes=True)`` passes
+    torch's); if it cannot run (no torch), a RuntimeWarning says so. ``source``
+    names the spec in messages (``model.mpk:spec.yaml``).
     """
     data, findings = check_spec(spec, shapes=shapes, source=source)
     errors = [f.error for f in findings if f.severity == "error"]

@@ -38,6 +38,7 @@ from ._export_layers import is_layer_type
 from ._spec_text import spec_to_yaml
 from ._trace import InputSlot, trace
 from .build import SpecModule, build_validated, prepare
+from .compare import Mismatch, compare_tensors
 from .tensors import dtype_row
 
 __all__ = ["export", "export_spec", "ReproductionWarning"]
@@ -359,28 +360,27 @@ def _compare(expected: Any, got: Any, atol: float) -> None:
         raise ExportError(f"the rebuilt model returns {_structure(got)!r} where the original returns "
                           f"{_structure(expected)!r}; a spec returns one tensor as itself, several as a tuple, "
                           "named ones as a dict -- return one of those")
-    worst = 0.0
-    for (where, a), (_, b) in zip(_leaves(expected), _leaves(got)):
-        worst = max(worst, _difference(where, a, b))
-    if worst > atol:
+    found = [m for (where, a), (_, b) in zip(_leaves(expected), _leaves(got)) if (m := _mismatch(where, a, b))]
+    if not found:
+        return
+    worst = max(m.max_abs for m in found)
+    report = "; ".join(str(m) for m in found[:3]) + (f"; ... ({len(found)} outputs differ)" if len(found) > 3 else "")
+    if worst > atol or atol == 0:
         hint = "pass atol= to accept it, if the difference is expected" if atol == 0 else "raise atol to accept it"
-        raise ExportError(f"the model rebuilt from the spec does not reproduce the original: max abs "
-                          f"difference {worst:.3g} > atol={atol:g}; {hint}")
-    if worst > 0:
-        warnings.warn(f"the rebuilt model matches within atol={atol:g} but not bit for bit: max abs "
-                      f"difference {worst:.3g}", ReproductionWarning, stacklevel=4)
+        size = f"max abs difference {worst:.3g} > atol={atol:g}" if worst > atol else "the bits differ"
+        raise ExportError(f"the model rebuilt from the spec does not reproduce the original: {size}; {hint} "
+                          f"({report})")
+    warnings.warn(f"the rebuilt model matches within atol={atol:g} but not bit for bit: max abs "
+                  f"difference {worst:.3g} ({report})", ReproductionWarning, stacklevel=4)
 
 
-def _difference(where: str, a: Any, b: Any) -> float:
-    """Max abs difference of two output leaves (0.0 when bit-identical); dtype/shape must agree."""
+def _mismatch(where: str, a: Any, b: Any) -> Mismatch | None:
+    """How two output leaves differ (None when identical); another dtype or shape is an ExportError."""
     if not isinstance(a, torch.Tensor):
-        return 0.0 if a == b else float("inf")
-    if a.dtype != b.dtype or a.shape != b.shape:
+        return None if a == b else Mismatch(where, "values", count=1, numel=1, first=((), repr(a), repr(b)),
+                                             max_at=((), repr(a), repr(b)))
+    found = compare_tensors(a, b, where=where)
+    if found is not None and found.kind != "values":
         raise ExportError(f"{where}: the rebuilt model gives {list(b.shape)} {b.dtype}, the original "
                           f"{list(a.shape)} {a.dtype}")
-    if torch.equal(a, b):
-        return 0.0
-    a64, b64 = a.detach().to(torch.float64), b.detach().to(torch.float64)
-    same_nan = torch.isnan(a64) & torch.isnan(b64)
-    diff = torch.where(same_nan, torch.zeros_like(a64), (a64 - b64).abs()).nan_to_num(nan=float("inf"))
-    return float(diff.max()) if diff.numel() else 0.0
+    return found

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -27,7 +28,6 @@ import torch
 from torch import nn
 
 from .. import api, tree
-from ..diff import flat_refs
 from ..errors import WeightsMismatchError
 from .build import SpecModule, build_validated, prepare, subgraph
 from .tensors import dtype_row
@@ -36,10 +36,6 @@ __all__ = ["load_model", "load_weights", "cross_check", "state_refs", "LoadRepor
 
 
 # --------------------------------------------------------------------------- the file's state_dict
-
-
-class _Ref(str):
-    """A tensor name met in the manifest tree (distinguishes tensors from plain strings)."""
 
 
 def state_refs(pack: api.Pack, *, flatten: bool = False) -> dict[str, str]:
@@ -51,9 +47,9 @@ def state_refs(pack: api.Pack, *, flatten: bool = False) -> dict[str, str]:
     dict a checkpoint holds can be a source for :func:`load_weights`.
     """
     if flatten:
-        return flat_refs(pack.manifest["tree"])
-    decoded = tree.decode(pack.manifest["tree"], _Ref)
-    if not isinstance(decoded, dict) or not all(isinstance(v, _Ref) for v in decoded.values()):
+        return tree.flat_refs(pack.manifest["tree"])
+    decoded = tree.decode(pack.manifest["tree"], tree.TensorRef)
+    if not isinstance(decoded, dict) or not all(isinstance(v, tree.TensorRef) for v in decoded.values()):
         raise WeightsMismatchError("the file's tensors are not a flat state_dict (key -> tensor)",
                                    source=pack.path)
     return {str(k): str(v) for k, v in decoded.items()}
@@ -207,15 +203,22 @@ def _spec_text(pack: api.Pack) -> str:
 
 
 def _assign(module: nn.Module, pack: api.Pack, refs: Mapping[str, str], *, mmap: bool, map_location: Any) -> None:
-    """Give the meta module the file's tensors: one Parameter per stored tensor, buffers as buffers.
+    """Give the meta module the file's tensors for every state_dict key; then nothing may be left on meta."""
+    given = _give(module, pack, refs, module.state_dict(keep_vars=True), mmap=mmap, map_location=map_location)
+    _check_materialized(module, given, pack.path)
+
+
+def _give(module: nn.Module, pack: api.Pack, refs: Mapping[str, str], keys: Iterable[str], *, mmap: bool,
+          map_location: Any) -> set[int]:
+    """Make the file's tensors the module's own for ``keys``: one Parameter per stored tensor, buffers as buffers.
 
     Each stored tensor is moved to ``map_location`` once, before it is shared, so
     tied weights stay one object on any device (``Module.to`` would untie them
-    where it cannot move in place, e.g. to meta).
+    where it cannot move in place, e.g. to meta). Returns the ids of what was given.
     """
     tensors: dict[str, torch.Tensor] = {}
     params: dict[str, nn.Parameter] = {}
-    for key in module.state_dict(keep_vars=True):
+    for key in keys:
         ref = refs[key]
         if ref not in tensors:
             tensor = _as_torch(pack.tensor(ref, mmap=mmap))
@@ -229,7 +232,7 @@ def _assign(module: nn.Module, pack: api.Pack, refs: Mapping[str, str], *, mmap:
             setattr(owner, leaf, params[ref])  # setattr: RNNs keep their flat weight list in sync
         else:
             setattr(owner, leaf, tensors[ref])
-    _check_materialized(module, {id(t) for t in (*tensors.values(), *params.values())}, pack.path)
+    return {id(t) for t in (*tensors.values(), *params.values())}
 
 
 def _check_materialized(module: nn.Module, assigned: set[int], source: str) -> None:
@@ -287,6 +290,7 @@ def load_weights(
     prefix: str | None = None,
     rename: Rename | None = None,
     strict: bool = True,
+    assign: bool = False,
 ) -> LoadReport:
     """Copy tensors of a .mpk (a model file or any saved tensor dict) into an existing module.
 
@@ -296,13 +300,24 @@ def load_weights(
     match exactly. With ``strict`` anything missing, unused or mismatched raises
     WeightsMismatchError (before anything is copied); otherwise the matching
     tensors are loaded and the report says what was not.
+
+    Values are copied into the module's tensors, except with ``assign=True``:
+    then the file's tensors themselves (memory-mapped, copy-on-write) become the
+    module's parameters and buffers, as with torch's ``load_state_dict(assign=True)``.
+    A module built on the meta device holds no data to copy into, so it needs
+    ``assign=True``; without it its meta tensors are mismatches (and, when not
+    ``strict``, a UserWarning names them, as torch's ``load_state_dict`` does).
     """
     with api.Pack(path) as pack:
         selected = _select(state_refs(pack, flatten=True), prefix, rename, pack.path)
-        report = _plan(module, selected, pack, prefix)
+        report, meta = _plan(module, selected, pack, prefix, assign=assign)
         if strict and not report.ok:
             _raise_mismatches(report.problems(), pack.path, "the file's selection and the module")
-        _copy(module, selected, report.matched, pack)
+        _warn_meta(meta)
+        if assign:
+            _give(module, pack, selected, report.matched, mmap=True, map_location=None)
+        else:
+            _copy(module, selected, report.matched, pack)
     return report
 
 
@@ -329,8 +344,11 @@ def _renamed(chosen: Mapping[str, str], rename: Rename, source: str) -> dict[str
     return out
 
 
-def _plan(module: nn.Module, selected: Mapping[str, str], pack: api.Pack, prefix: str | None) -> LoadReport:
+def _plan(module: nn.Module, selected: Mapping[str, str], pack: api.Pack, prefix: str | None, *,
+          assign: bool) -> tuple[LoadReport, list[str]]:
+    """What would load, and the keys whose module tensor is on the meta device (not loadable by copy)."""
     report = LoadReport(pack.path, prefix)
+    meta = []
     for key, t in module.state_dict(keep_vars=True).items():
         ref = selected.get(key)
         if ref is None:
@@ -340,11 +358,22 @@ def _plan(module: nn.Module, selected: Mapping[str, str], pack: api.Pack, prefix
         want, got = _describe(t.shape, _dtype_name(t.dtype)), _describe(entry["shape"], entry["dtype"])
         if want != got:
             report.mismatched.append(f"{key}: the module has {want}, file has {got}")
+        elif t.is_meta and not assign:
+            meta.append(key)
+            report.mismatched.append(f"{key}: the module's tensor is on the meta device, which holds no data to "
+                                     "copy into; pass assign=True to make the file's tensor the module's")
         else:
             report.matched.append(key)
     keys = set(module.state_dict(keep_vars=True))
     report.unused = [k for k in selected if k not in keys]
-    return report
+    return report, meta
+
+
+def _warn_meta(keys: Sequence[str]) -> None:
+    if keys:
+        warnings.warn(f"load_weights: {len(keys)} tensor(s) of the module are on the meta device and were not "
+                      f"loaded ({', '.join(keys[:5])}{', ...' if len(keys) > 5 else ''}): copying into a meta "
+                      "tensor is a no-op; pass assign=True", UserWarning, stacklevel=3)
 
 
 @torch.no_grad()

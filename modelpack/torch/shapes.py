@@ -10,7 +10,6 @@ with a symbol as that symbol (``height/2``, ``seq-4``), ``?`` when it fits none.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from fractions import Fraction
 from typing import Any
 
 import torch
@@ -19,16 +18,11 @@ from torch import nn
 from ..codec import dtype_by_name
 from ..errors import ModelPackError, ShapeError, SpecError
 from ..spec import validate
+from ..spec.shape_rules import add_block_nodes, dim_text, sizes, symbols
 from .build import SpecModule, Step, build_validated, prepare
 from .tensors import torch_dtype
 
 __all__ = ["check_shapes", "output_shapes", "propagate", "rnn_output_like"]
-
-# Symbol i is 32 * p_i in the first run and 32 * (p_i + q_i) in the second: the q_i are
-# distinct primes above 32, so a dim that follows one symbol cannot fit another (see _dim).
-_BASE = (11, 13, 17, 19, 23, 29, 31)
-_STEP = (37, 41, 43, 47, 53, 59, 61)
-_SCALE = 32
 
 # layer -> (attribute holding the expected size, input dim that must equal it)
 _FEATURE_DIM: Mapping[str, tuple[str, int]] = {
@@ -48,30 +42,19 @@ _FEATURE_DIM: Mapping[str, tuple[str, int]] = {
     "TransformerEncoderLayer": ("self_attn.embed_dim", -1),
 }
 
+# Layers and ops whose output has their first input's shape and dtype. ``output_shapes`` (inspect) takes
+# that rule instead of running them: on the meta device several (batch_norm, layer_norm, gelu...) run as
+# Python decompositions that import torch._dynamo, seconds of import for a table of shapes.
+_SAME_SHAPE = frozenset({
+    "Identity", "BatchNorm1d", "BatchNorm2d", "InstanceNorm2d", "LayerNorm", "GroupNorm", "Dropout", "Dropout2d",
+    "ReLU", "ReLU6", "LeakyReLU", "PReLU", "ELU", "GELU", "SiLU", "Mish", "Hardswish", "Hardsigmoid", "Sigmoid",
+    "Tanh", "Softmax", "LogSoftmax",
+    "relu", "relu6", "leaky_relu", "elu", "gelu", "silu", "mish", "hardswish", "hardsigmoid", "sigmoid", "tanh",
+    "softmax", "log_softmax", "neg", "exp", "abs", "sqrt", "rsqrt", "layer_norm", "dropout", "stochastic_depth",
+})
+
 
 # --------------------------------------------------------------------------- symbols
-
-
-def _symbols(spec: dict[str, Any]) -> list[str]:
-    names: list[str] = []
-    for decl in spec["inputs"].values():
-        names += [d for d in decl["shape"] if isinstance(d, str) and d not in names]
-    return names
-
-
-def _sizes(symbols: list[str], run: int) -> dict[str, int]:
-    base, step = list(_BASE), list(_STEP)
-    while len(step) < len(symbols):  # more symbols than the table: continue both prime lists
-        base.append(_next_prime(max(base[-1], step[-1])))
-        step.append(_next_prime(base[-1]))
-    return {s: _SCALE * (b + run * q) for s, b, q in zip(symbols, base, step)}
-
-
-def _next_prime(n: int) -> int:
-    n += 1
-    while any(n % k == 0 for k in range(2, int(n**0.5) + 1)):
-        n += 1
-    return n
 
 
 def _fmt_shape(shape: Any, names: Mapping[int, str]) -> str:
@@ -102,12 +85,14 @@ Show = Callable[[str, Any], str]  # renders a value (and the env name holding it
 
 
 def propagate(spec: dict[str, Any], sizes: Mapping[str, int], module: SpecModule | None = None,
-              show: Show | None = None) -> tuple[dict[str, Any], list[ShapeError]]:
+              show: Show | None = None, *, rules: bool = False) -> tuple[dict[str, Any], list[ShapeError]]:
     """Run an expanded spec on meta inputs: every node's value, and a ShapeError per failing node.
 
     A node whose inputs failed is skipped (not reported again), so each
     independent problem is reported once. ``show`` renders an input in messages
-    (default: its shape with symbol sizes written as names).
+    (default: its shape with symbol sizes written as names). ``rules`` takes the
+    same-shape rule for the layers and ops that have one instead of running them
+    (faster, but torch's own complaints about their arguments go unseen).
     """
     model = module if module is not None else build_validated(spec, device="meta").eval()
     names = {v: k for k, v in sizes.items()}
@@ -123,7 +108,8 @@ def propagate(spec: dict[str, Any], sizes: Mapping[str, int], module: SpecModule
         problem = _precheck(model, step, env, lambda ref: render(ref, env[ref]))
         if problem is None:
             try:
-                env[step.name] = _shortcut(model, step, env) or model._run(step, env)
+                value = _shortcut(model, step, env, rules)
+                env[step.name] = model._run(step, env) if value is None else value
                 continue
             except Exception as e:  # torch's own shape error: keep its first line
                 problem = _generic(step, lambda ref: render(ref, env[ref]), e)
@@ -151,13 +137,16 @@ def _precheck(model: SpecModule, step: Step, env: Mapping[str, Any], show: Calla
     return None
 
 
-def _shortcut(model: SpecModule, step: Step, env: Mapping[str, Any]) -> Any:
+def _shortcut(model: SpecModule, step: Step, env: Mapping[str, Any], rules: bool = False) -> Any:
     """Output values computed from a shape rule instead of running the layer, or None.
 
     Recurrent layers run one meta step per time step (tens of ms each), so at
     the symbol sizes used here a GRU would take minutes; their shape rule is
-    short and is tested against torch (tests/test_build_shapes.py).
+    short and is tested against torch (tests/test_build_shapes.py). With
+    ``rules``, the same-shape layers and ops too (see ``_SAME_SHAPE``).
     """
+    if rules and step.what in _SAME_SHAPE and step.inputs and isinstance(env[step.inputs[0]], torch.Tensor):
+        return env[step.inputs[0]]
     if step.what not in ("LSTM", "GRU") or len(step.inputs) != 1:
         return None
     return rnn_output_like(model._layer(step.path), env[step.inputs[0]])
@@ -208,8 +197,8 @@ def check_shapes(spec: Any) -> list[SpecError]:
         model = build_validated(expanded, device="meta").eval()
     except ModelPackError as e:
         return [e if isinstance(e, SpecError) else SpecError(str(e))]
-    symbols = _symbols(expanded)
-    runs = [_sizes(symbols, r) for r in (0, 1)]
+    names = symbols(expanded)
+    runs = [sizes(names, r) for r in (0, 1)]
     other, _ = propagate(expanded, runs[1], model)
 
     def show(ref: str, value: Any) -> str:
@@ -229,52 +218,20 @@ def output_shapes(spec: Any) -> dict[str, str]:
         model = build_validated(expanded, device="meta").eval()
     except ModelPackError:
         return {}
-    symbols = _symbols(expanded)
-    runs = [_sizes(symbols, r) for r in (0, 1)]
-    envs = [propagate(expanded, sizes, model)[0] for sizes in runs]
+    names = symbols(expanded)
+    runs = [sizes(names, r) for r in (0, 1)]
+    envs = [propagate(expanded, sizes, model, rules=True)[0] for sizes in runs]
     shapes = {n["name"]: _describe(envs[0][n["name"]], envs[1][n["name"]], runs)
               for n in expanded["nodes"] if n["name"] in envs[0] and n["name"] in envs[1]}
-    _add_block_nodes(data.get("blocks") or {}, data["nodes"], "", shapes)
+    add_block_nodes(data.get("blocks") or {}, data["nodes"], "", shapes)
     return shapes
-
-
-def _add_block_nodes(blocks: Mapping[str, Any], nodes: list[dict[str, Any]], prefix: str,
-                     shapes: dict[str, str]) -> None:
-    """Give each block node (``layer1.0``) the shape of its single output, innermost blocks first."""
-    for node in nodes:
-        if "block" not in node:
-            continue
-        name, block = prefix + node["name"], blocks[node["block"]]
-        _add_block_nodes(blocks, block["nodes"], name + ".", shapes)
-        if len(block["outputs"]) == 1 and f"{name}.{block['outputs'][0]}" in shapes:
-            shapes[name] = shapes[f"{name}.{block['outputs'][0]}"]
 
 
 def _describe(a: Any, b: Any, runs: list[dict[str, int]]) -> str:
     if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dim() == b.dim():
-        return "[" + ", ".join(_dim(int(x), int(y), runs) for x, y in zip(a.shape, b.shape)) + "]"
+        return "[" + ", ".join(dim_text(int(x), int(y), runs) for x, y in zip(a.shape, b.shape)) + "]"
     if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)) and len(a) == len(b):
         return "(" + ", ".join(_describe(x, y, runs) for x, y in zip(a, b)) + ")"
     if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
         return "?"
     return repr(a) if a == b else "?"
-
-
-def _dim(x: int, y: int, runs: list[dict[str, int]]) -> str:
-    """A dim that differs between the runs, written in terms of the symbol it follows."""
-    if x == y:
-        return str(x)
-    for symbol, a in runs[0].items():
-        if (x, y) == (a, runs[1][symbol]):
-            return symbol
-    for symbol, a in runs[0].items():
-        k = Fraction(x - y, a - runs[1][symbol])
-        c = x - k * a
-        if c.denominator == 1 and k > 0 and _SCALE % k.denominator == 0 and k.numerator <= _SCALE:
-            return _expr(symbol, k, int(c))
-    return "?"
-
-
-def _expr(symbol: str, k: Fraction, c: int) -> str:
-    text = symbol if k == 1 else f"{symbol}/{k.denominator}" if k.numerator == 1 else f"{k}*{symbol}"
-    return text if c == 0 else f"{text}{c:+d}"

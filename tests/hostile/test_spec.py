@@ -292,7 +292,7 @@ def test_spec_declaring_more_than_the_file_holds(tmp_path: Path) -> None:
 @pytest.mark.skipif(not (_TORCH and _has("modelpack.torch.shapes")), reason="modelpack.torch.shapes is not available")
 def test_input_shape_too_big_for_torch(tmp_path: Path) -> None:
     """Found here: torch.empty on the meta device raised a raw RuntimeError from inspect and validate."""
-    from modelpack.spec import validate
+    from modelpack import validate
 
     huge = edit("shape: [batch, 20]", "shape: [9223372036854775807, 20]")
     with guarded(), pytest.raises(SpecError, match="declared inputs cannot be created"):
