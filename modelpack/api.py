@@ -100,10 +100,10 @@ def write_pack(
     """
     meta = _check_metadata(metadata)
     spec = None if spec_text is None else spec_text.encode("utf-8")
+    payloads = [(leaf, *_payload(leaf)) for leaf in leaves]  # refuses unsavable kinds with their path first
     with _limits_at_save():
-        manifest.check_plan(tree_json, [(leaf.name, _shape(leaf)) for leaf in leaves],
+        manifest.check_plan(tree_json, [(leaf.name, shape) for leaf, _, shape, _ in payloads],
                             spec_size=None if spec is None else len(spec))
-    payloads = [(leaf, *_payload(leaf)) for leaf in leaves]
     bar = _Progress(sum(p[3].nbytes for p in payloads), "saving", progress)
     try:
         with _fs.atomic_write(path) as fd:
@@ -125,10 +125,6 @@ def write_pack(
             zw.finish()
     finally:
         bar.close()
-
-
-def _shape(leaf: tree.Leaf) -> tuple[int, ...]:
-    return tuple(leaf.value.shape)
 
 
 _TREE_WHERE = f"{manifest.MANIFEST}.tree"
