@@ -35,6 +35,11 @@ def _script_json(model: dict[str, Any]) -> str:
             .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
 
 
+def _licence_comment() -> str:
+    """The vendored library's MIT notice travels with every copy of it (see vendor/VERSIONS.md)."""
+    return "/*! @dagrejs/dagre, MIT licence:\n" + asset("vendor/LICENSE-dagre").replace("*/", "* /") + "*/\n"
+
+
 def render_page(model: dict[str, Any]) -> str:
     """The page's HTML text for a graph model from :func:`modelpack.show.model.graph_model`."""
     slots = {
@@ -42,7 +47,7 @@ def render_page(model: dict[str, Any]) -> str:
         "CSS": asset("assets/show.css"),
         "DATA": _script_json(model),
         # the source map is not shipped: drop the comment so devtools never asks for it
-        "DAGRE": _SOURCE_MAP.sub("", asset("vendor/dagre.min.js")),
+        "DAGRE": _licence_comment() + _SOURCE_MAP.sub("", asset("vendor/dagre.min.js")),
         "SHOW": asset("assets/show.js"),
     }
     return _SLOT.sub(lambda m: slots[m.group(1)], asset("assets/page.html"))
