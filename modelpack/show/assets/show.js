@@ -462,7 +462,8 @@
   initialExpansion();
   render();
   fit(true);
-  stats.ready = performance.now() - t0;
+  stats.ready = performance.now() - t0;        // our script: parse data, lay out, draw
+  stats.interactive = performance.now();       // since navigation start: what a person waits for
   window.addEventListener("resize", () => fit(true));
   window.modelpackShow = {
     ready: true, stats: stats,
