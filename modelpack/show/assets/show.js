@@ -47,15 +47,22 @@
     return at + 1 < ch.length ? { g: ch[at + 1] } : { n: n };
   }
 
-  // Edges belong to the container that is their endpoints' lowest common ancestor.
-  const edgesOf = new Map();
+  // Edges belong to the container that is their endpoints' lowest common ancestor (LCA). Inside
+  // each module below the LCA, an edge enters through a port node "^in" at the top of the module's
+  // layout (or leaves through "^out" at the bottom), so dagre routes it around the module's boxes.
+  const edgesOf = new Map(), lcaDepth = new Int32Array(E.length);
+  const ports = new Map();                     // container -> {in: Set(item key), out: Set(item key)}
+  const port = (c) => { if (!ports.has(c)) ports.set(c, { in: new Set(), out: new Set() }); return ports.get(c); };
   E.forEach((e, k) => {
     const a = chain[e[0]], b = chain[e[1]];
     let i = 0;
     while (i < a.length && i < b.length && a[i] === b[i]) i++;
+    lcaDepth[k] = i;
     const c = i ? a[i - 1] : -1;
     if (!edgesOf.has(c)) edgesOf.set(c, []);
     edgesOf.get(c).push(k);
+    for (let j = i; j < b.length; j++) port(b[j]).in.add(key(liftNode(e[1], b[j])));
+    for (let j = i; j < a.length; j++) port(a[j]).out.add(key(liftNode(e[0], a[j])));
   });
 
   /** The visible item showing node n: n itself, or its outermost collapsed ancestor. */
@@ -99,6 +106,9 @@
       const a = key(liftNode(E[k][0], c)), b = key(liftNode(E[k][1], c));
       if (a !== b && !g.hasEdge(a, b)) g.setEdge(a, b);
     }
+    const pt = ports.get(c);
+    if (pt && pt.in.size) { g.setNode("^in", { width: 1, height: 1 }); pt.in.forEach((k) => g.setEdge("^in", k)); }
+    if (pt && pt.out.size) { g.setNode("^out", { width: 1, height: 1 }); pt.out.forEach((k) => g.setEdge(k, "^out")); }
     dagre.layout(g);
     const pos = new Map(), edges = new Map();
     g.nodes().forEach((k) => { const v = g.node(k); pos.set(k, { x: v.x - v.width / 2, y: v.y - v.height / 2, w: v.width, h: v.height }); });
@@ -141,7 +151,7 @@
       if (it.n !== undefined) drawNode(it.n, b, layers.nodes);
       else drawGroup(it.g, b, layers);
     }
-    for (const [ek, pts] of L.edges) layers.routes.set(ek, pts.map((q) => [ox + q.x, oy + q.y]));
+    for (const [ek, pts] of L.edges) layers.routes.set(c + "|" + ek, pts.map((q) => [ox + q.x, oy + q.y]));
   }
 
   function drawNode(i, b, parent) {
@@ -190,26 +200,43 @@
 
   function drawEdges(parent, routes) {
     const seen = new Map();
-    E.forEach((e) => {
+    E.forEach((e, k) => {
       const a = visible(e[0]), b = visible(e[1]);
       if (a === b) return;
-      const k = a + ">" + b;
-      if (seen.has(k)) { if (seen.get(k) !== e[2]) seen.set(k, null); return; }
-      seen.set(k, e[2] == null ? null : e[2]);
+      const pair = a + ">" + b;
+      if (seen.has(pair)) { if (seen.get(pair).label !== e[2]) seen.get(pair).label = null; return; }
+      seen.set(pair, { k: k, label: e[2] == null ? null : e[2] });
     });
     const frag = document.createDocumentFragment();
-    for (const [k, label] of seen) {
-      const ab = k.split(">");
-      const pts = routes.get(k) || curve(boxes.get(ab[0]), boxes.get(ab[1]));
+    for (const [pair, v] of seen) {
+      const ab = pair.split(">");
+      const r = compose(v.k, routes);
+      const pts = r.pts.length > 1 ? r.pts : curve(boxes.get(ab[0]), boxes.get(ab[1]));
       const p = el("path", { class: "edge", d: pathOf(pts) }, frag);
       p.dataset.from = ab[0];
       p.dataset.to = ab[1];
-      if (label) {
-        const m = midpoint(pts);
-        text(frag, m[0] + 4, m[1] + 3, "elabel", label);
+      if (v.label) {
+        const m = r.mid || midpoint(pts);
+        text(frag, m[0] + 4, m[1] + 3, "elabel", v.label);
       }
     }
     parent.appendChild(frag);
+  }
+
+  /** Edge k's polyline: out through the ports of the expanded modules around its source, across
+   *  the LCA's layout, in through the ports of the modules around its target. */
+  function compose(k, routes) {
+    const s = E[k][0], t = E[k][1], i = lcaDepth[k], c0 = i ? chain[s][i - 1] : -1;
+    const pts = [];
+    let mid = null;
+    const add = (c, u, v) => { const r = routes.get(c + "|" + u + ">" + v); if (r) pts.push.apply(pts, r); return r; };
+    const open = (ch) => { const out = []; for (let j = i; j < ch.length && expanded[ch[j]]; j++) out.push(ch[j]); return out; };
+    const src = open(chain[s]), dst = open(chain[t]);
+    for (let j = src.length - 1; j >= 0; j--) add(src[j], key(liftNode(s, src[j])), "^out");
+    const across = add(c0, key(liftNode(s, c0)), key(liftNode(t, c0)));
+    if (across) mid = midpoint(across);
+    for (const g of dst) add(g, "^in", key(liftNode(t, g)));
+    return { pts: pts, mid: mid };
   }
 
   function curve(a, b) {
