@@ -231,11 +231,11 @@
     let mid = null;
     const add = (c, u, v) => { const r = routes.get(c + "|" + u + ">" + v); if (r) pts.push.apply(pts, r); return r; };
     const open = (ch) => { const out = []; for (let j = i; j < ch.length && expanded[ch[j]]; j++) out.push(ch[j]); return out; };
-    const src = open(chain[s]), dst = open(chain[t]);
-    for (let j = src.length - 1; j >= 0; j--) add(src[j], key(liftNode(s, src[j])), "^out");
+    const leaving = open(chain[s]), entering = open(chain[t]);
+    for (let j = leaving.length - 1; j >= 0; j--) add(leaving[j], key(liftNode(s, leaving[j])), "^out");
     const across = add(c0, key(liftNode(s, c0)), key(liftNode(t, c0)));
     if (across) mid = midpoint(across);
-    for (const g of dst) add(g, "^in", key(liftNode(t, g)));
+    for (const g of entering) add(g, "^in", key(liftNode(t, g)));
     return { pts: pts, mid: mid };
   }
 
