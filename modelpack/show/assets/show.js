@@ -109,7 +109,10 @@
     const pt = ports.get(c);
     if (pt && pt.in.size) { g.setNode("^in", { width: 1, height: 1 }); pt.in.forEach((k) => g.setEdge("^in", k)); }
     if (pt && pt.out.size) { g.setNode("^out", { width: 1, height: 1 }); pt.out.forEach((k) => g.setEdge(k, "^out")); }
+    const t = performance.now();
     dagre.layout(g);
+    stats.layout += performance.now() - t;
+    stats.layouts += 1;
     const pos = new Map(), edges = new Map();
     g.nodes().forEach((k) => { const v = g.node(k); pos.set(k, { x: v.x - v.width / 2, y: v.y - v.height / 2, w: v.width, h: v.height }); });
     g.edges().forEach((e) => edges.set(e.v + ">" + e.w, g.edge(e).points));
@@ -484,7 +487,7 @@
     }
   }
 
-  const stats = { render: 0 };
+  const stats = { render: 0, layout: 0, layouts: 0 };
   sidebar();
   initialExpansion();
   render();
