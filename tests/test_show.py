@@ -225,3 +225,10 @@ def test_cli_writes_html_and_svg(spec_file: Path, tmp_path: Path, monkeypatch, c
 def test_show_refuses_an_unknown_format(spec_file: Path) -> None:
     with pytest.raises(ValueError, match="format 'pdf' is not one of html, svg, png"):
         show(spec_file, format="pdf")
+
+
+def test_importing_show_does_not_import_torch() -> None:
+    import subprocess
+
+    code = "import sys, modelpack.show, modelpack.cli; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)

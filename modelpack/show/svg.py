@@ -91,7 +91,8 @@ def render_svg(model: dict[str, Any]) -> str:
     """The SVG text of the model's top-level view."""
     items, edges = top_level(model)
     for item in items:
-        item["w"] = max(70.0, max(len(s) for s in item["lines"]) * _CH + 18)
+        top, sub = item["lines"]
+        item["w"] = max(70.0, max(len(top) * 1.12, len(sub) * 0.95) * _CH + 18)  # the top line is bold
     rows = _order(_ranks(len(items), edges), edges)
     width = max((sum(items[i]["w"] for i in row) + _GAP * (len(row) - 1) for row in rows), default=100.0) + 40
     for r, row in enumerate(rows):
