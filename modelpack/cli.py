@@ -1,4 +1,4 @@
-"""The ``modelpack`` command: validate, schema, verify, inspect, run, diff.
+"""The ``modelpack`` command: validate, schema, verify, inspect, run, diff, show.
 
 ``main(argv) -> int`` never lets a traceback reach the user: every
 ModelPackError becomes one line ``modelpack: error: <where>: <message>``
@@ -106,6 +106,13 @@ class _Version(argparse.Action):
         parser.exit()
 
 
+@_command("show")
+def cmd_show(ns: argparse.Namespace, out: TextIO) -> int:
+    from .show import show_command
+
+    return show_command(ns.file, ns.output, ns.format, ns.open, out=out)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="modelpack", description="Ship a PyTorch model as one safe file.")
     p.add_argument("--version", action=_Version, nargs=0, help="print modelpack's version and exit")
@@ -140,6 +147,12 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("a", metavar="A", help="the first .mpk file")
     d.add_argument("b", metavar="B", help="the second .mpk file")
     d.add_argument("--atol", type=float, default=0.0, help="tolerated max abs difference per tensor")
+
+    sh = sub.add_parser("show", help="draw the model: an interactive offline HTML page, or SVG/PNG")
+    sh.add_argument("file", metavar="FILE", help=".mpk or spec (.yaml/.yml/.json)")
+    sh.add_argument("-o", "--output", metavar="OUT", help="where to write (default: FILE's name + .html/.svg/.png)")
+    sh.add_argument("--format", choices=["html", "svg", "png"], default="html")
+    sh.add_argument("--open", action="store_true", help="open the result in the default browser")
     return p
 
 
