@@ -151,7 +151,8 @@ def _parser() -> argparse.ArgumentParser:
     sh = sub.add_parser("show", help="draw the model: an interactive offline HTML page, or SVG/PNG")
     sh.add_argument("file", metavar="FILE", help=".mpk or spec (.yaml/.yml/.json)")
     sh.add_argument("-o", "--output", metavar="OUT", help="where to write (default: FILE's name + .html/.svg/.png)")
-    sh.add_argument("--format", choices=["html", "svg", "png"], default="html")
+    sh.add_argument("--format", choices=["html", "svg", "png"], default="html",
+                    help="html: interactive page (default); svg: static top level, no browser; png: via chromium")
     sh.add_argument("--open", action="store_true", help="open the result in the default browser")
     return p
 
