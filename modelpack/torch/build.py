@@ -25,7 +25,8 @@ from ..vocab import LAYERS, OPS, REQUIRED
 from ..vocab.types import _Entry
 from .bindings import LAYER_BINDINGS, OP_BINDINGS, POSITIONAL_ARGS
 
-__all__ = ["build", "build_validated", "SpecModule", "Namespace", "Step", "prepare", "subgraph", "needed_nodes"]
+__all__ = ["build", "build_validated", "SpecModule", "Namespace", "Step", "prepare", "subgraph", "needed_nodes",
+           "release_plan"]
 
 _SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 # ops that read the module's train/eval mode (vocabulary rows with training=True)
@@ -80,12 +81,17 @@ class SpecModule(nn.Module):
         outputs = spec["outputs"]
         self._output_keys: tuple[str, ...] | None = tuple(outputs) if isinstance(outputs, dict) else None
         self._output_refs: tuple[str, ...] = tuple(outputs.values() if isinstance(outputs, dict) else outputs)
+        # names whose value is dead after each step: freed at once, so activations reuse warm
+        # memory and the peak is the live set, not the sum of every intermediate value
+        self._release = release_plan(steps, self._output_refs)
 
     def forward(self, *inputs: Any, **named_inputs: Any) -> Any:
         env = self._bind_inputs(inputs, named_inputs)
         if torch.compiler.is_compiling():
-            for step in self._steps:
+            for step, dead in zip(self._steps, self._release):
                 env[step.name] = self._run(step, env)
+                for name in dead:
+                    del env[name]
         else:
             self._run_eager(env)
         return self._collect(env)
@@ -94,8 +100,10 @@ class SpecModule(nn.Module):
         """Like the compiled loop, but a failure says which node it came from (an exception note)."""
         step = None
         try:
-            for step in self._steps:
+            for step, dead in zip(self._steps, self._release):
                 env[step.name] = self._run(step, env)
+                for name in dead:
+                    del env[name]
         except Exception as e:
             if step is not None and hasattr(e, "add_note"):  # Python 3.11+
                 e.add_note(f"modelpack: while running node {step.name!r} ({step.kind} {step.what})")
@@ -157,6 +165,29 @@ class SpecModule(nn.Module):
         if len(self._output_refs) == 1:
             return env[self._output_refs[0]]
         return tuple(env[ref] for ref in self._output_refs)
+
+
+def release_plan(steps: Sequence[Step], outputs: Iterable[str]) -> tuple[tuple[str, ...], ...]:
+    """For each step, the values no later step (nor the outputs) reads: safe to drop right after it.
+
+    Computed once at build time from the steps' inputs and ``{ref:}`` arguments.
+    A value nobody reads (an unused input, a dead node) is dropped right after it
+    appears; outputs are never dropped.
+    """
+    keep = set(outputs)
+    last: dict[str, int] = {}
+    for i, step in enumerate(steps):
+        last[step.name] = i  # defined here: dead at once unless read later
+        for name in step.inputs:
+            last[name] = i
+        if step.has_refs:
+            for name in _refs([step.extra, dict(step.kwargs)]):
+                last[name] = i
+    plan: list[list[str]] = [[] for _ in steps]
+    for name, i in last.items():
+        if name not in keep:
+            plan[i].append(name)
+    return tuple(tuple(names) for names in plan)
 
 
 def _resolve(value: Any, env: dict[str, Any]) -> Any:
