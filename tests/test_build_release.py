@@ -111,3 +111,56 @@ def test_training_still_reaches_every_parameter():
 def test_release_plan_is_public_and_pure():
     model = build(CHAIN)
     assert release_plan(model._steps, ["a11"]) == model._release
+
+
+# --------------------------------------------------------------------------- in-place ops in inference
+
+HEAD = """\
+modelpack: 1
+inputs: {x: {shape: [batch, 4]}}
+nodes:
+  - {name: fc, layer: Linear, args: {in_features: 4, out_features: 4}}
+  - {name: act, op: relu, in: fc}
+  - {name: both, op: add, in: [act, x]}
+outputs: [both]
+"""
+
+
+def test_inplace_plan_takes_only_values_nobody_else_sees():
+    model = build(HEAD)
+    assert set(model._inplace) == {"act", "both"}  # fc's output is fresh; act overwrites it; both overwrites act
+    spec = HEAD.replace("outputs: [both]", "outputs: [both, fc]")
+    assert set(build(spec)._inplace) == {"both"}  # fc is an output: relu must not overwrite it (act is fresh)
+
+
+def test_inplace_in_inference_is_bit_identical_and_never_touches_inputs():
+    torch.manual_seed(0)
+    model = build(HEAD).eval()
+    x = torch.randn(5, 4)
+    before = x.clone()
+    expected = model(x).detach()  # grad enabled: out of place
+    with torch.no_grad():
+        got = model(x)
+    assert torch.equal(got, expected) and torch.equal(x, before)
+
+
+def test_swapping_a_producer_turns_inplace_off():
+    """``model.fc = nn.Identity()`` makes fc return the caller's tensor: relu must not overwrite it."""
+    model = build(HEAD).eval()
+    model.fc = torch.nn.Identity()
+    x = torch.randn(5, 4)
+    before = x.clone()
+    with torch.no_grad():
+        got = model(x)
+    assert torch.equal(x, before)
+    assert torch.equal(got, torch.relu(before) + before)
+
+
+@pytest.mark.parametrize("name", sorted(Z.ZOO))
+def test_zoo_no_grad_equals_grad_mode(name):
+    model = Z.built(name, seed=0).eval()
+    inputs = Z.example_inputs(name)
+    expected = [t.detach() for t in _leaves(model(*inputs))]
+    with torch.no_grad():
+        got = _leaves(model(*inputs))
+    assert len(got) == len(expected) and all(torch.equal(a, b) for a, b in zip(got, expected))

@@ -36,6 +36,20 @@ _WHOLE_OPS = frozenset({"dropout", "stochastic_depth", "shifted_window_attention
                         "patch_merging_pad"})
 # layers that are one tensor, registered at the node name (its state_dict key), never called
 _STATE_LAYERS = frozenset({"Parameter", "Buffer"})
+# In-place twins that give bit-identical values (the same kernels), used in inference when the
+# input is a value nobody else can see (see inplace_plan). "unary": F.<op>(x, inplace=True).
+_INPLACE_UNARY = frozenset({"relu", "relu6", "leaky_relu", "elu", "silu", "mish", "hardswish", "hardsigmoid"})
+_INPLACE_METHOD = {"sigmoid": "sigmoid_", "tanh": "tanh_", "exp": "exp_", "sqrt": "sqrt_", "rsqrt": "rsqrt_",
+                   "abs": "abs_", "add": "add_", "sub": "sub_", "mul": "mul_"}
+# producers whose output is always new memory (never a view of an input, a parameter or a cache)
+_FRESH_LAYERS = frozenset({"Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
+                           "Linear", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm"})
+_FRESH_OPS = frozenset({*_INPLACE_UNARY, *_INPLACE_METHOD, "gelu", "matmul", "linear", "cat", "softmax",
+                        "log_softmax"})
+# outputs that alias their first input (views, in-place activations, eval-mode dropout)
+_PASSTHROUGH_LAYERS = frozenset({"ReLU", "ReLU6", "LeakyReLU", "ELU", "SiLU", "Mish", "Hardswish", "Hardsigmoid",
+                                 "Dropout", "Dropout2d", "Identity", "Flatten", "Unflatten"})
+_PASSTHROUGH_OPS = frozenset({"reshape", "flatten", "permute", "transpose", "unsqueeze", "squeeze", "dropout"})
 
 
 class Step(NamedTuple):
@@ -84,6 +98,7 @@ class SpecModule(nn.Module):
         # names whose value is dead after each step: freed at once, so activations reuse warm
         # memory and the peak is the live set, not the sum of every intermediate value
         self._release = release_plan(steps, self._output_refs)
+        self._inplace = inplace_plan(steps, self._output_refs)
 
     def forward(self, *inputs: Any, **named_inputs: Any) -> Any:
         env = self._bind_inputs(inputs, named_inputs)
@@ -100,8 +115,13 @@ class SpecModule(nn.Module):
         """Like the compiled loop, but a failure says which node it came from (an exception note)."""
         step = None
         try:
+            inplace = self._inplace if not torch.is_grad_enabled() else {}
             for step, dead in zip(self._steps, self._release):
-                env[step.name] = self._run(step, env)
+                guard = inplace.get(step.name)
+                if guard is not None and self._owned(guard, env[step.inputs[0]]):
+                    env[step.name] = _run_inplace(step, env)
+                else:
+                    env[step.name] = self._run(step, env)
                 for name in dead:
                     del env[name]
         except Exception as e:
@@ -126,6 +146,12 @@ class SpecModule(nn.Module):
             # traced (re-export): one node, not the Python inside modelpack's implementation
             return args[0].tracer.create_proxy("call_function", step.fn, (*args, *extra), kwargs)
         return step.fn(*args, *extra, **kwargs)
+
+    def _owned(self, guard: tuple[tuple[tuple[str, ...], type], ...], value: Any) -> bool:
+        """The in-place plan still holds: the layers it relied on were not swapped, the value is a plain tensor."""
+        if not isinstance(value, torch.Tensor) or value.requires_grad:
+            return False
+        return all(type(self._layer(path)) is cls for path, cls in guard)
 
     def _layer(self, path: tuple[str, ...]) -> nn.Module:
         """The registered child at ``path`` (``_modules`` only: a name never reaches other attributes)."""
@@ -188,6 +214,62 @@ def release_plan(steps: Sequence[Step], outputs: Iterable[str]) -> tuple[tuple[s
         if name not in keep:
             plan[i].append(name)
     return tuple(tuple(names) for names in plan)
+
+
+def inplace_plan(steps: Sequence[Step], outputs: Iterable[str]) -> dict[str, tuple[tuple[tuple[str, ...], type], ...]]:
+    """Op steps that may overwrite their first input: {step name: the layers that claim relies on}.
+
+    An op may run in place when its first input is a value no one else can
+    observe: made fresh by its producer (or by a chain of views/in-place steps
+    over a fresh value), read by this step alone, and not an output. Only used
+    without autograd; the returned guard lists the producing layers and their
+    classes, re-checked per call, so swapping a layer (``model.fc = nn.Identity()``)
+    turns the claim off instead of overwriting someone's tensor.
+    """
+    keep = set(outputs)
+    readers: dict[str, int] = {}
+    for step in steps:
+        names = list(step.inputs) + (list(_refs([step.extra, dict(step.kwargs)])) if step.has_refs else [])
+        for name in names:
+            readers[name] = readers.get(name, 0) + 1
+    owned: dict[str, tuple[tuple[tuple[str, ...], type], ...]] = {}  # exclusively owned value -> its guard
+    plan: dict[str, tuple[tuple[tuple[str, ...], type], ...]] = {}
+    for step in steps:
+        first = step.inputs[0] if step.inputs and not step.variadic else None
+        sole = first in owned and readers.get(first, 0) == 1 and first not in keep
+        if step.kind == "layer":
+            cls = LAYER_BINDINGS.get(step.what)
+            mine = ((step.path, cls),) if isinstance(cls, type) else None
+            if mine is not None and step.what in _FRESH_LAYERS:
+                owned[step.name] = mine
+            elif mine is not None and step.what in _PASSTHROUGH_LAYERS and sole:
+                owned[step.name] = owned[first] + mine  # type: ignore[index]
+        elif step.what in _INPLACE_UNARY or step.what in _INPLACE_METHOD:
+            if sole and not step.has_refs:
+                plan[step.name] = owned[first]  # type: ignore[index]
+                owned[step.name] = owned[first]  # type: ignore[index]
+            else:
+                owned[step.name] = ()
+        elif step.what in _FRESH_OPS:
+            owned[step.name] = ()
+        elif step.what in _PASSTHROUGH_OPS and sole:
+            owned[step.name] = owned[first]  # type: ignore[index]
+    return plan
+
+
+def _run_inplace(step: Step, env: dict[str, Any]) -> Any:
+    """The step computed into its (dead, unshared) first input; same kernels, same values."""
+    target = env[step.inputs[0]]
+    rest = [env[name] for name in step.inputs[1:]]
+    if step.what in _INPLACE_UNARY:
+        return step.fn(target, *rest, *step.extra, **step.kwargs, inplace=True)
+    if rest:
+        other = rest[0]
+        shape = other.shape if isinstance(other, torch.Tensor) else ()
+        if torch.broadcast_shapes(target.shape, shape) != target.shape or \
+                torch.result_type(target, other) != target.dtype:
+            return step.fn(target, *rest, *step.extra, **step.kwargs)
+    return getattr(target, _INPLACE_METHOD[step.what])(*rest, *step.extra, **step.kwargs)
 
 
 def _resolve(value: Any, env: dict[str, Any]) -> Any:
