@@ -16,15 +16,19 @@ import os
 import re
 import stat
 import struct
-from collections.abc import Callable, Sequence
 import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from . import limits
 from .errors import FormatError, NotAModelPackError
 
+if TYPE_CHECKING:
+    from ._source import Source
+
 __all__ = [
     "crc32", "Member", "ZipWriter", "read_members", "identify", "pread_exact", "check_member_count",
-    "check_member_name_length", "ALIGN", "NPY_SUFFIX",
+    "check_member_name_length", "check_local_header", "ALIGN", "NPY_SUFFIX",
 ]
 
 ALIGN = 64
@@ -64,6 +68,7 @@ class Member:
     crc: int
     # the first bytes of the data (up to a few hundred), read with the header: the .npy header
     prefix: bytes = dataclasses.field(default=b"", repr=False, compare=False)
+    version: int = dataclasses.field(default=20, repr=False, compare=False)  # "version needed", as in the directory
 
 
 # --------------------------------------------------------------------------- writing
@@ -73,6 +78,15 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data).cast("B")
     while view.nbytes:
         n = os.write(fd, view[:_CHUNK])
+        view = view[n:]
+
+
+def _write_obj(f: Any, data: bytes | memoryview) -> None:
+    view = memoryview(data).cast("B")
+    while view.nbytes:
+        n = f.write(view)
+        if n is None:  # a raw stream with nothing accepted yet (non-blocking); not ours to spin on
+            raise OSError("the file object accepted no bytes")
         view = view[n:]
 
 
@@ -110,8 +124,15 @@ class ZipWriter:
     header afterwards (the writer owns a private temp file, so that is safe).
     """
 
-    def __init__(self, fd: int, *, force_zip64: bool = False) -> None:
+    def __init__(self, fd: Any, *, force_zip64: bool = False) -> None:
+        """``fd``: a raw descriptor of a private temp file, or a writable binary file object.
+
+        A file object gets each member's CRC-32 before its header (no patching back).
+        """
         self._fd = fd
+        self._write: Callable[[Any], None] = (
+            (lambda data: _write_all(fd, data)) if isinstance(fd, int) else (lambda data: _write_obj(fd, data))
+        )
         self._pos = 0
         self._members: list[Member] = []
         self._force64 = force_zip64
@@ -136,7 +157,7 @@ class ZipWriter:
             data_start = offset + _LFH.size + len(raw_name) + len(extra) + 4
             pad = (-(data_start + len(head))) % ALIGN
             extra += struct.pack("<HH", _PAD_ID, pad) + b"\0" * pad
-        if body.nbytes < _SYNC_CRC_BYTES:
+        if body.nbytes < _SYNC_CRC_BYTES or not isinstance(self._fd, int):
             crc = crc32(body, crc32(head))
             future = None
         else:
@@ -144,13 +165,17 @@ class ZipWriter:
             future = _CrcJob(body, crc32(head))
         lfh = self._lfh(raw_name, extra, crc, size, z64)
         if future is None:
-            _write_all(self._fd, b"".join((lfh, head, body)))
+            small = body.nbytes < _SYNC_CRC_BYTES
+            self._write(b"".join((lfh, head, body)) if small else lfh + head)
+            if not small:
+                for start in range(0, body.nbytes, _CHUNK):
+                    self._write(body[start : start + _CHUNK])
             if progress:
                 progress(body.nbytes)
         else:
-            _write_all(self._fd, lfh + head)
+            self._write(lfh + head)
             for start in range(0, body.nbytes, _CHUNK):
-                _write_all(self._fd, body[start : start + _CHUNK])
+                self._write(body[start : start + _CHUNK])
                 if progress:
                     progress(min(_CHUNK, body.nbytes - start))
             crc = future.result()
@@ -185,7 +210,7 @@ class ZipWriter:
             cd += _EOCD.pack(_SIG_EOCD, 0, 0, _U16, _U16, _U32, _U32, 0)
         else:
             cd += _EOCD.pack(_SIG_EOCD, 0, 0, count, count, cd_size, cd_offset, 0)
-        _write_all(self._fd, cd)
+        self._write(cd)
         self._pos += len(cd)
         return self._pos
 
@@ -209,9 +234,9 @@ class ZipWriter:
 # --------------------------------------------------------------------------- reading
 
 
-def pread_exact(fd: int, size: int, offset: int, *, where: str = "") -> bytes:
+def pread_exact(src: "Source | int", size: int, offset: int, *, where: str = "") -> bytes:
     """Read exactly ``size`` bytes or fail with a FormatError (never short)."""
-    data = os.pread(fd, size, offset)
+    data = os.pread(src, size, offset) if isinstance(src, int) else src.pread(size, offset)
     if len(data) != size:
         raise FormatError(f"file ends early: wanted {size} bytes at offset {offset}", where=where or None)
     return data
@@ -236,12 +261,12 @@ def identify(head: bytes) -> str | None:
     return None
 
 
-def _not_mpk(fd: int, size: int, path_hint: str) -> NotAModelPackError:
-    head = os.pread(fd, 64, 0)
+def _not_mpk(src: Source, path_hint: str) -> NotAModelPackError:
+    head = src.pread(64, 0)
     looks = identify(head)
     if looks is None and head.startswith(b"PK\x03\x04"):
         name_len = int.from_bytes(head[26:28], "little")
-        first = os.pread(fd, min(name_len, 256), 30)
+        first = src.pread(min(name_len, 256), 30)
         if b"/" in first:
             looks = "a zip archive such as a torch.save file (pickle inside); modelpack never unpickles"
         else:
@@ -249,21 +274,43 @@ def _not_mpk(fd: int, size: int, path_hint: str) -> NotAModelPackError:
     return NotAModelPackError(f"not a .mpk file: it looks like {looks or 'something else'}", where=path_hint or None)
 
 
-def read_members(fd: int, *, where: str = "") -> list[Member]:
-    """Parse and fully check the zip structure; return members in file order."""
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        what = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file (a pipe, socket or device)"
-        raise NotAModelPackError(f"not a .mpk file: it is {what}", where=where or None)
-    size = st.st_size
-    if size < _EOCD.size or not _first_member_is_ours(fd):
-        raise _not_mpk(fd, size, where)
-    cd_offset, cd_size, count = _read_end(fd, size)
+def read_members(src: "Source | int", *, where: str = "") -> list[Member]:
+    """Parse and check the zip structure; return members in file order.
+
+    For a source with ``lazy_headers`` (remote), local headers are not read here:
+    the members' data offsets follow from the central directory alone (members tile
+    the file), and :func:`check_local_header` proves each header agrees when its
+    member is first read. Every other source has every header checked now.
+    """
+    if isinstance(src, int):
+        src = _FdSource(src)
+    size = src.size
+    if size < _EOCD.size or not _first_member_is_ours(src):
+        raise _not_mpk(src, where)
+    cd_offset, cd_size, count = _read_end(src, size)
     check_member_count(count)
     _check_cd_size(cd_size, count)
-    cd = pread_exact(fd, cd_size, cd_offset, where="central directory")
+    cd = pread_exact(src, cd_size, cd_offset, where="central directory")
     entries = _parse_cd(cd, count)
-    return _check_local_headers(fd, entries, cd_offset)
+    if src.lazy_headers:
+        return _plan_members(entries, cd_offset)
+    return _check_local_headers(src, entries, cd_offset)
+
+
+class _FdSource:
+    """A bare fd as a source (tests and tools that hold one)."""
+
+    lazy_headers = False
+
+    def __init__(self, fd: int) -> None:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            what = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file (a pipe, socket or device)"
+            raise NotAModelPackError(f"not a .mpk file: it is {what}")
+        self.fd, self.size = fd, st.st_size
+
+    def pread(self, size: int, offset: int) -> bytes:
+        return os.pread(self.fd, size, offset)
 
 
 def check_member_count(count: int) -> None:
@@ -292,16 +339,19 @@ def _check_cd_size(cd_size: int, count: int) -> None:
             check_member_name_length(longest, "central directory")
 
 
-def _first_member_is_ours(fd: int) -> bool:
+def _first_member_is_ours(src: Source) -> bool:
     """A .mpk starts with one of its own member names; other zips (torch.save...) do not."""
-    head = os.pread(fd, _LFH.size, 0)
+    head = src.pread(_LFH.size + 128, 0)
     if len(head) < _LFH.size or head[:4] != b"PK\x03\x04":
         return False
     name_len = int.from_bytes(head[26:28], "little")  # 16 bits: the whole name is one small read
-    return bool(MEMBER_NAME_RE.fullmatch(os.pread(fd, name_len, _LFH.size)))
+    name = head[_LFH.size : _LFH.size + name_len]
+    if len(name) < name_len:
+        name = src.pread(name_len, _LFH.size)
+    return bool(MEMBER_NAME_RE.fullmatch(name))
 
 
-def _read_end(fd: int, size: int) -> tuple[int, int, int]:
+def _read_end(fd: Source, size: int) -> tuple[int, int, int]:
     eocd = pread_exact(fd, _EOCD.size, size - _EOCD.size)
     sig, disk, cd_disk, n_disk, n_total, cd_size, cd_offset, comment = _EOCD.unpack(eocd)
     if sig != _SIG_EOCD:
@@ -323,7 +373,7 @@ def _read_end(fd: int, size: int) -> tuple[int, int, int]:
     return cd_offset, cd_size, n_total
 
 
-def _read_zip64_end(fd: int, end: int, plain: tuple[int, int, int]) -> tuple[int, int, int]:
+def _read_zip64_end(fd: Source, end: int, plain: tuple[int, int, int]) -> tuple[int, int, int]:
     if end < _Z64_LOC.size + _Z64_EOCD.size:
         raise FormatError("ZIP64 end records are missing", where="end record")
     sig, disk, rec_offset, disks = _Z64_LOC.unpack(pread_exact(fd, _Z64_LOC.size, end - _Z64_LOC.size))
@@ -418,7 +468,7 @@ def _apply_zip64(extra: bytes, csize: int, usize: int, offset: int, where: str) 
     return usize, offset
 
 
-def _check_local_headers(fd: int, entries: Sequence[_Entry], cd_offset: int) -> list[Member]:
+def _check_local_headers(src: Source, entries: Sequence[_Entry], cd_offset: int) -> list[Member]:
     members: list[Member] = []
     expected = 0
     for e in entries:
@@ -428,27 +478,65 @@ def _check_local_headers(fd: int, entries: Sequence[_Entry], cd_offset: int) -> 
             raise FormatError(f"member at offset {e.header_offset} {what} (expected {expected})", where=where)
         # one read covers the local header, its name and extra field, and the start of the data
         fixed = _LFH.size + len(e.raw_name)
-        window = os.pread(fd, min(fixed + _WINDOW, cd_offset - e.header_offset), e.header_offset)
-        if len(window) < fixed:
-            raise FormatError("file ends inside a local header", where=where)
-        sig, need, flags, method, _t, _d, crc, csize, usize, nlen, elen = _LFH.unpack_from(window)
-        if sig != _SIG_LFH or nlen != len(e.raw_name) or window[_LFH.size : fixed] != e.raw_name:
-            raise FormatError("local header does not match the central directory (signature or name)", where=where)
-        extra = window[fixed : fixed + elen]
-        if len(extra) != elen:
-            extra = pread_exact(fd, elen, e.header_offset + fixed, where=where)
-        lsize = _local_size(extra, csize, usize, where)
-        if (need, flags, method, crc, lsize) != (e.version, 0, 0, e.crc, e.size):
-            raise FormatError("local header disagrees with the central directory", where=where)
-        data_offset = e.header_offset + _LFH.size + nlen + elen
+        window = src.pread(min(fixed + _WINDOW, cd_offset - e.header_offset), e.header_offset)
+        elen = _check_header(src, window, e, where)
+        data_offset = e.header_offset + fixed + elen
         expected = data_offset + e.size
         if expected > cd_offset:
             raise FormatError("member data runs into the central directory", where=where)
         prefix = window[fixed + elen : fixed + elen + e.size]
-        members.append(Member(e.name, e.header_offset, data_offset, e.size, e.crc, prefix))
+        members.append(Member(e.name, e.header_offset, data_offset, e.size, e.crc, prefix, e.version))
     if expected != cd_offset:
         raise FormatError(f"{cd_offset - expected} unexplained bytes before the central directory", where="archive")
     return members
+
+
+def _check_header(src: Source, window: bytes, e: _Entry | Member, where: str) -> int:
+    """Prove a local header (at the start of ``window``) repeats its directory entry; return its extra length."""
+    raw_name = e.name.encode("ascii")
+    fixed = _LFH.size + len(raw_name)
+    if len(window) < fixed:
+        raise FormatError("file ends inside a local header", where=where)
+    sig, need, flags, method, _t, _d, crc, csize, usize, nlen, elen = _LFH.unpack_from(window)
+    if sig != _SIG_LFH or nlen != len(raw_name) or window[_LFH.size : fixed] != raw_name:
+        raise FormatError("local header does not match the central directory (signature or name)", where=where)
+    extra = window[fixed : fixed + elen]
+    if len(extra) != elen:
+        extra = pread_exact(src, elen, e.header_offset + fixed, where=where)
+    lsize = _local_size(extra, csize, usize, where)
+    if (need, flags, method, crc, lsize) != (e.version, 0, 0, e.crc, e.size):
+        raise FormatError("local header disagrees with the central directory", where=where)
+    return elen
+
+
+def _plan_members(entries: Sequence[_Entry], cd_offset: int) -> list[Member]:
+    """Members placed from the directory alone: each one's data ends where the next header starts."""
+    members: list[Member] = []
+    starts = [e.header_offset for e in entries[1:]] + [cd_offset]
+    expected = 0
+    for e, end in zip(entries, starts):
+        where = f"member {e.name!r}"
+        if e.header_offset != expected:
+            what = "overlaps the previous one" if e.header_offset < expected else "leaves a gap before it"
+            raise FormatError(f"member at offset {e.header_offset} {what} (expected {expected})", where=where)
+        data_offset = end - e.size
+        elen = data_offset - e.header_offset - _LFH.size - len(e.raw_name)
+        if not 0 <= elen <= _U16:
+            raise FormatError("member data does not fit between its header and the next member", where=where)
+        members.append(Member(e.name, e.header_offset, data_offset, e.size, e.crc, b"", e.version))
+        expected = end
+    return members
+
+
+def check_local_header(src: Source, m: Member) -> bytes:
+    """A lazily placed member's local header, checked as the eager reader checks it; the data's first bytes."""
+    where = f"member {m.name!r}"
+    head_len = m.data_offset - m.header_offset
+    window = pread_exact(src, head_len + min(m.size, _WINDOW), m.header_offset, where=where)
+    elen = _check_header(src, window, m, where)
+    if _LFH.size + len(m.name) + elen != head_len:
+        raise FormatError("local header's length disagrees with where the directory places the data", where=where)
+    return window[head_len:]
 
 
 def _local_size(extra: bytes, csize: int, usize: int, where: str) -> int:

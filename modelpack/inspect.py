@@ -54,13 +54,13 @@ def _top_level(tree_json: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any
     return out
 
 
-def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
+def describe(path: Any) -> dict[str, Any]:
     """A JSON-able summary of a .mpk: metadata, tensors, spec nodes, sizes."""
     with api.Pack(path) as pack:
         rows = _tensor_rows(pack)
         info: dict[str, Any] = {
             "file": pack.path,
-            "file_bytes": os.fstat(pack.fd).st_size,
+            "file_bytes": pack.file_bytes,
             "format_version": pack.manifest["version"],
             "metadata": pack.metadata,
             "tensor_count": len(rows),

@@ -21,7 +21,7 @@ from .errors import FormatError, UnsupportedObjectError
 
 __all__ = [
     "FORMAT", "VERSION", "MANIFEST", "SPEC", "dumps", "parse", "check", "check_plan", "check_member_size",
-    "TensorEntry",
+    "TensorEntry", "check_tree",
 ]
 
 FORMAT = "modelpack"
@@ -30,6 +30,7 @@ MANIFEST = "manifest.json"
 SPEC = "spec.yaml"
 KINDS = ("torch", "numpy", "numpy-scalar")
 _TOP_KEYS = {"format", "version", "metadata", "tensors", "tree"}
+_OPTIONAL_KEYS = {"shards"}  # a split pack's index (modelpack.split checks the list)
 _MAX_DIM = 1 << 63  # numpy and torch sizes are int64
 _ENTRY_KEYS = ("name", "member", "dtype", "shape", "kind", "offset", "nbytes", "crc32")
 _SIZE_CAPS = {MANIFEST: ("max_manifest_bytes", "manifest size"), SPEC: ("max_spec_bytes", "spec size")}
@@ -68,7 +69,7 @@ def check_plan(tree_json: Any, tensors: Sequence[tuple[str, Sequence[int]]], *, 
         where = f"tensor {name!r}"
         _check_name(name, where)
         _check_shape(list(shape), where)
-    _check_tree(tree_json, {name for name, _ in tensors})
+    check_tree(tree_json, {name for name, _ in tensors})
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -116,7 +117,7 @@ def parse(data: bytes) -> dict[str, Any]:
             f"written by a newer modelpack (format version {version}); this reader supports version {VERSION}",
             where=MANIFEST,
         )
-    unknown = set(obj) - _TOP_KEYS
+    unknown = set(obj) - _TOP_KEYS - _OPTIONAL_KEYS
     if unknown or not _TOP_KEYS <= set(obj):
         raise FormatError(f"top-level keys must be {sorted(_TOP_KEYS)}, got {sorted(obj)[:10]}", where=MANIFEST)
     _check_metadata(obj["metadata"])
@@ -144,7 +145,8 @@ def check(manifest: dict[str, Any], members: Sequence[Member]) -> dict[str, Memb
             raise FormatError(f"tensor {name!r} is listed twice", where=f"{MANIFEST}.tensors[{i}]")
         result[name] = member
     _check_coverage(members, result)
-    _check_tree(manifest["tree"], result)
+    if "shards" not in manifest:  # an index's tree refers to its shards' tensors: checked once they are open
+        check_tree(manifest["tree"], result)
     return result
 
 
@@ -218,7 +220,7 @@ def _check_coverage(members: Sequence[Member], tensors: Mapping[str, Member]) ->
             raise FormatError("member is not listed in the manifest", where=f"member {m.name!r}")
 
 
-def _check_tree(tree_json: Any, tensors: Mapping[str, Member]) -> None:
+def check_tree(tree_json: Any, tensors: Mapping[str, Any] | set[str]) -> None:
     """Decode the whole tree now (tensors as None), so open/inspect/verify refuse what load would."""
     refs = set()
 
