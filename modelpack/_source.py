@@ -31,8 +31,10 @@ _FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os,
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
 SHARD_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*\.mpk")
-_TAIL = 64 << 10  # first remote request: the last 64 KiB (end record, directory and most manifests)
+_TAIL = 256 << 10  # first remote request: the last 256 KiB (end record, directory and most manifests)
+_READ_AHEAD = 64 << 10  # a smaller remote read fetches this much (the first header and the spec in one)
 _CACHE_MAX = 1 << 20  # remote reads up to this size are kept (headers, manifest, spec)
+_CACHE_TOTAL = 8 << 20  # and at most this much in all
 
 
 def is_url(obj: Any) -> bool:
@@ -229,11 +231,17 @@ class _RangedSource(Source):
             for start, block in self._blocks:
                 if start <= offset and end <= start + len(block):
                     return block[offset - start : end - start]
-        data = self._fetch(offset, end)
+        fetch_end = min(max(end, offset + _READ_AHEAD), self.size)
+        data = self._fetch(offset, fetch_end)
+        if len(data) != fetch_end - offset:
+            raise FormatError(f"the server sent {len(data)} bytes for a range of {fetch_end - offset}",
+                              source=self.name)
         if len(data) <= _CACHE_MAX:
             with self._lock:
                 self._blocks.append((offset, data))
-        return data
+                while sum(len(b) for _, b in self._blocks) > _CACHE_TOTAL and len(self._blocks) > 2:
+                    del self._blocks[1]  # the oldest after the tail
+        return data[: end - offset]
 
     def sibling(self, name: str) -> Source:
         if not SHARD_NAME_RE.fullmatch(name) or ".." in name:

@@ -215,16 +215,16 @@ class Pack(Mapping[str, Any]):
     def tensor(self, name: str, *, mmap: bool = True, map_location: Any = None, dtype: Any = None) -> Any:
         """One tensor by name, as saved (torch, numpy array or numpy scalar).
 
-        ``dtype`` casts a floating tensor (never an integer or bool one); ``"auto"``
-        or None keeps the file's dtype. ``map_location`` moves a torch tensor.
+        ``dtype`` casts a floating torch tensor (never an integer or bool one, nor
+        a numpy array); ``"auto"`` or None keeps the file's dtype.
+        ``map_location`` moves a torch tensor.
         """
         entry = self.entries.get(name)
         if entry is None:
             raise KeyError(f"no tensor {name!r} in {self.path}; it has {len(self.entries)} tensors")
         row = dtype_by_name(entry["dtype"])
         arr = self.array(name, mmap=mmap)
-        if entry["kind"] != "torch":
-            arr = _cast_numpy(arr, dtype, name) if dtype not in (None, "auto") else arr
+        if entry["kind"] != "torch":  # numpy arrays keep their dtype and stay on the host
             return arr[()] if entry["kind"] == "numpy-scalar" else arr
         try:
             from .torch.tensors import to_torch
@@ -351,19 +351,6 @@ def device_for(name: str, device_map: Mapping[str, Any]) -> Any:
     return device_map[best]
 
 
-def _cast_numpy(arr: np.ndarray, dtype: Any, name: str) -> np.ndarray:
-    if arr.dtype.kind != "f":
-        return arr
-    try:
-        target = np.dtype(str(dtype).removeprefix("torch."))
-    except TypeError as e:
-        raise UnsupportedObjectError(f"numpy cannot hold dtype {dtype!s} (tensor {name!r} is a numpy array); "
-                                     "pick a numpy floating dtype") from e
-    if target.kind != "f":
-        raise UnsupportedObjectError(f"dtype= must be a floating dtype, not {target}")
-    return arr.astype(target)
-
-
 def _crc_range(src: Source, offset: int, size: int, buf: bytearray, bar: Progress) -> int:
     crc, pos, view = 0, 0, memoryview(buf)
     while pos < size:
@@ -402,8 +389,9 @@ def load(
     ``verify=True`` checks every checksum first. ``map_location`` moves torch
     tensors to a device (``"cuda"`` stages through pinned memory);
     ``device_map={"encoder": "cuda:0", "": "cpu"}`` places them by name prefix.
-    ``dtype`` (``torch.bfloat16``, ``"float16"``...) casts floating tensors one
-    at a time, never integer or bool ones; ``"auto"`` keeps the file's dtypes.
+    ``dtype`` (``torch.bfloat16``, ``"float16"``...) casts floating torch tensors
+    one at a time, never integer or bool ones (numpy arrays are returned as
+    saved); ``"auto"`` keeps the file's dtypes.
     """
     with Pack(path) as pack:
         if verify:
