@@ -11,6 +11,7 @@ goes through :class:`Pack`, so a file cannot pass one and trick another.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import stat
 import sys
@@ -22,8 +23,8 @@ import numpy as np
 
 from . import _fs, limits, manifest, tree
 from ._filemap import map_copy_on_write
-from .codec import DType, dtype_by_name, npy_header, numpy_payload, numpy_view
-from .container import Member, ZipWriter, crc32, pread_exact, read_members
+from .codec import DType, RawArray, dtype_by_name, npy_header, numpy_payload, numpy_view
+from .container import Member, ZipWriter, checksums, crc32, pread_exact, read_members
 from .errors import (
     FormatError,
     IntegrityError,
@@ -67,6 +68,8 @@ class _Progress:
 
 def _payload(leaf: tree.Leaf) -> tuple[DType, tuple[int, ...], memoryview]:
     where = leaf.where or leaf.name
+    if isinstance(leaf.value, RawArray):  # bytes already in stored form (converters): written as they are
+        return leaf.value.dtype, leaf.value.shape, leaf.value.data
     if leaf.kind == "torch":
         from .torch.tensors import torch_payload
 
@@ -91,12 +94,14 @@ def write_pack(
     spec_text: str | None = None,
     progress: bool | None = None,
     force_zip64: bool = False,
+    sha256: bool = False,
 ) -> None:
     """Write a .mpk atomically: optional spec, tensor members, then the manifest.
 
     What the reader would refuse under the limits in force (see
     modelpack.limits) is refused here first, with the same checks, so every
     file written loads; tensor bytes are written only after those checks.
+    ``sha256`` records each tensor's SHA-256, hashed in the CRC-32's pass.
     """
     meta = _check_metadata(metadata)
     spec = None if spec_text is None else spec_text.encode("utf-8")
@@ -110,7 +115,7 @@ def write_pack(
             zw = ZipWriter(fd, force_zip64=force_zip64)
             if spec is not None:
                 zw.add(manifest.SPEC, spec)
-            entries = [_write_tensor(zw, leaf, row, shape, data, bar) for leaf, row, shape, data in payloads]
+            entries = [_write_tensor(zw, leaf, row, shape, data, bar, sha256) for leaf, row, shape, data in payloads]
             body = {
                 "format": manifest.FORMAT,
                 "version": manifest.VERSION,
@@ -143,10 +148,10 @@ def _limits_at_save() -> Iterator[None]:
 
 
 def _write_tensor(zw: ZipWriter, leaf: tree.Leaf, row: DType, shape: tuple[int, ...],
-                  data: memoryview, bar: _Progress) -> dict[str, Any]:
+                  data: memoryview, bar: _Progress, sha256: bool) -> dict[str, Any]:
     head = npy_header(row.descr, shape)
-    member = zw.add(f"{leaf.name}.npy", head, data, align=True, progress=bar.update)
-    return {
+    member = zw.add(f"{leaf.name}.npy", head, data, align=True, progress=bar.update, sha256=sha256)
+    entry = {
         "name": leaf.name,
         "member": member.name,
         "dtype": row.name,
@@ -156,6 +161,9 @@ def _write_tensor(zw: ZipWriter, leaf: tree.Leaf, row: DType, shape: tuple[int, 
         "nbytes": data.nbytes,
         "crc32": f"{member.crc:08x}",
     }
+    if member.sha256 is not None:
+        entry[manifest.SHA256] = member.sha256
+    return entry
 
 
 def save(
@@ -164,15 +172,20 @@ def save(
     *,
     metadata: Mapping[str, str] | None = None,
     progress: bool | None = None,
+    sha256: bool = False,
 ) -> None:
     """Save a tensor, array or nested dict/list/tuple of them and plain scalars.
 
     No pickle: the structure goes to a JSON manifest and each tensor to an
     aligned ``.npy`` member. The write is atomic: a crash leaves the old file.
+    Arrays of other frameworks (JAX, TensorFlow, CuPy...) are taken through
+    ``__dlpack__`` or the numpy array interface and load as numpy.
+    ``sha256=True`` records each tensor's SHA-256 for ``verify`` (opt-in: it
+    costs time, see benchmarks/convert.py).
     """
     with _limits_at_save():
         tree_json, leaves = tree.encode(obj)
-    write_pack(path, tree_json, leaves, metadata=metadata, progress=progress)
+    write_pack(path, tree_json, leaves, metadata=metadata, progress=progress, sha256=sha256)
 
 
 # --------------------------------------------------------------------------- reading
@@ -290,17 +303,19 @@ class Pack(Mapping[str, Any]):
         return self.tensor(name)
 
     # -- tensors
-    def tensor(self, name: str, *, mmap: bool = True, map_location: Any = None) -> Any:
-        """One tensor by name, as saved (torch, numpy array or numpy scalar)."""
+    def tensor(self, name: str, *, mmap: bool = True, map_location: Any = None, framework: str | None = None) -> Any:
+        """One tensor by name, as saved (torch, numpy array or numpy scalar), or as ``framework`` asks."""
         entry = self.entries.get(name)
         if entry is None:
             raise KeyError(f"no tensor {name!r} in {self.path}; it has {len(self.entries)} tensors")
         row = dtype_by_name(entry["dtype"])
         arr = self.array(name, mmap=mmap)
-        if entry["kind"] == "numpy":
-            return arr
-        if entry["kind"] == "numpy-scalar":
-            return arr[()]
+        want = framework or ("torch" if entry["kind"] == "torch" else "numpy")
+        if want not in _FRAMEWORKS:
+            raise ValueError(f"framework must be one of {list(_FRAMEWORKS)} or None, not {framework!r}")
+        if want == "numpy":
+            arr = arr if row.numpy_native else _ml_dtypes_view(arr, row, name)
+            return arr[()] if entry["kind"] == "numpy-scalar" and framework is None else arr
         try:
             from .torch.tensors import to_torch
         except ImportError as e:
@@ -344,30 +359,35 @@ class Pack(Mapping[str, Any]):
             pos += n
         return arr
 
-    def load(self, *, mmap: bool = True, map_location: Any = None) -> Any:
+    def load(self, *, mmap: bool = True, map_location: Any = None, framework: str | None = None) -> Any:
         """The whole saved object; a tensor referenced twice comes back as one object."""
         cache: dict[str, Any] = {}
 
         def get(name: str) -> Any:
             if name not in cache:
-                cache[name] = self.tensor(name, mmap=mmap, map_location=map_location)
+                cache[name] = self.tensor(name, mmap=mmap, map_location=map_location, framework=framework)
             return cache[name]
 
         return tree.decode(self.manifest["tree"], get)
 
     def verify(self, *, progress: bool | None = None) -> None:
-        """Recompute every member's CRC-32 (tensor data included); raise on the first mismatch."""
+        """Recompute every member's CRC-32 (tensor data included) and each recorded SHA-256; raise on a mismatch."""
         tensor_of = {m.name: n for n, m in self._tensor_members.items()}
         bar = _Progress(sum(m.size for m in self.members.values()), "verifying", progress)
         buf = bytearray(min(_READ_CHUNK, max((m.size for m in self.members.values()), default=0)))
         try:
             for m in self.members.values():
-                crc = _crc_range(self.fd, m.data_offset, m.size, buf, bar)
+                entry = self.entries[tensor_of[m.name]] if m.name in tensor_of else None
+                want_sha = None if entry is None else entry.get(manifest.SHA256)
+                skip = 0 if entry is None else entry["offset"] - m.data_offset
+                crc, sha = _crc_range(self.fd, m.data_offset, m.size, buf, bar, skip if want_sha else None)
+                what = f"member {m.name!r}" if entry is None else f"tensor {entry['name']!r}"
                 if crc != m.crc:
-                    what = f"tensor {tensor_of[m.name]!r}" if m.name in tensor_of else f"member {m.name!r}"
                     raise IntegrityError(
                         "checksum mismatch: the data is damaged (bit flip or tampering)", where=what, source=self.path
                     )
+                if want_sha is not None and sha != want_sha:
+                    raise IntegrityError("SHA-256 mismatch: the tensor's bytes changed", where=what, source=self.path)
         finally:
             bar.close()
 
@@ -384,16 +404,43 @@ class Pack(Mapping[str, Any]):
         self.close()
 
 
-def _crc_range(fd: int, offset: int, size: int, buf: bytearray, bar: _Progress) -> int:
+_FRAMEWORKS = ("numpy", "torch")
+
+
+def _ml_dtypes_view(arr: np.ndarray, row: DType, name: str) -> np.ndarray:
+    """bfloat16, float8... as numpy through ml_dtypes (JAX's dtypes), which names them as this table does."""
+    try:
+        import ml_dtypes
+    except ImportError as e:
+        raise MissingDependencyError(
+            f"numpy has no {row.name}; install ml_dtypes to load it as numpy, load it with framework='torch', "
+            "or read its raw bits with Pack.array",
+            where=name,
+        ) from e
+    dt = getattr(ml_dtypes, row.name, None)  # row.name comes from the closed dtype table, never from the file
+    if dt is None or np.dtype(dt).itemsize != row.itemsize:
+        raise MissingDependencyError(f"ml_dtypes has no {row.name}; load it with framework='torch'", where=name)
+    return arr.view(dt)
+
+
+def _crc_range(fd: int, offset: int, size: int, buf: bytearray, bar: _Progress,
+               sha_from: int | None = None) -> tuple[int, str | None]:
+    """CRC-32 of a member and, when ``sha_from`` is given, SHA-256 of its bytes from there on, in one pass."""
     crc, pos, view = 0, 0, memoryview(buf)
+    sha = None if sha_from is None else hashlib.sha256()
     while pos < size:
         n = os.preadv(fd, [view[: min(len(buf), size - pos)]], offset + pos)
         if n <= 0:
             raise FormatError("file ends early (truncated while open?)")
-        crc = crc32(view[:n], crc)
+        if sha is not None and sha_from is not None and pos < sha_from:  # the .npy header: CRC only
+            head = min(n, sha_from - pos)
+            crc = crc32(view[:head], crc)
+            crc = checksums(view[head:n], crc, sha)
+        else:
+            crc = checksums(view[:n], crc, sha)
         pos += n
         bar.update(n)
-    return crc
+    return crc, None if sha is None else sha.hexdigest()
 
 
 def open(path: str | os.PathLike[str]) -> Pack:  # noqa: A001 - mirrors builtins.open on purpose
@@ -408,6 +455,7 @@ def load(
     map_location: Any = None,
     verify: bool = False,
     progress: bool | None = None,
+    framework: str | None = None,
 ) -> Any:
     """Load what :func:`save` wrote.
 
@@ -415,12 +463,13 @@ def load(
     the file never changes, no file descriptor kept open); ``mmap=False``
     reads into fresh memory.
     ``verify=True`` checks every checksum first. ``map_location`` moves torch
-    tensors to a device (e.g. ``"cuda"``).
+    tensors to a device (e.g. ``"cuda"``). ``framework="torch"`` or ``"numpy"``
+    returns every tensor as that framework's (zero copy), whatever it was saved from.
     """
     with Pack(path) as pack:
         if verify:
             pack.verify(progress=progress)
-        return pack.load(mmap=mmap, map_location=map_location)
+        return pack.load(mmap=mmap, map_location=map_location, framework=framework)
 
 
 def verify(path: str | os.PathLike[str], *, progress: bool | None = None) -> None:

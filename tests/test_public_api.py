@@ -9,8 +9,8 @@ import modelpack
 from conftest import run_python
 
 EXPECTED = {
-    "save": "(obj, path, *, metadata=None, progress=None)",
-    "load": "(path, *, mmap=True, map_location=None, verify=False, progress=None)",
+    "save": "(obj, path, *, metadata=None, progress=None, sha256=False)",
+    "load": "(path, *, mmap=True, map_location=None, verify=False, progress=None, framework=None)",
     "open": "(path)",
     "verify": "(path, *, progress=None)",
     "validate": "(spec, *, shapes=False, source=None)",
