@@ -18,6 +18,8 @@ EXPECTED = {
     "load_model": "(path, *, map_location=None, mmap=True, strict=True, outputs=None)",
     "build": "(spec, *, device=None)",
     "load_weights": "(module, path, *, prefix=None, rename=None, strict=True, assign=False)",
+    "convert": "(src, dst, *, src_format=None, dst_format=None, sha256=False, progress=None)",
+    "digest": "(path, *, progress=None)",
 }
 
 
