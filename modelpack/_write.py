@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from . import _fs, limits, manifest, split, tree
-from .codec import DType, npy_header, numpy_payload
+from .codec import DType, RawArray, npy_header, numpy_payload
 from .container import ZipWriter
 from .errors import LimitError, UnsupportedObjectError
 
@@ -44,6 +44,8 @@ class Progress:
 
 def _payload(leaf: tree.Leaf) -> tuple[DType, tuple[int, ...], memoryview]:
     where = leaf.where or leaf.name
+    if isinstance(leaf.value, RawArray):  # bytes already in stored form (converters): written as they are
+        return leaf.value.dtype, leaf.value.shape, leaf.value.data
     if leaf.kind == "torch":
         from .torch.tensors import torch_payload
 
@@ -84,6 +86,7 @@ def write_pack(
     progress: bool | None = None,
     force_zip64: bool = False,
     max_shard_size: int | str | None = None,
+    sha256: bool = False,
 ) -> None:
     """Write a .mpk: optional spec, tensor members, then the manifest.
 
@@ -91,6 +94,7 @@ def write_pack(
     With ``max_shard_size`` a pack bigger than that is split (modelpack.split).
     What the reader would refuse under the limits in force (see modelpack.limits)
     is refused here first, with the same checks; tensor bytes come only after.
+    ``sha256`` records each tensor's SHA-256, hashed in the CRC-32's pass.
     """
     meta = _check_metadata(metadata)
     spec = None if spec_text is None else spec_text.encode("utf-8")
@@ -106,15 +110,15 @@ def write_pack(
     bar = Progress(sum(p[3].nbytes for p in payloads), "saving", progress)
     try:
         if len(groups) == 1:
-            _write_one(path, tree_json, payloads, meta, spec, bar, force_zip64)
+            _write_one(path, tree_json, payloads, meta, spec, bar, force_zip64, sha256=sha256)
         else:
-            _write_split(os.fspath(path), tree_json, payloads, groups, meta, spec, bar, force_zip64)
+            _write_split(os.fspath(path), tree_json, payloads, groups, meta, spec, bar, force_zip64, sha256)
     finally:
         bar.close()
 
 
 def _write_split(path: str, tree_json: Any, payloads: list[_Payload], groups: list[list[int]],
-                 meta: dict[str, str], spec: bytes | None, bar: Progress, force_zip64: bool) -> None:
+                 meta: dict[str, str], spec: bytes | None, bar: Progress, force_zip64: bool, sha256: bool) -> None:
     """Each shard atomically, then the index binding them (a crash before it leaves the old index)."""
     names = split.shard_names(path, len(groups))
     folder = os.path.dirname(path)
@@ -123,29 +127,32 @@ def _write_split(path: str, tree_json: Any, payloads: list[_Payload], groups: li
         part = [payloads[i] for i in group]
         shard_tree = {p[0].name: {"$tensor": p[0].name} for p in part}
         target = os.path.join(folder, name)
-        blob = _write_one(target, shard_tree, part, {}, None, bar, force_zip64)
+        blob = _write_one(target, shard_tree, part, {}, None, bar, force_zip64, sha256=sha256)
         rows.append({"file": name, "size": os.stat(target).st_size, "sha256": split.manifest_digest(blob)})
     _write_one(path, tree_json, [], meta, spec, bar, force_zip64, shards=rows)
 
 
 def _write_one(target: Any, tree_json: Any, payloads: list[_Payload], meta: dict[str, str], spec: bytes | None,
-               bar: Progress, force_zip64: bool, shards: list[dict[str, Any]] | None = None) -> bytes:
+               bar: Progress, force_zip64: bool, shards: list[dict[str, Any]] | None = None,
+               sha256: bool = False) -> bytes:
     """One .mpk to a path (atomically) or a file object; returns the manifest bytes."""
     if isinstance(target, (str, os.PathLike)):
         with _fs.atomic_write(target) as fd:
             return _write_members(ZipWriter(fd, force_zip64=force_zip64), tree_json, payloads, meta, spec, bar,
-                                  shards)
+                                  shards, sha256)
     if not hasattr(target, "write"):
         raise UnsupportedObjectError(f"save needs a path or a writable binary file object; got "
                                      f"{type(target).__name__}")
-    return _write_members(ZipWriter(target, force_zip64=force_zip64), tree_json, payloads, meta, spec, bar, shards)
+    return _write_members(ZipWriter(target, force_zip64=force_zip64), tree_json, payloads, meta, spec, bar, shards,
+                          sha256)
 
 
 def _write_members(zw: ZipWriter, tree_json: Any, payloads: list[_Payload], meta: dict[str, str],
-                   spec: bytes | None, bar: Progress, shards: list[dict[str, Any]] | None) -> bytes:
+                   spec: bytes | None, bar: Progress, shards: list[dict[str, Any]] | None,
+                   sha256: bool = False) -> bytes:
     if spec is not None:
         zw.add(manifest.SPEC, spec)
-    entries = [_write_tensor(zw, leaf, row, shape, data, bar) for leaf, row, shape, data in payloads]
+    entries = [_write_tensor(zw, leaf, row, shape, data, bar, sha256) for leaf, row, shape, data in payloads]
     body: dict[str, Any] = {
         "format": manifest.FORMAT,
         "version": manifest.VERSION,
@@ -164,10 +171,10 @@ def _write_members(zw: ZipWriter, tree_json: Any, payloads: list[_Payload], meta
 
 
 def _write_tensor(zw: ZipWriter, leaf: tree.Leaf, row: DType, shape: tuple[int, ...],
-                  data: memoryview, bar: Progress) -> dict[str, Any]:
+                  data: memoryview, bar: Progress, sha256: bool) -> dict[str, Any]:
     head = npy_header(row.descr, shape)
-    member = zw.add(f"{leaf.name}.npy", head, data, align=True, progress=bar.update)
-    return {
+    member = zw.add(f"{leaf.name}.npy", head, data, align=True, progress=bar.update, sha256=sha256)
+    entry = {
         "name": leaf.name,
         "member": member.name,
         "dtype": row.name,
@@ -177,3 +184,6 @@ def _write_tensor(zw: ZipWriter, leaf: tree.Leaf, row: DType, shape: tuple[int, 
         "nbytes": data.nbytes,
         "crc32": f"{member.crc:08x}",
     }
+    if member.sha256 is not None:
+        entry[manifest.SHA256] = member.sha256
+    return entry

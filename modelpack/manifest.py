@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,7 +22,7 @@ from .errors import FormatError, UnsupportedObjectError
 
 __all__ = [
     "FORMAT", "VERSION", "MANIFEST", "SPEC", "dumps", "parse", "check", "check_plan", "check_member_size",
-    "TensorEntry", "check_tree",
+    "TensorEntry", "check_tree", "SHA256",
 ]
 
 FORMAT = "modelpack"
@@ -33,6 +34,8 @@ _TOP_KEYS = {"format", "version", "metadata", "tensors", "tree"}
 _OPTIONAL_KEYS = {"shards"}  # a split pack's index (modelpack.split checks the list)
 _MAX_DIM = 1 << 63  # numpy and torch sizes are int64
 _ENTRY_KEYS = ("name", "member", "dtype", "shape", "kind", "offset", "nbytes", "crc32")
+SHA256 = "sha256"  # optional entry key: hex SHA-256 of the tensor's bytes (save(..., sha256=True))
+_SHA_RE = re.compile(r"[0-9a-f]{64}")
 _SIZE_CAPS = {MANIFEST: ("max_manifest_bytes", "manifest size"), SPEC: ("max_spec_bytes", "spec size")}
 
 TensorEntry = dict  # one element of manifest["tensors"], with the keys in _ENTRY_KEYS
@@ -169,8 +172,10 @@ def entry_dtype(entry: TensorEntry) -> DType:
 
 def _check_entry(entry: Any, i: int, by_name: Mapping[str, Member]) -> tuple[str, Member]:
     where = f"{MANIFEST}.tensors[{i}]"
-    if not isinstance(entry, dict) or set(entry) != set(_ENTRY_KEYS):
-        raise FormatError(f"each tensor entry must have exactly the keys {list(_ENTRY_KEYS)}", where=where)
+    if not isinstance(entry, dict) or set(entry) - {SHA256} != set(_ENTRY_KEYS):
+        raise FormatError(
+            f"each tensor entry must have exactly the keys {list(_ENTRY_KEYS)}, and optionally {SHA256!r}", where=where
+        )
     name = _check_name(entry["name"], where)
     where = f"tensor {name!r}"
     dt = dtype_by_name(entry["dtype"], where=where)
@@ -197,6 +202,8 @@ def _check_entry(entry: Any, i: int, by_name: Mapping[str, Member]) -> tuple[str
         raise FormatError(f"offset {entry['offset']!r} is not the member's 64-byte aligned data", where=where)
     if entry["crc32"] != f"{member.crc:08x}":
         raise FormatError("crc32 disagrees with the zip directory", where=where)
+    if SHA256 in entry and not (isinstance(entry[SHA256], str) and _SHA_RE.fullmatch(entry[SHA256])):
+        raise FormatError(f"{SHA256} {str(entry[SHA256])[:80]!r} is not 64 lowercase hex digits", where=where)
     return name, member
 
 

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from . import limits
+from .codec import RawArray, foreign_array
 from .errors import FormatError, UnsupportedObjectError
 
 __all__ = ["Leaf", "encode", "decode", "iter_refs", "NAME_RE", "valid_name", "tensor_key"]
@@ -111,11 +112,16 @@ class _Encoder:
             return {"$tensor": self._leaf(obj, "numpy", path)}
         if isinstance(obj, np.generic):
             return {"$tensor": self._leaf(np.asarray(obj), "numpy-scalar", path)}
+        if isinstance(obj, RawArray):
+            return {"$tensor": self._leaf(obj, obj.kind, path)}
         if isinstance(obj, (list, tuple, dict)):
             return self._container(obj, path, active)
+        arr = foreign_array(obj)  # JAX, TensorFlow, CuPy... through DLPack or the array interface
+        if arr is not None:
+            return self.encode(arr, path, active)
         raise UnsupportedObjectError(
             f"cannot save a {type(obj).__name__!r}; supported: dict, list, tuple, None, bool, int, "
-            "float, str, torch tensors and numpy arrays",
+            "float, str, torch tensors, numpy arrays and arrays with __dlpack__ or the numpy array interface",
             where=_path_str(path),
         )
 
@@ -217,6 +223,8 @@ def tensor_key(value: Any) -> Hashable:
     nothing (empty, meta, sparse, subclasses) are tied only to themselves.
     The one definition for ``save`` and the checkpoint snapshots.
     """
+    if isinstance(value, RawArray):
+        return ("id", id(value))
     if isinstance(value, np.ndarray):
         if value.size == 0:
             return ("id", id(value))
