@@ -3,7 +3,8 @@
 ``main(argv) -> int`` never lets a traceback reach the user: every
 ModelPackError becomes one line ``modelpack: error: <where>: <message>``
 (set MODELPACK_DEBUG=1 for the traceback). Exit codes: 0 ok, 1 the input is
-invalid / differs, 2 usage error.
+invalid / differs, 2 usage error, 3 a bug (any other exception, also one line).
+Everything written goes through one escaping function (``_text.printable``).
 """
 
 from __future__ import annotations
@@ -221,18 +222,33 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
     """Run the command line; return the exit code instead of exiting."""
-    out = out or sys.stdout
+    from ._text import EscapingWriter
+
+    out = EscapingWriter(out or sys.stdout)  # every string printed, from a file or not, is escaped here
     parser = _parser()
     try:
         ns = parser.parse_args(argv)
     except SystemExit as e:  # argparse exits 2 on usage errors, 0 on --help
         return int(e.code or 0)
     try:
-        return _COMMANDS[ns.command](ns, out)
+        return _COMMANDS[ns.command](ns, out)  # type: ignore[arg-type]
     except (ModelPackError, OSError) as e:
         if os.environ.get("MODELPACK_DEBUG"):
             raise
         from .inspect import error_text
 
-        print(f"modelpack: error: {error_text(e)}", file=sys.stderr)
+        _error_line(error_text(e))
         return 1
+    except Exception as e:  # a bug: still one line, never a traceback (MODELPACK_DEBUG=1 shows it)
+        if os.environ.get("MODELPACK_DEBUG"):
+            raise
+        _error_line(f"internal error ({type(e).__name__}: {e}); this is a bug in modelpack, please report it "
+                    "with the traceback that MODELPACK_DEBUG=1 prints")
+        return 3
+
+
+def _error_line(text: str) -> None:
+    """The one line a failure prints on stderr: escaped whole (a message may quote the file, newlines too)."""
+    from ._text import printable
+
+    print(f"modelpack: error: {printable(text)}", file=sys.stderr)

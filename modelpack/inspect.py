@@ -13,6 +13,7 @@ from typing import Any, TextIO
 
 from . import api, tree
 from .codec import dtype_by_name, nbytes_of
+from ._text import printable
 from .errors import ModelPackError
 
 __all__ = ["describe", "inspect_report", "verify_report"]
@@ -109,10 +110,8 @@ def _output_shapes(spec: dict[str, Any]) -> dict[str, str]:
 
 
 def _printable(value: Any) -> str:
-    """Text from the file, safe for a terminal: control characters (ANSI escapes) and lone
-    surrogates are written as escapes instead of being interpreted or failing to encode."""
-    text = str(value)
-    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    """A table cell from the file: escaped by itself, so a newline in it cannot break the table's rows."""
+    return printable(value)
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO) -> None:
@@ -173,7 +172,7 @@ def verify_report(paths: Sequence[str], *, out: TextIO) -> int:
             verify(path)
         except (ModelPackError, OSError) as e:
             text = error_text(e)
-            out.write(f"{path}: FAILED: {text.removeprefix(f'{path}: ')}\n")
+            out.write(f"{path}: FAILED: {printable(text.removeprefix(f'{path}: '))}\n")
             status = 1
         else:
             out.write(f"{path}: OK\n")

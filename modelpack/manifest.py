@@ -179,7 +179,7 @@ def _check_entry(entry: Any, i: int, by_name: Mapping[str, Member]) -> tuple[str
     name = _check_name(entry["name"], where)
     where = f"tensor {name!r}"
     dt = dtype_by_name(entry["dtype"], where=where)
-    shape = _check_shape(entry["shape"], where)
+    shape = _check_shape(entry["shape"], where, dt.itemsize)
     if entry["kind"] not in KINDS:
         raise FormatError(f"kind {str(entry['kind'])[:40]!r} is not one of {list(KINDS)}", where=where)
     if entry["kind"] == "numpy-scalar" and shape:
@@ -207,7 +207,12 @@ def _check_entry(entry: Any, i: int, by_name: Mapping[str, Member]) -> tuple[str
     return name, member
 
 
-def _check_shape(shape: Any, where: str) -> list[int]:
+def _check_shape(shape: Any, where: str, itemsize: int = 1) -> list[int]:
+    """Dims are ints in [0, 2**63), and the span numpy and torch compute must fit int64 too.
+
+    That span counts a zero dim as 1 (``[0, 2**62]`` float32 holds no byte, yet numpy refuses
+    to describe it), so a file it would break is refused here, with the other shape lies.
+    """
     if not isinstance(shape, list):
         raise FormatError("shape must be a list of integers", where=where)
     limits.check("max_dims", len(shape), where=where, what="number of dimensions")
@@ -217,6 +222,9 @@ def _check_shape(shape: Any, where: str) -> list[int]:
                 f"shape has a dimension ({str(d)[:24]}) that is not a non-negative integer below 2**63",
                 where=where,
             )
+    if nbytes_of([d or 1 for d in shape], itemsize) >= _MAX_DIM:
+        raise FormatError(f"shape {shape} spans 2**63 bytes or more (counting zero dims as 1): numpy and torch "
+                          "cannot describe it, even empty", where=where)
     return shape
 
 

@@ -245,7 +245,7 @@ def _give(module: nn.Module, pack: api.Pack, refs: Mapping[str, str], keys: Iter
         if ref not in tensors:
             tensors[ref] = placement(key, _as_torch(pack.tensor(ref, mmap=mmap)))
         owner_name, _, leaf = key.rpartition(".")
-        owner = module.get_submodule(owner_name)
+        owner = _child(module, owner_name)
         if leaf in owner._parameters:
             if ref not in params:
                 old = owner._parameters[leaf]
@@ -254,6 +254,14 @@ def _give(module: nn.Module, pack: api.Pack, refs: Mapping[str, str], keys: Iter
         else:
             setattr(owner, leaf, tensors[ref])
     return {id(t) for t in (*tensors.values(), *params.values())}
+
+
+def _child(module: nn.Module, dotted: str) -> nn.Module:
+    """The registered submodule at ``dotted`` (``_modules`` only, unlike ``get_submodule``'s getattr,
+    which a method or attribute of the same name would answer: a node may be named ``_run``)."""
+    for part in dotted.split(".") if dotted else ():
+        module = module._modules[part]  # type: ignore[assignment]
+    return module
 
 
 def _check_materialized(module: nn.Module, assigned: set[int], source: str) -> None:
