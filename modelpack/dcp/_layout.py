@@ -84,7 +84,7 @@ def is_dcp_folder(path: str | os.PathLike[str]) -> bool:
 
 
 def _bad(msg: str, where: str) -> FormatError:
-    return FormatError(msg, where=f"{METADATA_FILE}: {where}")
+    return FormatError(msg, where=where)  # the caller adds the metadata pack's path as source
 
 
 def _get(node: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:

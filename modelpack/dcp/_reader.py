@@ -55,8 +55,11 @@ class MpkStorageReader(StorageReader):
             self.path = Path(checkpoint_id)
         self._locations, self._flat = {}, None
 
-    def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
-        """DCP's metadata, after every check that needs no tensor byte."""
+    def read_metadata(self, *args: Any, **unused: Any) -> Metadata:
+        """DCP's metadata, after every check that needs no tensor byte.
+
+        (Not named ``**kwargs``: DCP then skips its retry with per-rank metadata files, which we never write.)
+        """
         if self.path.is_file():
             return self._single_file_metadata()
         pack, doc = _layout.read_metadata_pack(self.path)
