@@ -15,7 +15,7 @@ import os
 import stat
 import sys
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,7 +34,7 @@ from .errors import (
     UnsupportedObjectError,
 )
 
-__all__ = ["save", "load", "open", "verify", "Pack", "read_spec_text", "write_pack"]
+__all__ = ["save", "load", "open", "verify", "Pack", "read_spec_text", "write_pack", "stream_pack"]
 
 _READ_CHUNK = 16 << 20
 
@@ -98,19 +98,68 @@ def write_pack(
     modelpack.limits) is refused here first, with the same checks, so every
     file written loads; tensor bytes are written only after those checks.
     """
+    payloads = [(leaf, *_payload(leaf)) for leaf in leaves]  # refuses unsavable kinds with their path first
+    planned = [(leaf.name, shape) for leaf, _, shape, _ in payloads]
+    _write(path, tree_json, planned, iter(payloads), sum(p[3].nbytes for p in payloads), metadata=metadata,
+           spec_text=spec_text, progress=progress, force_zip64=force_zip64)
+
+
+def stream_pack(
+    path: str | os.PathLike[str],
+    tree_json: Any,
+    planned: Sequence[tuple[str, tuple[int, ...]]],
+    leaves: Iterable[tree.Leaf],
+    *,
+    metadata: Mapping[str, str] | None = None,
+    progress: bool | None = None,
+) -> None:
+    """Write a .mpk whose tensors come one at a time from ``leaves`` (names and shapes known up front).
+
+    Each leaf's bytes are written and dropped before the next is asked for,
+    so peak memory is about one tensor. A leaf that disagrees with ``planned``
+    aborts the write (the target is untouched).
+    """
+    def checked() -> Iterator[tuple[tree.Leaf, DType, tuple[int, ...], memoryview]]:
+        expected = iter(planned)
+        for leaf in leaves:
+            row, shape, data = _payload(leaf)
+            if (leaf.name, shape) != tuple(next(expected, (None, None))):
+                raise FormatError(f"streamed tensor {leaf.name!r} {list(shape)} is not the one planned",
+                                  where=leaf.where or leaf.name)
+            yield leaf, row, shape, data
+            del leaf, data  # before the next leaf is made: peak memory stays at one tensor
+
+    _write(path, tree_json, planned, checked(), 0, metadata=metadata, progress=progress)
+
+
+def _write(
+    path: str | os.PathLike[str],
+    tree_json: Any,
+    planned: Sequence[tuple[str, tuple[int, ...]]],
+    payloads: Iterator[tuple[tree.Leaf, DType, tuple[int, ...], memoryview]],
+    total: int,
+    *,
+    metadata: Mapping[str, str] | None,
+    spec_text: str | None = None,
+    progress: bool | None,
+    force_zip64: bool = False,
+) -> None:
     meta = _check_metadata(metadata)
     spec = None if spec_text is None else spec_text.encode("utf-8")
-    payloads = [(leaf, *_payload(leaf)) for leaf in leaves]  # refuses unsavable kinds with their path first
     with _limits_at_save():
-        manifest.check_plan(tree_json, [(leaf.name, shape) for leaf, _, shape, _ in payloads],
-                            spec_size=None if spec is None else len(spec))
-    bar = _Progress(sum(p[3].nbytes for p in payloads), "saving", progress)
+        manifest.check_plan(tree_json, planned, spec_size=None if spec is None else len(spec))
+    bar = _Progress(total, "saving", progress)
     try:
         with _fs.atomic_write(path) as fd:
             zw = ZipWriter(fd, force_zip64=force_zip64)
             if spec is not None:
                 zw.add(manifest.SPEC, spec)
-            entries = [_write_tensor(zw, leaf, row, shape, data, bar) for leaf, row, shape, data in payloads]
+            entries = []
+            for item in payloads:
+                entries.append(_write_tensor(zw, *item, bar))
+                del item
+            if len(entries) != len(planned):
+                raise FormatError(f"{len(entries)} tensors written, {len(planned)} planned", where="archive")
             body = {
                 "format": manifest.FORMAT,
                 "version": manifest.VERSION,

@@ -1,4 +1,4 @@
-"""The ``modelpack`` command: validate, schema, verify, inspect, run, diff, show.
+"""The ``modelpack`` command: validate, schema, verify, inspect, run, diff, convert, show.
 
 ``main(argv) -> int`` never lets a traceback reach the user: every
 ModelPackError becomes one line ``modelpack: error: <where>: <message>``
@@ -106,6 +106,31 @@ class _Version(argparse.Action):
         parser.exit()
 
 
+# --------------------------------------------------------------------------- convert
+
+
+@_command("convert")
+def cmd_convert(ns: argparse.Namespace, out: TextIO) -> int:
+    from .dcp import is_dcp_folder
+
+    if is_dcp_folder(ns.src):
+        return _convert_dcp(ns, out)
+    from .errors import NotAModelPackError
+
+    raise NotAModelPackError(
+        "cannot convert: expected a distributed checkpoint folder (one holding metadata.mpk, as written by "
+        "modelpack.dcp.MpkStorageWriter)", source=ns.src)
+
+
+def _convert_dcp(ns: argparse.Namespace, out: TextIO) -> int:
+    """A torch.distributed.checkpoint folder -> one .mpk, one tensor in memory at a time."""
+    from .dcp import consolidate
+
+    consolidate(ns.src, ns.out)
+    out.write(f"{ns.out}: written from {ns.src}\n")
+    return 0
+
+
 @_command("show")
 def cmd_show(ns: argparse.Namespace, out: TextIO) -> int:
     from .show import show_command
@@ -129,7 +154,12 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("schema", help="print the JSON Schema of the spec language")
 
     ve = sub.add_parser("verify", help="recompute checksums and check structure, spec and weights")
-    ve.add_argument("files", nargs="+", metavar="FILE", help=".mpk files to verify")
+    ve.add_argument("files", nargs="+", metavar="FILE",
+                    help=".mpk files, or distributed checkpoint folders (every shard, the metadata, chunk coverage)")
+
+    c = sub.add_parser("convert", help="turn a distributed checkpoint folder (DCP) into one .mpk")
+    c.add_argument("src", metavar="SRC", help="a folder written through modelpack.dcp.MpkStorageWriter")
+    c.add_argument("out", metavar="OUT", help="the .mpk to write (atomically)")
 
     i = sub.add_parser("inspect", help="show what a .mpk holds")
     i.add_argument("file", metavar="FILE", help="the .mpk file to describe")

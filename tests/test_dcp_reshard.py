@@ -48,3 +48,20 @@ def test_whole_folder_verifies(saved_on_4):
 def test_dtensor_rows_and_columns_4_to_2(tmp_path, use_async):
     run_group(4, save_dtensor, str(tmp_path / "ckpt"), 3, use_async)
     run_group(2, load_dtensor, str(tmp_path / "ckpt"), 3)
+
+
+def test_convert_to_one_file_then_load_without_a_group(saved_on_4, tmp_path):
+    from helpers.dcp_work import assert_same
+
+    out = tmp_path / "one.mpk"
+    modelpack.dcp.consolidate(saved_on_4 / "ckpt", out)
+    got = modelpack.load(out)
+    ref = modelpack.load(saved_on_4 / "ref.mpk")
+    assert got["step"] == 1 and got["note"] == "world 4"
+    assert_same({"model": got["model"], "optim": got["optim"]}, ref)
+
+
+def test_single_file_loads_on_any_world_size(saved_on_4, tmp_path):
+    out = tmp_path / "one.mpk"
+    modelpack.dcp.consolidate(saved_on_4 / "ckpt", out)
+    run_group(2, load_fsdp, str(out), str(saved_on_4 / "ref.mpk"))
