@@ -173,3 +173,38 @@ def kill_plan(seed: int, world: int) -> tuple[int, int]:
     """A seeded victim rank and system-call number (each rank makes 9 to 16 such calls)."""
     rng = random.Random(seed)
     return rng.randrange(world), rng.randint(1, 16)
+
+
+# ---------------------------------------------------------------- the Checkpointer in a distributed run
+
+
+def ckpt_train(rank: int, world: int, folder: str, refs: str) -> None:
+    """Four steps with a Checkpointer (keep_last=2, async every other save); rank 0 keeps each step's full state."""
+    from modelpack import Checkpointer
+
+    m, opt = make(0)
+    with Checkpointer(folder, keep_last=2) as ck:
+        for step in range(4):
+            train_step(m, opt, 10 + step)
+            ck.save(step, model=m, optimizer=opt, extra={"loss": float(step)}, blocking=step % 2 == 0)
+            full = full_state(m, opt)
+            if rank == 0:
+                modelpack.save(full, f"{refs}/ref-{step}.mpk")
+
+
+def ckpt_resume(rank: int, world: int, folder: str, refs: str, expect_step: int) -> None:
+    """Restore into a fresh FSDP2 model and Adam; the full state equals the one saved at ``expect_step``."""
+    import warnings
+
+    from modelpack import Checkpointer, CheckpointWarning
+
+    m, opt = make(7)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always", CheckpointWarning)
+        start = Checkpointer(folder, keep_last=2).restore(model=m, optimizer=opt)
+    assert start == expect_step + 1, start
+    if expect_step != 3:
+        assert any("damaged" in str(w.message) for w in seen), [str(w.message) for w in seen]
+    got = full_state(m, opt)
+    if rank == 0:
+        assert_same(got, modelpack.load(f"{refs}/ref-{expect_step}.mpk"))
