@@ -9,13 +9,13 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from . import _fs, limits, manifest, split, tree
 from .codec import DType, RawArray, npy_header, numpy_payload
 from .container import ZipWriter
-from .errors import LimitError, UnsupportedObjectError
+from .errors import FormatError, LimitError, UnsupportedObjectError
 
 __all__ = ["write_pack", "Progress", "limits_at_save"]
 
@@ -117,6 +117,47 @@ def write_pack(
         bar.close()
 
 
+def stream_pack(
+    path: Any,
+    tree_json: Any,
+    planned: Sequence[tuple[str, tuple[int, ...]]],
+    leaves: Iterable[tree.Leaf],
+    *,
+    metadata: Mapping[str, str] | None = None,
+    progress: bool | None = None,
+) -> None:
+    """Write a .mpk whose tensors come one at a time from ``leaves`` (names and shapes known up front).
+
+    Each leaf's bytes are written and dropped before the next is asked for,
+    so peak memory is about one tensor. A leaf that disagrees with ``planned``
+    aborts the write (the target is untouched).
+    """
+    meta = _check_metadata(metadata)
+    planned = list(planned)
+    with limits_at_save():
+        manifest.check_plan(tree_json, planned, spec_size=None)
+
+    def checked() -> Iterator[_Payload]:
+        expected = iter(planned)
+        count = 0
+        for leaf in leaves:
+            row, shape, data = _payload(leaf)
+            if (leaf.name, shape) != tuple(next(expected, (None, None))):
+                raise FormatError(f"streamed tensor {leaf.name!r} {list(shape)} is not the one planned",
+                                  where=leaf.where or leaf.name)
+            count += 1
+            yield leaf, row, shape, data
+            del leaf, data  # before the next leaf is made: peak memory stays at one tensor
+        if count != len(planned):
+            raise FormatError(f"{count} tensors written, {len(planned)} planned", where="archive")
+
+    bar = Progress(0, "saving", progress)
+    try:
+        _write_one(path, tree_json, checked(), meta, None, bar, False)  # type: ignore[arg-type]
+    finally:
+        bar.close()
+
+
 def _write_split(path: str, tree_json: Any, payloads: list[_Payload], groups: list[list[int]],
                  meta: dict[str, str], spec: bytes | None, bar: Progress, force_zip64: bool, sha256: bool) -> None:
     """Each shard atomically, then the index binding them (a crash before it leaves the old index)."""
@@ -152,7 +193,10 @@ def _write_members(zw: ZipWriter, tree_json: Any, payloads: list[_Payload], meta
                    sha256: bool = False) -> bytes:
     if spec is not None:
         zw.add(manifest.SPEC, spec)
-    entries = [_write_tensor(zw, leaf, row, shape, data, bar, sha256) for leaf, row, shape, data in payloads]
+    entries = []
+    for item in payloads:  # may be a generator (stream_pack): drop each tensor before the next is made
+        entries.append(_write_tensor(zw, *item, bar, sha256))
+        del item
     body: dict[str, Any] = {
         "format": manifest.FORMAT,
         "version": manifest.VERSION,

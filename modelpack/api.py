@@ -20,7 +20,7 @@ import numpy as np
 
 from . import manifest, split, tree
 from ._source import Source, open_source
-from ._write import Progress, limits_at_save, write_pack
+from ._write import Progress, limits_at_save, stream_pack, write_pack
 from .codec import DType, dtype_by_name, npy_header, numpy_view
 from .container import Member, check_local_header, checksums, crc32, pread_exact, read_members
 from .errors import (
@@ -33,7 +33,8 @@ from .errors import (
     UnsupportedObjectError,
 )
 
-__all__ = ["save", "save_bytes", "load", "load_bytes", "open", "verify", "Pack", "read_spec_text", "write_pack"]
+__all__ = ["save", "save_bytes", "load", "load_bytes", "open", "verify", "Pack", "read_spec_text", "write_pack",
+           "stream_pack"]
 
 _READ_CHUNK = 16 << 20
 

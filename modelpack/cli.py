@@ -128,6 +128,18 @@ class _Version(argparse.Action):
         parser.exit()
 
 
+# --------------------------------------------------------------------------- convert
+
+
+def _convert_dcp(ns: argparse.Namespace, out: TextIO) -> int:
+    """A torch.distributed.checkpoint folder -> one .mpk, one tensor in memory at a time."""
+    from .dcp import consolidate
+
+    consolidate(ns.src, ns.dst)
+    out.write(f"{ns.dst}: written from {ns.src}\n")
+    return 0
+
+
 @_command("show")
 def cmd_show(ns: argparse.Namespace, out: TextIO) -> int:
     from .show import show_command
@@ -137,7 +149,11 @@ def cmd_show(ns: argparse.Namespace, out: TextIO) -> int:
 
 @_command("convert")
 def cmd_convert(ns: argparse.Namespace, out: TextIO) -> int:
-    """Every SRC/DST pair goes through this one dispatch (modelpack.converters.convert)."""
+    """Every SRC/DST pair goes through this one dispatch (modelpack.converters.convert); DCP folders consolidate."""
+    from .dcp import is_dcp_folder
+
+    if is_dcp_folder(ns.src):
+        return _convert_dcp(ns, out)
     from .converters import convert
 
     convert(ns.src, ns.dst, src_format=ns.src_format, dst_format=ns.dst_format, sha256=ns.sha256)
@@ -156,7 +172,7 @@ def _add_convert_parsers(sub: "argparse._SubParsersAction[argparse.ArgumentParse
     from .converters import FORMATS
 
     c = sub.add_parser("convert", help="convert between .mpk and safetensors, torch state dicts, HF folders, ONNX")
-    c.add_argument("src", metavar="SRC", help="file or folder to read (format from its extension or contents)")
+    c.add_argument("src", metavar="SRC", help="file or folder to read (format from its extension or contents; a DCP checkpoint folder too)")
     c.add_argument("dst", metavar="DST", help="file (or folder, for sharded safetensors) to write")
     c.add_argument("--from", dest="src_format", choices=FORMATS, help="SRC's format, when its name does not say")
     c.add_argument("--to", dest="dst_format", choices=FORMATS, help="DST's format, when its name does not say")
@@ -189,7 +205,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("schema", help="print the JSON Schema of the spec language")
 
     ve = sub.add_parser("verify", help="recompute checksums and check structure, spec and weights")
-    ve.add_argument("files", nargs="+", metavar="FILE", help=".mpk files to verify")
+    ve.add_argument("files", nargs="+", metavar="FILE", help=".mpk files, or distributed checkpoint folders (every shard, the metadata, chunk coverage)")
     ve.add_argument("--signature", metavar="SIG", help="also check this model-signing bundle (with --public-key)")
     ve.add_argument("--public-key", metavar="PUB", help="the signer's EC public key (PEM)")
 
