@@ -42,13 +42,15 @@ class Progress:
             self._bar.close()
 
 
-def _payload(leaf: tree.Leaf) -> tuple[DType, tuple[int, ...], memoryview]:
-    where = leaf.where or leaf.name
-    if leaf.kind == "torch":
+def _payloads(leaves: list[tree.Leaf]) -> list[_Payload]:
+    """Each leaf's dtype row, shape and bytes (views, no copy); refuses unsavable kinds with their path."""
+    to_bytes = {"torch": None}
+    if any(leaf.kind == "torch" for leaf in leaves):  # imported once, not per tensor
         from .torch.tensors import torch_payload
 
-        return torch_payload(leaf.value, where=where)
-    return numpy_payload(leaf.value, where=where)
+        to_bytes["torch"] = torch_payload
+    return [(leaf, *(to_bytes.get(leaf.kind) or numpy_payload)(leaf.value, where=leaf.where or leaf.name))
+            for leaf in leaves]
 
 
 def _check_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
@@ -94,7 +96,7 @@ def write_pack(
     """
     meta = _check_metadata(metadata)
     spec = None if spec_text is None else spec_text.encode("utf-8")
-    payloads = [(leaf, *_payload(leaf)) for leaf in leaves]  # refuses unsavable kinds with their path first
+    payloads = _payloads(leaves)
     with limits_at_save():
         manifest.check_plan(tree_json, [(leaf.name, shape) for leaf, _, shape, _ in payloads],
                             spec_size=None if spec is None else len(spec))
