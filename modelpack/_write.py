@@ -43,6 +43,7 @@ class Progress:
 
 
 def _payload(leaf: tree.Leaf) -> tuple[DType, tuple[int, ...], memoryview]:
+    """One leaf's dtype row, shape and bytes (a view, no copy); refuses unsavable kinds with its path."""
     where = leaf.where or leaf.name
     if isinstance(leaf.value, RawArray):  # bytes already in stored form (converters): written as they are
         return leaf.value.dtype, leaf.value.shape, leaf.value.data
@@ -51,6 +52,18 @@ def _payload(leaf: tree.Leaf) -> tuple[DType, tuple[int, ...], memoryview]:
 
         return torch_payload(leaf.value, where=where)
     return numpy_payload(leaf.value, where=where)
+
+
+def _payloads(leaves: list[tree.Leaf]) -> list[_Payload]:
+    """Every leaf's payload; the torch adapter is looked up once per save, not per tensor."""
+    to_bytes: dict[str, Any] = {"torch": None}
+    if any(leaf.kind == "torch" for leaf in leaves):  # imported once, not per tensor
+        from .torch.tensors import torch_payload
+
+        to_bytes["torch"] = torch_payload
+    return [(leaf, *_payload(leaf)) if isinstance(leaf.value, RawArray)
+            else (leaf, *(to_bytes.get(leaf.kind) or numpy_payload)(leaf.value, where=leaf.where or leaf.name))
+            for leaf in leaves]
 
 
 def _check_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
@@ -98,7 +111,7 @@ def write_pack(
     """
     meta = _check_metadata(metadata)
     spec = None if spec_text is None else spec_text.encode("utf-8")
-    payloads = [(leaf, *_payload(leaf)) for leaf in leaves]  # refuses unsavable kinds with their path first
+    payloads = _payloads(leaves)
     with limits_at_save():
         manifest.check_plan(tree_json, [(leaf.name, shape) for leaf, _, shape, _ in payloads],
                             spec_size=None if spec is None else len(spec))

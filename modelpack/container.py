@@ -51,6 +51,7 @@ _PAD_ID = 0x706D  # "mp": padding that aligns the member's data
 _DOS_TIME, _DOS_DATE = 0, (0 << 9) | (1 << 5) | 1  # 1980-01-01 00:00, fixed for determinism
 _U16, _U32 = 0xFFFF, 0xFFFFFFFF
 _SYNC_CRC_BYTES = 1 << 20
+_GATHER = 4 << 20  # members smaller than _SYNC_CRC_BYTES are written in batches of about this size
 _WINDOW = 512  # bytes read past a local header's name: extra field + .npy header, in one pread
 _CHUNK = 64 << 20
 _MAX_ZIP_NAME = _U16  # the name length field of a zip header is 16 bits
@@ -148,12 +149,28 @@ class ZipWriter:
         A file object gets each member's CRC-32 before its header (no patching back).
         """
         self._fd = fd
-        self._write: Callable[[Any], None] = (
+        self._raw_write: Callable[[Any], None] = (
             (lambda data: _write_all(fd, data)) if isinstance(fd, int) else (lambda data: _write_obj(fd, data))
         )
+        self._buf = bytearray()  # small members are gathered and written in one call
         self._pos = 0
         self._members: list[Member] = []
         self._force64 = force_zip64
+
+    def _write(self, data: bytes | memoryview) -> None:
+        if self._buf:
+            self._flush()
+        self._raw_write(data)
+
+    def _gather(self, *parts: bytes | memoryview) -> None:
+        for part in parts:
+            self._buf += part
+        if len(self._buf) >= _GATHER:
+            self._flush()
+
+    def _flush(self) -> None:
+        buf, self._buf = self._buf, bytearray()
+        self._raw_write(buf)
 
     def add(
         self,
@@ -189,8 +206,10 @@ class ZipWriter:
         lfh = self._lfh(raw_name, extra, crc, size, z64)
         if future is None:
             small = body.nbytes < _SYNC_CRC_BYTES
-            self._write(b"".join((lfh, head, body)) if small else lfh + head)
-            if not small:
+            if small:
+                self._gather(lfh, head, body)
+            else:
+                self._write(lfh + head)
                 for start in range(0, body.nbytes, _CHUNK):
                     self._write(body[start : start + _CHUNK])
             if progress:
@@ -232,7 +251,8 @@ class ZipWriter:
             cd += _EOCD.pack(_SIG_EOCD, 0, 0, _U16, _U16, _U32, _U32, 0)
         else:
             cd += _EOCD.pack(_SIG_EOCD, 0, 0, count, count, cd_size, cd_offset, 0)
-        self._write(cd)
+        self._gather(cd)
+        self._flush()
         self._pos += len(cd)
         return self._pos
 
@@ -425,31 +445,40 @@ class _Entry:
 
 
 def _parse_cd(cd: bytes, count: int) -> list[_Entry]:
+    # one pass, no per-entry strings: locations are formatted only when something is wrong
     entries: list[_Entry] = []
     seen: set[str] = set()
-    pos = 0
+    pos, end, fixed = 0, len(cd), _CDH.size
+    unpack, fullmatch = _CDH.unpack_from, MEMBER_NAME_RE.fullmatch
+    longest = limits.current().max_name_length + len(NPY_SUFFIX)
     for i in range(count):
-        where = f"central directory entry {i}"
-        if pos + _CDH.size > len(cd):
-            raise FormatError("central directory ends early", where=where)
+        if pos + fixed > end:
+            raise FormatError("central directory ends early", where=f"central directory entry {i}")
         (sig, _made, need, flags, method, _t, _d, crc, csize, usize, nlen, elen, clen,
-         disk, _iattr, _eattr, offset) = _CDH.unpack_from(cd, pos)
+         disk, _iattr, _eattr, offset) = unpack(cd, pos)
         if sig != _SIG_CDH:
-            raise FormatError("bad central directory signature", where=where)
-        raw = cd[pos + _CDH.size : pos + _CDH.size + nlen]
-        extra = cd[pos + _CDH.size + nlen : pos + _CDH.size + nlen + elen]
-        pos += _CDH.size + nlen + elen + clen
-        name = _check_name(raw, where)
-        where = f"member {name!r}"
+            raise FormatError("bad central directory signature", where=f"central directory entry {i}")
+        start = pos + fixed
+        raw = cd[start : start + nlen]
+        pos = start + nlen + elen + clen
+        if not fullmatch(raw) or b".." in raw or len(raw) > longest:
+            _check_name(raw, f"central directory entry {i}")
+        name = raw.decode("ascii")
         if flags or method or clen or disk:
             what = "encrypted or flagged" if flags else "compressed" if method else "commented or multi-disk"
-            raise FormatError(f"member is {what}; .mpk members are plain STORED data", where=where)
-        size, offset = _apply_zip64(extra, csize, usize, offset, where)
-        if name.casefold() in seen:
-            raise FormatError("member name appears twice (names are compared case-insensitively)", where=where)
-        seen.add(name.casefold())
-        entries.append(_Entry(name, raw, need, crc, size, offset))
-    if pos != len(cd):
+            raise FormatError(f"member is {what}; .mpk members are plain STORED data", where=f"member {name!r}")
+        if elen or csize != usize:
+            usize, offset = _apply_zip64(cd[start + nlen : start + nlen + elen], csize, usize, offset,
+                                         f"member {name!r}")
+        elif usize == _U32 or offset == _U32:
+            raise FormatError("ZIP64 values are missing", where=f"member {name!r}")
+        folded = name.casefold()
+        if folded in seen:
+            raise FormatError("member name appears twice (names are compared case-insensitively)",
+                              where=f"member {name!r}")
+        seen.add(folded)
+        entries.append(_Entry(name, raw, need, crc, usize, offset))
+    if pos != end:
         raise FormatError("central directory has bytes after its last entry", where="central directory")
     return entries
 
@@ -493,24 +522,46 @@ def _apply_zip64(extra: bytes, csize: int, usize: int, offset: int, where: str) 
 def _check_local_headers(src: Source, entries: Sequence[_Entry], cd_offset: int) -> list[Member]:
     members: list[Member] = []
     expected = 0
+    pread, lfh_size, unpack = src.pread, _LFH.size, _LFH.unpack_from
     for e in entries:
-        where = f"member {e.name!r}"
         if e.header_offset != expected:
             what = "overlaps the previous one" if e.header_offset < expected else "leaves a gap before it"
-            raise FormatError(f"member at offset {e.header_offset} {what} (expected {expected})", where=where)
+            raise FormatError(f"member at offset {e.header_offset} {what} (expected {expected})",
+                              where=f"member {e.name!r}")
         # one read covers the local header, its name and extra field, and the start of the data
-        fixed = _LFH.size + len(e.raw_name)
-        window = src.pread(min(fixed + _WINDOW, cd_offset - e.header_offset), e.header_offset)
-        elen = _check_header(src, window, e, where)
+        raw = e.raw_name
+        fixed = lfh_size + len(raw)
+        window = pread(min(fixed + _WINDOW, cd_offset - e.header_offset), e.header_offset)
+        if len(window) >= fixed:
+            sig, need, flags, method, _t, _d, crc, csize, usize, nlen, elen = unpack(window)
+            # the common case, decided without a call: an aligned member's only extra field is padding
+            fast = (sig == _SIG_LFH and nlen == len(raw) and window[lfh_size:fixed] == raw and csize == usize
+                    == e.size < _U32 and (need, flags, method, crc) == (e.version, 0, 0, e.crc)
+                    and len(window) >= fixed + elen and _plain_padding(window, fixed, elen))
+        else:
+            fast = False
+        if not fast:
+            elen = _check_header(src, window, e, f"member {e.name!r}")
         data_offset = e.header_offset + fixed + elen
         expected = data_offset + e.size
         if expected > cd_offset:
-            raise FormatError("member data runs into the central directory", where=where)
+            raise FormatError("member data runs into the central directory", where=f"member {e.name!r}")
         prefix = window[fixed + elen : fixed + elen + e.size]
         members.append(Member(e.name, e.header_offset, data_offset, e.size, e.crc, prefix, e.version))
     if expected != cd_offset:
         raise FormatError(f"{cd_offset - expected} unexplained bytes before the central directory", where="archive")
     return members
+
+
+def _plain_padding(window: bytes, start: int, elen: int) -> bool:
+    """True when the extra field is absent or exactly one all-zero padding field."""
+    if not elen:
+        return True
+    if elen < 4:
+        return False
+    hid, hlen = struct.unpack_from("<HH", window, start)
+    body = window[start + 4 : start + elen]
+    return hid == _PAD_ID and hlen == elen - 4 and not body.strip(b"\0")
 
 
 def _check_header(src: Source, window: bytes, e: _Entry | Member, where: str) -> int:

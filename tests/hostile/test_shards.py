@@ -162,7 +162,7 @@ def test_an_index_with_tensors_of_its_own(packdir):
     bar = _write.Progress(0, "", False)
     from modelpack import tree as mtree
     tree_json, leaves = mtree.encode({"x": np.zeros(2)})
-    payloads = [(leaf, *_write._payload(leaf)) for leaf in leaves]
+    payloads = _write._payloads(leaves)
     _write._write_one(packdir / "m.mpk", tree_json, payloads, man["metadata"], None, bar, False, shards=rows)
     refused(packdir / "m.mpk", FormatError, "holds no tensors of its own")
 
