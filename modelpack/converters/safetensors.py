@@ -57,6 +57,8 @@ class SafetensorsFile:
             self.metadata = _check_metadata(header.pop(_META, None), self.path)
             self._entries = _check_tensors(header, size - start, self.path)
             self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+            if self._map is not None and hasattr(mmap, "MADV_SEQUENTIAL"):
+                self._map.madvise(mmap.MADV_SEQUENTIAL)  # read once, front to back: aggressive readahead
         self._start = start
 
     def names(self) -> list[str]:
