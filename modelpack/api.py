@@ -21,7 +21,7 @@ import numpy as np
 from . import manifest, split, tree
 from ._source import Source, open_source
 from ._write import Progress, limits_at_save, stream_pack, write_pack
-from .codec import DType, dtype_by_name, npy_header, numpy_view
+from .codec import DTYPES, DType, dtype_by_name, npy_header, numpy_view
 from .container import Member, check_local_header, checksums, crc32, pread_exact, read_members
 from .errors import (
     FormatError,
@@ -239,14 +239,7 @@ class Pack(Mapping[str, Any]):
         if want == "numpy":  # numpy arrays keep their dtype and stay on the host
             arr = arr if row.numpy_native else _ml_dtypes_view(arr, row, name)
             return arr[()] if entry["kind"] == "numpy-scalar" and framework is None else arr
-        try:
-            from .torch.tensors import to_torch
-        except ImportError as e:
-            raise MissingDependencyError(
-                "this file holds torch tensors; install torch (pip install 'modelpack[torch]')",
-                where=name,
-            ) from e
-        t = to_torch(arr, row)
+        t = _torch_converter(name)(arr, row)
         if dtype in (None, "auto") and map_location is None:
             return t
         from .torch.placement import place
@@ -302,6 +295,8 @@ class Pack(Mapping[str, Any]):
         Tensors are converted one at a time (``dtype``) and placed by
         ``device_map`` (longest matching name prefix) or ``map_location``.
         """
+        if dtype in (None, "auto") and map_location is None and not device_map and framework is None:
+            return tree.decode(self.manifest["tree"], self._all(mmap).__getitem__)
         cache: dict[str, Any] = {}
 
         def get(name: str) -> Any:
@@ -316,6 +311,30 @@ class Pack(Mapping[str, Any]):
 
             finish()
         return result
+
+    def _all(self, mmap: bool) -> dict[str, Any]:
+        """Every tensor as :meth:`tensor` gives it, in one pass: one size check and one lookup per tensor."""
+        out: dict[str, Any] = {}
+        for shard in self.shards:
+            out.update(shard._all(mmap))
+        if not self._tensor_members:
+            return out
+        for name in self._tensor_members:
+            self._first_read(name)
+        mapped = mmap and self._map_source()
+        self._check_size(next(iter(self._tensor_members)))
+        to_torch = None
+        for name in self._tensor_members:
+            entry = self.entries[name]
+            row = DTYPES[entry["dtype"]]
+            arr = numpy_view(self._map, entry["offset"], row, entry["shape"]) if mapped else self._read(entry, row)
+            if entry["kind"] == "torch":
+                to_torch = to_torch or _torch_converter(name)
+                out[name] = to_torch(arr, row)
+            else:
+                arr = arr if row.numpy_native else _ml_dtypes_view(arr, row, name)
+                out[name] = arr[()] if entry["kind"] == "numpy-scalar" else arr
+        return out
 
     def verify(self, *, progress: bool | None = None) -> None:
         """Recompute every member's CRC-32 (tensor data included, every shard's) and each recorded SHA-256."""
@@ -355,6 +374,18 @@ class Pack(Mapping[str, Any]):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _torch_converter(name: str) -> Any:
+    """modelpack.torch.tensors.to_torch, or a clear error naming the tensor when torch is missing."""
+    try:
+        from .torch.tensors import to_torch
+    except ImportError as e:
+        raise MissingDependencyError(
+            "this file holds torch tensors; install torch (pip install 'modelpack[torch]')",
+            where=name,
+        ) from e
+    return to_torch
 
 
 def device_for(name: str, device_map: Mapping[str, Any]) -> Any:

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import limits, tree
-from .codec import DType, dtype_by_name, nbytes_of, npy_header
+from .codec import DTYPES, DType, dtype_by_name, nbytes_of, npy_header
 from .container import ALIGN, NPY_SUFFIX, Member, check_member_count, check_member_name_length
 from .errors import FormatError, UnsupportedObjectError
 
@@ -142,8 +142,10 @@ def check(manifest: dict[str, Any], members: Sequence[Member]) -> dict[str, Memb
         raise FormatError("tensors must be a list", where=f"{MANIFEST}.tensors")
     _check_tensor_count(len(entries))
     result: dict[str, Member] = {}
+    fast = _FastCheck(by_name)
     for i, entry in enumerate(entries):
-        name, member = _check_entry(entry, i, by_name)
+        member = fast(entry)
+        name, member = (entry["name"], member) if member is not None else _check_entry(entry, i, by_name)
         if name in result:
             raise FormatError(f"tensor {name!r} is listed twice", where=f"{MANIFEST}.tensors[{i}]")
         result[name] = member
@@ -151,6 +153,43 @@ def check(manifest: dict[str, Any], members: Sequence[Member]) -> dict[str, Memb
     if "shards" not in manifest:  # an index's tree refers to its shards' tensors: checked once they are open
         check_tree(manifest["tree"], result)
     return result
+
+
+class _FastCheck:
+    """The per-entry checks of :func:`_check_entry` with the caps read once: the member when an entry
+    passes them all, else None (and ``_check_entry`` then names what is wrong)."""
+
+    def __init__(self, by_name: Mapping[str, Member]) -> None:
+        lim = limits.current()
+        self.by_name, self.max_name, self.max_dims = by_name, min(lim.max_name_length, 0xFFFF - 4), lim.max_dims
+        self.keys = frozenset(_ENTRY_KEYS)
+        self.name_ok = tree.NAME_RE.fullmatch
+
+    def __call__(self, entry: Any) -> Member | None:
+        if type(entry) is not dict or entry.keys() != self.keys:
+            return None
+        name, shape, dtype = entry["name"], entry["shape"], entry["dtype"]
+        dt = DTYPES.get(dtype) if type(dtype) is str else None
+        if (type(name) is not str or len(name) > self.max_name or not self.name_ok(name) or ".." in name
+                or name.endswith(".") or dt is None or type(shape) is not list or len(shape) > self.max_dims):
+            return None
+        nbytes = dt.itemsize
+        for d in shape:
+            if type(d) is not int or not 0 <= d < _MAX_DIM:
+                return None
+            nbytes *= d
+        kind = entry["kind"]
+        if kind not in KINDS or (kind == "numpy-scalar" and shape) or entry["member"] != name + NPY_SUFFIX:
+            return None
+        member = self.by_name.get(entry["member"])
+        offset = entry["offset"]
+        if member is None or type(offset) is not int or type(entry["nbytes"]) is not int:
+            return None
+        header_len = len(npy_header(dt.descr, shape))
+        if (entry["nbytes"] != nbytes or member.size != header_len + nbytes or offset % ALIGN
+                or offset != member.data_offset + header_len or entry["crc32"] != f"{member.crc:08x}"):
+            return None
+        return member
 
 
 def _check_tensor_count(n: int) -> None:

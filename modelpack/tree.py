@@ -263,9 +263,23 @@ class _Lookup:
     def __init__(self, tensor: Callable[[str], Any]) -> None:
         self.tensor = tensor
         self.sparse: dict[tuple[Any, ...], Any] = {}
+        lim = limits.current()  # read once per decode, not per node
+        self.max_depth, self.max_items = lim.max_depth, lim.max_tree_items
 
     def __call__(self, name: str) -> Any:
         return self.tensor(name)
+
+
+class _Where:
+    """A location in the tree, formatted (``['a'][2]``) only if an error message needs it."""
+
+    __slots__ = ("parent", "key")
+
+    def __init__(self, parent: Any, key: Any) -> None:
+        self.parent, self.key = parent, key
+
+    def __str__(self) -> str:
+        return f"{self.parent}[{self.key!r}]"
 
 
 def decode(tree: Any, tensor: Callable[[str], Any]) -> Any:
@@ -273,22 +287,25 @@ def decode(tree: Any, tensor: Callable[[str], Any]) -> Any:
     return _decode(tree, _Lookup(tensor), "", 0)
 
 
-def _decode(node: Any, tensor: _Lookup, where: str, depth: int) -> Any:
-    if depth > limits.current().max_depth:
+def _decode(node: Any, tensor: _Lookup, where: Any, depth: int) -> Any:
+    if depth > tensor.max_depth:
         limits.check("max_depth", depth, where=f"manifest.json.tree{where}", what="nesting depth")
-    if isinstance(node, (str, list, dict)) and len(node) > limits.current().max_tree_items:
+    if isinstance(node, (str, list, dict)) and len(node) > tensor.max_items:
         limits.check("max_tree_items", len(node), where=f"manifest.json.tree{where}", what="items in one value")
-    if node is None or isinstance(node, (bool, str, int)):
-        return node
-    if isinstance(node, float):
+    if node is None or isinstance(node, (bool, str, int, float)):
         return node
     if isinstance(node, list):
-        return [_decode(v, tensor, f"{where}[{i}]", depth + 1) for i, v in enumerate(node)]
+        return [_decode(v, tensor, _Where(where, i), depth + 1) for i, v in enumerate(node)]
     if not isinstance(node, dict):
         raise _bad(f"unexpected JSON value of type {type(node).__name__}", where)
+    if len(node) == 1 and "$tensor" in node:  # the most common node: one tensor reference
+        value = node["$tensor"]
+        if not isinstance(value, str):
+            raise _bad("$tensor must name a tensor", where)
+        return tensor.tensor(value)
     tags = [k for k in node if k.startswith("$")]
     if not tags:
-        return {k: _decode(v, tensor, f"{where}[{k!r}]", depth + 1) for k, v in node.items()}
+        return {k: _decode(v, tensor, _Where(where, k), depth + 1) for k, v in node.items()}
     if len(node) != 1 or tags[0] not in _TAGS:
         raise _bad(f"unknown tagged object with keys {sorted(node)[:5]}; known tags: {', '.join(_TAGS)}", where)
     tag, value = tags[0], node[tags[0]]
@@ -301,7 +318,7 @@ def _decode(node: Any, tensor: _Lookup, where: str, depth: int) -> Any:
     if tag == "$tuple":
         if not isinstance(value, list):
             raise _bad("$tuple must hold a list", where)
-        return tuple(_decode(v, tensor, f"{where}[{i}]", depth + 1) for i, v in enumerate(value))
+        return tuple(_decode(v, tensor, _Where(where, i), depth + 1) for i, v in enumerate(value))
     if tag == "$sparse":
         return _decode_sparse(value, tensor, where)
     return _decode_dict(value, tensor, where, depth)
@@ -375,7 +392,7 @@ def _decode_dict(pairs: Any, tensor: _Lookup, where: str, depth: int) -> dict:
             raise _bad(f"$dict key {key!r} must be a string or an integer", where)
         if key in out:
             raise _bad(f"$dict key {key!r} appears twice", where)
-        out[key] = _decode(pair[1], tensor, f"{where}[{key!r}]", depth + 1)
+        out[key] = _decode(pair[1], tensor, _Where(where, key), depth + 1)
     return out
 
 
