@@ -141,12 +141,16 @@ def _assembled(leaves: list[tree.Leaf], doc: _layout.Doc, packs: dict[int, api.P
 
 
 def _assemble(t: _layout.TensorDoc, packs: dict[int, api.Pack]) -> torch.Tensor:
+    """The whole tensor; a chunk that is one contiguous run of it (row sharding) is read straight in."""
     whole = torch.empty(t.size, dtype=torch_dtype(dtype_by_name(t.dtype)))
     for c in t.chunks:
         if not all(c.sizes):
             continue
         pack = packs[c.shard]
-        part = pack.tensor(_layout.chunk_tensor_name(pack, c.index), mmap=False)
-        whole[tuple(slice(o, o + s) for o, s in zip(c.offsets, c.sizes))] = part
-        del part
+        name = _layout.chunk_tensor_name(pack, c.index)
+        dest = whole[tuple(slice(o, o + s) for o, s in zip(c.offsets, c.sizes))]
+        if dest.is_contiguous():
+            pack.read_into(name, memoryview(dest.reshape(-1).view(torch.uint8).numpy()))
+        else:
+            dest.copy_(pack.tensor(name, mmap=False))
     return whole
