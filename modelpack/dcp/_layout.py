@@ -117,7 +117,7 @@ def read_doc(tree_json: Any) -> Doc:
         raise _bad("a shard is listed twice", "shards")
     tensors = {fqn: _tensor(t, len(shards), f"tensors[{fqn!r}]")
                for fqn, t in _get(tree_json, "tensors", dict, "tree").items()}
-    objects = {fqn: _object(o, len(shards), f"objects[{fqn!r}]")
+    objects = {fqn: _location(o, len(shards), f"objects[{fqn!r}]")
                for fqn, o in _get(tree_json, "objects", dict, "tree").items()}
     both = tensors.keys() & objects.keys()
     if both:
@@ -166,10 +166,6 @@ def _location(node: Any, n_shards: int, where: str) -> tuple[int, int]:
     if index < 0:
         raise _bad(f"index {index} is negative", where)
     return shard, index
-
-
-def _object(node: Any, n_shards: int, where: str) -> tuple[int, int]:
-    return _location(node, n_shards, where)
 
 
 def _volume(sizes: tuple[int, ...]) -> int:
