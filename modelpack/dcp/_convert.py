@@ -59,17 +59,9 @@ def _nest(values: dict[str, Any], mapping: Any) -> Any:
     if not isinstance(mapping, dict) or set(mapping) != set(values):
         return dict(values)
     root: dict[str, Any] = {}
-    for fqn, value in values.items():
-        path = mapping[fqn]
-        if not isinstance(path, (list, tuple)) or not path or not _good_path(path, len(values)):
-            raise FormatError(f"planner_data gives {fqn!r} the path {path!r}: expected keys and small indices",
-                              where=f"{_layout.METADATA_FILE}: planner_data")
-        _set(root, list(path), value, fqn)
+    for fqn, value in values.items():  # paths were checked by _layout.read_doc: keys and small indices
+        _set(root, list(mapping[fqn]), value, fqn)
     return root
-
-
-def _good_path(path: Any, n: int) -> bool:
-    return all(isinstance(p, str) or (type(p) is int and 0 <= p < n) for p in path)
 
 
 def _set(node: Any, path: list[Any], value: Any, fqn: str) -> None:
