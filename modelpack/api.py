@@ -277,16 +277,26 @@ class Pack(Mapping[str, Any]):
         return numpy_view(self._map, entry["offset"], row, entry["shape"])
 
     def _read(self, entry: dict[str, Any], row: DType) -> np.ndarray:
-        self._check_size(entry["name"])
         arr = np.empty(entry["shape"], dtype=row.storage_numpy)
-        view = memoryview(arr.reshape(-1).view(np.uint8))
+        self._read_bytes(entry, memoryview(arr.reshape(-1).view(np.uint8)))
+        return arr
+
+    def read_into(self, name: str, out: memoryview) -> None:
+        """Read a tensor's stored bytes (C order) straight into ``out``, which must be exactly that long."""
+        entry = self.entries[name]
+        out = out.cast("B")
+        if out.nbytes != entry["nbytes"]:
+            raise ValueError(f"tensor {name!r} has {entry['nbytes']} bytes, the buffer {out.nbytes}")
+        self._read_bytes(entry, out)
+
+    def _read_bytes(self, entry: dict[str, Any], view: memoryview) -> None:
+        self._check_size(entry["name"])
         pos, offset = 0, entry["offset"]
         while pos < view.nbytes:
             n = self.source.readinto(view[pos : pos + _READ_CHUNK], offset + pos)
             if n <= 0:
                 raise FormatError("file ends early (truncated while open?)", where=f"tensor {entry['name']!r}")
             pos += n
-        return arr
 
     def load(self, *, mmap: bool = True, map_location: Any = None, dtype: Any = None,
              device_map: Mapping[str, Any] | None = None, framework: str | None = None) -> Any:

@@ -115,7 +115,17 @@ def _unknown_dtype(doc):
     doc["tensors"]["w"]["dtype"] = "complex1024"
 
 
+def _huge_list_index(doc):
+    doc["planner_data"] = {"w": ("w", 10**12), "b": ("b",), "step": ("step",)}
+
+
+def _planner_not_a_map(doc):
+    doc["planner_data"] = [1, 2]
+
+
 CASES = {
+    _huge_list_index: "list indices below 3",
+    _planner_not_a_map: "must map keys to paths",
     _overlap: "chunks overlap",
     _hole: "chunks leave a hole",
     _outside_tensor: "outside the tensor",

@@ -59,17 +59,9 @@ def _nest(values: dict[str, Any], mapping: Any) -> Any:
     if not isinstance(mapping, dict) or set(mapping) != set(values):
         return dict(values)
     root: dict[str, Any] = {}
-    for fqn, value in values.items():
-        path = mapping[fqn]
-        if not isinstance(path, (list, tuple)) or not path or not _good_path(path, len(values)):
-            raise FormatError(f"planner_data gives {fqn!r} the path {path!r}: expected keys and small indices",
-                              where=f"{_layout.METADATA_FILE}: planner_data")
-        _set(root, list(path), value, fqn)
+    for fqn, value in values.items():  # paths were checked by _layout.read_doc: keys and small indices
+        _set(root, list(mapping[fqn]), value, fqn)
     return root
-
-
-def _good_path(path: Any, n: int) -> bool:
-    return all(isinstance(p, str) or (type(p) is int and 0 <= p < n) for p in path)
 
 
 def _set(node: Any, path: list[Any], value: Any, fqn: str) -> None:
@@ -141,12 +133,16 @@ def _assembled(leaves: list[tree.Leaf], doc: _layout.Doc, packs: dict[int, api.P
 
 
 def _assemble(t: _layout.TensorDoc, packs: dict[int, api.Pack]) -> torch.Tensor:
+    """The whole tensor; a chunk that is one contiguous run of it (row sharding) is read straight in."""
     whole = torch.empty(t.size, dtype=torch_dtype(dtype_by_name(t.dtype)))
     for c in t.chunks:
         if not all(c.sizes):
             continue
         pack = packs[c.shard]
-        part = pack.tensor(_layout.chunk_tensor_name(pack, c.index), mmap=False)
-        whole[tuple(slice(o, o + s) for o, s in zip(c.offsets, c.sizes))] = part
-        del part
+        name = _layout.chunk_tensor_name(pack, c.index)
+        dest = whole[tuple(slice(o, o + s) for o, s in zip(c.offsets, c.sizes))]
+        if dest.is_contiguous():
+            pack.read_into(name, memoryview(dest.reshape(-1).view(torch.uint8).numpy()))
+        else:
+            dest.copy_(pack.tensor(name, mmap=False))
     return whole

@@ -117,15 +117,30 @@ def read_doc(tree_json: Any) -> Doc:
         raise _bad("a shard is listed twice", "shards")
     tensors = {fqn: _tensor(t, len(shards), f"tensors[{fqn!r}]")
                for fqn, t in _get(tree_json, "tensors", dict, "tree").items()}
-    objects = {fqn: _object(o, len(shards), f"objects[{fqn!r}]")
+    objects = {fqn: _location(o, len(shards), f"objects[{fqn!r}]")
                for fqn, o in _get(tree_json, "objects", dict, "tree").items()}
     both = tensors.keys() & objects.keys()
     if both:
         raise _bad("a key is both a tensor and an object", f"objects[{sorted(both)[0]!r}]")
     meta = tree_json.get("storage_meta")
     version = tree_json.get("dcp_version")
-    return Doc(shards, tensors, objects, tree_json.get("planner_data"),
+    planner = _planner_data(tree_json.get("planner_data"), len(tensors) + len(objects))
+    return Doc(shards, tensors, objects, planner,
                meta if isinstance(meta, dict) else None, version if isinstance(version, str) else None)
+
+
+def _planner_data(data: Any, n_keys: int) -> Any:
+    """DCP's key -> path map (the nesting of the saved state dict); a path indexes lists, so indices stay small."""
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise _bad(f"must map keys to paths, got {type(data).__name__}", "planner_data")
+    for key, path in data.items():
+        ok = isinstance(path, (list, tuple)) and 0 < len(path) <= limits.current().max_depth and all(
+            isinstance(p, str) or (type(p) is int and 0 <= p < n_keys) for p in path)
+        if not ok:
+            raise _bad(f"path {path!r} must be keys and list indices below {n_keys}", f"planner_data[{key!r}]")
+    return data
 
 
 def _shard_name(name: Any, where: str) -> str:
@@ -166,10 +181,6 @@ def _location(node: Any, n_shards: int, where: str) -> tuple[int, int]:
     if index < 0:
         raise _bad(f"index {index} is negative", where)
     return shard, index
-
-
-def _object(node: Any, n_shards: int, where: str) -> tuple[int, int]:
-    return _location(node, n_shards, where)
 
 
 def _volume(sizes: tuple[int, ...]) -> int:

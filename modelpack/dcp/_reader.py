@@ -100,7 +100,7 @@ class MpkStorageReader(StorageReader):
     def _read_folder(self, plan: LoadPlan, planner: LoadPlanner) -> None:
         by_shard: dict[str, list[tuple[ReadItem, Location]]] = {}
         for req in plan.items:
-            loc = self._locations.get(_key(req.storage_index))
+            loc = self._locations.get(req.storage_index)  # MetadataIndex equality ignores .index
             if not isinstance(loc, Location):
                 raise FormatError(f"the metadata has no stored data for {req.storage_index.fqn!r}",
                                   source=str(self.path))
@@ -127,10 +127,6 @@ class MpkStorageReader(StorageReader):
                 items[fqn] = BytesStorageMetadata()
         return Metadata(items, planner_data=mapping, storage_data={},
                         storage_meta=StorageMeta(checkpoint_id=str(self.path)))
-
-
-def _key(index: MetadataIndex) -> MetadataIndex:
-    return MetadataIndex(index.fqn, index.offset)
 
 
 def _shard_value(pack: api.Pack, loc: Location) -> Any:

@@ -10,6 +10,7 @@ files of dead writers.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import uuid
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 import torch
 from torch.futures import Future
-from torch.distributed.checkpoint.metadata import Metadata, MetadataIndex, StorageMeta
+from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 from torch.distributed.checkpoint.planner import SavePlan, SavePlanner, WriteItem, WriteItemType
 from torch.distributed.checkpoint.storage import StorageWriter, WriteResult
 
@@ -89,8 +90,6 @@ def _new_id() -> str:
 
 
 def _with_storage_data(plan: SavePlan, name: str) -> SavePlan:
-    import dataclasses
-
     return dataclasses.replace(plan, storage_data=name)
 
 
