@@ -147,8 +147,8 @@ def foreign_array(obj: object) -> "np.ndarray | RawArray | None":
     if hasattr(obj, "__dlpack__"):
         try:
             arr = np.from_dlpack(obj)
-        except (BufferError, RuntimeError, TypeError, ValueError):  # on a device, or a dtype DLPack lacks
-            arr = np.asarray(obj) if _has_array_interface(obj) else np.from_dlpack(obj, device="cpu", copy=True)
+        except (BufferError, RuntimeError, TypeError, ValueError) as e:  # on a device, or a dtype DLPack lacks
+            arr = _from_device(obj, e)
     elif _has_array_interface(obj):
         arr = np.asarray(obj)
     else:
@@ -158,6 +158,20 @@ def foreign_array(obj: object) -> "np.ndarray | RawArray | None":
         flat = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
         return RawArray(row, tuple(arr.shape), memoryview(flat))
     return arr
+
+
+def _from_device(obj: object, first: Exception) -> np.ndarray:
+    """A DLPack array numpy cannot view in place: through the array interface, else a copy to the CPU."""
+    from .errors import UnsupportedObjectError
+
+    try:
+        if _has_array_interface(obj):
+            return np.asarray(obj)
+        return np.from_dlpack(obj, device="cpu", copy=True)
+    except (BufferError, RuntimeError, TypeError, ValueError) as e:
+        raise UnsupportedObjectError(
+            f"cannot read a {type(obj).__name__!r} through DLPack ({first}) or copy it to the CPU ({e}); "
+            "convert it to numpy first") from e
 
 
 def _has_array_interface(obj: object) -> bool:

@@ -59,6 +59,23 @@ def test_numpy_view_without_torch(tmp_path, torch):
     assert proc.stdout.split("\n")[0] == "ndarray [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]] False", proc.stderr
 
 
+def test_safetensors_conversions_and_digest_never_import_torch(tmp_path):
+    pytest.importorskip("safetensors.numpy")
+    code = """
+import sys, numpy as np, modelpack
+from safetensors.numpy import save_file
+d = sys.argv[1]
+save_file({"a": np.arange(6, dtype=np.float32), "b": np.ones((2, 2), dtype=np.int8)}, d + "/x.safetensors",
+          metadata={"k": "v"})
+modelpack.convert(d + "/x.safetensors", d + "/x.mpk")
+modelpack.convert(d + "/x.mpk", d + "/y.safetensors")
+print(modelpack.digest(d + "/x.mpk")[:7], open(d + "/x.safetensors", "rb").read() == open(d + "/y.safetensors", "rb").read(),
+      "torch" in sys.modules)
+"""
+    proc = run_python(code, str(tmp_path))
+    assert proc.stdout.strip() == "sha256: True False", proc.stderr
+
+
 def test_hf_sharded_folder_from_save_pretrained(tmp_path, torch):
     transformers = pytest.importorskip("transformers", reason="transformers is not installed")
     config = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=64, n_positions=16)

@@ -101,3 +101,18 @@ def test_tensorflow_tensors(tmp_path):
     modelpack.save([x, tf.zeros(4)], tmp_path / "t.mpk")
     a, z = modelpack.load(tmp_path / "t.mpk")
     assert a.tobytes() == x.numpy().tobytes() and z.tolist() == [0, 0, 0, 0]
+
+
+class BrokenDLPack:
+    """DLPack that fails (a device array numpy cannot read), with no array interface to fall back on."""
+
+    def __dlpack__(self, **kwargs):
+        raise BufferError("device memory")
+
+    def __dlpack_device__(self):
+        return (2, 0)
+
+
+def test_unreadable_dlpack_is_a_modelpack_error(tmp_path):
+    with pytest.raises(UnsupportedObjectError, match="cannot read a 'BrokenDLPack' through DLPack"):
+        modelpack.save({"x": BrokenDLPack()}, tmp_path / "t.mpk")
