@@ -55,6 +55,9 @@ class Limits:
     max_yaml_aliases: int = 0
     # Bytes a spec may declare in parameters before we build it (1 TiB).
     max_param_bytes: int = 1 << 40
+    # Modules a spec implies (layers, their submodules, dotted-name levels), counted before any is built:
+    # each costs about 2 KB and a few microseconds on the meta device. Large models hold thousands.
+    max_modules: int = 1_000_000
     # Elements of any single saved scalar list/str in a tree (e.g. 10 M ints).
     max_tree_items: int = 10_000_000
 

@@ -409,6 +409,9 @@ def build(spec: Any, *, device: Any = None) -> SpecModule:
 
 def build_validated(spec: dict[str, Any], *, device: Any = None) -> SpecModule:
     """:func:`build` for a spec that went through :func:`prepare` (validated, blocks expanded)."""
+    from ..spec.cost import check_cost
+
+    check_cost(spec)  # closed form from the arguments: nothing is built past the limits
     meta = _build_on(spec, torch.device("meta"))
     if device is not None and torch.device(device).type == "meta":
         return meta

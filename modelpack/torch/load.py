@@ -29,6 +29,7 @@ from torch import nn
 
 from .. import api, tree
 from ..errors import WeightsMismatchError
+from ..spec.cost import check_cost, check_file_holds
 from .build import SpecModule, build_validated, prepare, subgraph
 from .placement import finish, place
 from .tensors import dtype_row
@@ -191,6 +192,9 @@ def load_model(
     with api.Pack(path) as pack:
         # bytes, never str: a one-line str is a *path* to prepare/validate, and the text comes from the file
         full = prepare(_spec_text(pack).encode("utf-8"), source=f"{pack.path}:spec.yaml")
+        # before building anything: the limits, and the file (each key refers to a tensor; tied keys share one)
+        held = sum(1 for _ in tree.iter_refs(pack.manifest["tree"]))
+        check_file_holds(check_cost(full), held, f"{pack.path}:spec.yaml")
         module = build_validated(full, device="meta")
         refs = _cross_check(module, pack, strict=strict)  # the whole file, even when cutting
         if outputs is not None:
