@@ -57,6 +57,15 @@ class Limits:
     max_param_bytes: int = 1 << 40
     # Elements of any single saved scalar list/str in a tree (e.g. 10 M ints).
     max_tree_items: int = 10_000_000
+    # Characters of all the dotted keys a tree flattens to (diff, load_weights): each key repeats its
+    # parents' keys, so one long key above many items would multiply; a model's keys are ~100 B each.
+    max_key_bytes: int = 256 << 20
+    # Values in the args of all nodes after block expansion: a block parameter's literal counts once
+    # per node that uses it, since each node's args are checked and built on their own.
+    max_spec_values: int = 4_000_000
+    # Modules a spec builds: its layers plus one namespace module per distinct dotted name prefix
+    # (`a.b.c` makes `a` and `a.b`); each costs ~1 KiB however few parameters it holds.
+    max_modules: int = 1_000_000
 
 
 _CURRENT: contextvars.ContextVar[Limits] = contextvars.ContextVar("modelpack_limits", default=Limits())
