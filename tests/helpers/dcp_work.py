@@ -153,7 +153,7 @@ def save_killed(rank: int, world: int, path: str, seed: int, victim: int, kill_a
 
 
 def _arm(kill_at: int) -> None:
-    """Count writes, fsyncs, renames and unlinks; die without cleanup on call number ``kill_at``."""
+    """Count writes (write, writev, pwrite), fsyncs, renames and unlinks; die without cleanup on call ``kill_at``."""
     count = [0]
 
     def wrap(fn: Any) -> Any:
@@ -165,14 +165,20 @@ def _arm(kill_at: int) -> None:
 
         return inner
 
-    for name in ("write", "pwrite", "fsync", "replace", "unlink"):
+    for name in ("write", "writev", "pwrite", "fsync", "replace", "unlink"):
         setattr(os, name, wrap(getattr(os, name)))
 
 
+# Counted calls a rank makes in one save of dtensor_state (measured; small members are gathered into one
+# write): the coordinator writes its shard and then the metadata pack, the other rank its shard only.
+_CALLS = {0: 9, 1: 4}
+
+
 def kill_plan(seed: int, world: int) -> tuple[int, int]:
-    """A seeded victim rank and system-call number (each rank makes 9 to 16 such calls)."""
+    """A seeded victim rank and one of the system calls it is sure to make, so every case kills."""
     rng = random.Random(seed)
-    return rng.randrange(world), rng.randint(1, 16)
+    victim = rng.randrange(world)
+    return victim, rng.randint(1, _CALLS.get(victim, 4))
 
 
 # ---------------------------------------------------------------- the Checkpointer in a distributed run
