@@ -51,6 +51,7 @@ _DOS_TIME, _DOS_DATE = 0, (0 << 9) | (1 << 5) | 1  # 1980-01-01 00:00, fixed for
 _U16, _U32 = 0xFFFF, 0xFFFFFFFF
 _SYNC_CRC_BYTES = 1 << 20
 _GATHER = 4 << 20  # members smaller than _SYNC_CRC_BYTES are written in batches of about this size
+_MAX_IOV = 1024  # buffers per writev (IOV_MAX on Linux)
 _WINDOW = 512  # bytes read past a local header's name: extra field + .npy header, in one pread
 _CHUNK = 64 << 20
 _MAX_ZIP_NAME = _U16  # the name length field of a zip header is 16 bits
@@ -80,6 +81,19 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
     while view.nbytes:
         n = os.write(fd, view[:_CHUNK])
         view = view[n:]
+
+
+def _writev_all(fd: int, parts: list[bytes | memoryview]) -> None:
+    """Write every buffer in order with as few system calls as the kernel allows (short writes resumed)."""
+    views = [memoryview(p).cast("B") for p in parts]
+    i = 0
+    while i < len(views):
+        n = os.writev(fd, views[i : i + _MAX_IOV])
+        while i < len(views) and n >= views[i].nbytes:
+            n -= views[i].nbytes
+            i += 1
+        if n:
+            views[i] = views[i][n:]
 
 
 def _write_obj(f: Any, data: bytes | memoryview) -> None:
@@ -134,25 +148,30 @@ class ZipWriter:
         self._raw_write: Callable[[Any], None] = (
             (lambda data: _write_all(fd, data)) if isinstance(fd, int) else (lambda data: _write_obj(fd, data))
         )
-        self._buf = bytearray()  # small members are gathered and written in one call
+        self._parts: list[bytes | memoryview] = []  # small members, written together (writev: no copy)
+        self._parts_size = 0
         self._pos = 0
         self._members: list[Member] = []
         self._force64 = force_zip64
 
     def _write(self, data: bytes | memoryview) -> None:
-        if self._buf:
+        if self._parts:
             self._flush()
         self._raw_write(data)
 
     def _gather(self, *parts: bytes | memoryview) -> None:
-        for part in parts:
-            self._buf += part
-        if len(self._buf) >= _GATHER:
+        self._parts.extend(parts)
+        self._parts_size += sum(len(p) if isinstance(p, bytes) else p.nbytes for p in parts)
+        if self._parts_size >= _GATHER or len(self._parts) >= _MAX_IOV:
             self._flush()
 
     def _flush(self) -> None:
-        buf, self._buf = self._buf, bytearray()
-        self._raw_write(buf)
+        parts, self._parts, self._parts_size = self._parts, [], 0
+        if isinstance(self._fd, int):
+            _writev_all(self._fd, parts)
+        else:
+            for part in parts:
+                _write_obj(self._fd, part)
 
     def add(
         self,
@@ -229,7 +248,7 @@ class ZipWriter:
             cd += _EOCD.pack(_SIG_EOCD, 0, 0, _U16, _U16, _U32, _U32, 0)
         else:
             cd += _EOCD.pack(_SIG_EOCD, 0, 0, count, count, cd_size, cd_offset, 0)
-        self._gather(cd)
+        self._gather(bytes(cd))
         self._flush()
         self._pos += len(cd)
         return self._pos
