@@ -14,7 +14,7 @@ from typing import Any
 
 from . import _fs, limits, manifest, split, tree
 from .codec import DType, npy_header, numpy_payload
-from .container import ZipWriter
+from ._zipwrite import ZipWriter
 from .errors import LimitError, UnsupportedObjectError
 
 __all__ = ["write_pack", "Progress", "limits_at_save"]

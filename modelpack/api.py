@@ -11,7 +11,6 @@ goes through :class:`Pack`, so a file cannot pass one and trick another.
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -25,11 +24,9 @@ from .container import Member, check_local_header, crc32, pread_exact, read_memb
 from .errors import (
     FormatError,
     IntegrityError,
-    LimitError,
     MissingDependencyError,
     ModelPackError,
     NotAModelPackError,
-    UnsupportedObjectError,
 )
 
 __all__ = ["save", "save_bytes", "load", "load_bytes", "open", "verify", "Pack", "read_spec_text", "write_pack"]
