@@ -11,7 +11,7 @@ goes through :class:`Pack`, so a file cannot pass one and trick another.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -168,9 +168,11 @@ class Pack(Mapping[str, Any]):
 
     def _first_read(self, name: str) -> None:
         """What a remote source checks when a tensor is first read: its local header and .npy header."""
-        if self.source.lazy_headers and name not in self._header_checked:
+        m = self._tensor_members[name]
+        if self.source.lazy_headers and m.name not in self._header_checked:
+            self.source.prefetch(m.header_offset, m.data_offset + m.size)  # header and data: one request
             try:
-                self._check_npy_header(self.entries[name], self._tensor_members[name])
+                self._check_npy_header(self.entries[name], m)
             except ModelPackError as e:
                 raise e.with_context(source=self.path)
 
@@ -296,6 +298,24 @@ class Pack(Mapping[str, Any]):
             finish()
         return result
 
+    def select(self, keys: Iterable[str], *, mmap: bool = True, map_location: Any = None, dtype: Any = None,
+               device_map: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """``{name: tensor}`` for the tensors named (see :meth:`tensor`); unknown names are a KeyError."""
+        names = [keys] if isinstance(keys, str) else list(keys)
+        missing = [n for n in names if n not in self.entries]
+        if missing:
+            raise KeyError(f"no tensor {missing[0]!r} in {self.path}; it has {len(self.entries)} tensors, "
+                           f"e.g. {', '.join(list(self.entries)[:5])}")
+        out = {}
+        for name in names:
+            where = device_for(name, device_map) if device_map else map_location
+            out[name] = self.tensor(name, mmap=mmap, map_location=where, dtype=dtype)
+        if map_location is not None or device_map:
+            from .torch.placement import finish
+
+            finish()
+        return out
+
     def _all(self, mmap: bool) -> dict[str, Any]:
         """Every tensor as :meth:`tensor` gives it, in one pass: one size check and one lookup per tensor."""
         out: dict[str, Any] = {}
@@ -303,12 +323,11 @@ class Pack(Mapping[str, Any]):
             out.update(shard._all(mmap))
         if not self._tensor_members:
             return out
-        for name in self._tensor_members:
-            self._first_read(name)
         mapped = mmap and self._map_source()
         self._check_size(next(iter(self._tensor_members)))
         to_torch = None
         for name in self._tensor_members:
+            self._first_read(name)  # a remote member's headers, checked (and its bytes fetched) first
             entry = self.entries[name]
             row = DTYPES[entry["dtype"]]
             arr = numpy_view(self._map, entry["offset"], row, entry["shape"]) if mapped else self._read(entry, row)
@@ -327,14 +346,14 @@ class Pack(Mapping[str, Any]):
         buf = bytearray(min(_READ_CHUNK, max(sizes, default=0)))
         try:
             for m in self.members.values():
+                if m.name in tensor_of:
+                    self._first_read(tensor_of[m.name])
                 crc = _crc_range(self.source, m.data_offset, m.size, buf, bar)
                 if crc != m.crc:
                     what = f"tensor {tensor_of[m.name]!r}" if m.name in tensor_of else f"member {m.name!r}"
                     raise IntegrityError(
                         "checksum mismatch: the data is damaged (bit flip or tampering)", where=what, source=self.path
                     )
-                if m.name in tensor_of:
-                    self._first_read(tensor_of[m.name])
         finally:
             bar.close()
         for shard in self.shards:
@@ -407,8 +426,13 @@ def load(
     progress: bool | None = None,
     dtype: Any = None,
     device_map: Mapping[str, Any] | None = None,
+    keys: Iterable[str] | None = None,
 ) -> Any:
     """Load what :func:`save` wrote, from a path, URL, bytes or file object (see :class:`Pack`).
+
+    ``keys=[...]`` loads only those tensors (manifest names, as ``open(p).keys()``
+    lists them) and returns ``{name: tensor}``; a remote file then fetches only
+    their members.
 
     ``mmap=True`` returns copy-on-write views of a local file (no copy, writable,
     the file never changes, no file descriptor kept open); ``mmap=False``, and
@@ -423,6 +447,8 @@ def load(
     with Pack(path) as pack:
         if verify:
             pack.verify(progress=progress)
+        if keys is not None:
+            return pack.select(keys, mmap=mmap, map_location=map_location, dtype=dtype, device_map=device_map)
         return pack.load(mmap=mmap, map_location=map_location, dtype=dtype, device_map=device_map)
 
 
