@@ -7,19 +7,20 @@ then writes tensor bytes once, straight from the caller's memory, one tensor at 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from . import _fs, limits, manifest, split, tree
-from .codec import DType, npy_header, numpy_payload
+from .codec import DType, nbytes_of, npy_header, numpy_payload
 from ._zipwrite import ZipWriter
 from .errors import LimitError, UnsupportedObjectError
 
 __all__ = ["write_pack", "Progress", "limits_at_save"]
 
-_Payload = tuple[tree.Leaf, DType, tuple[int, ...], memoryview]
+_Payload = tuple[tree.Leaf, DType, tuple[int, ...], "memoryview | Callable[[], memoryview]"]
 
 
 class Progress:
@@ -43,14 +44,36 @@ class Progress:
 
 
 def _payloads(leaves: list[tree.Leaf]) -> list[_Payload]:
-    """Each leaf's dtype row, shape and bytes (views, no copy); refuses unsavable kinds with their path."""
-    to_bytes = {"torch": None}
-    if any(leaf.kind == "torch" for leaf in leaves):  # imported once, not per tensor
-        from .torch.tensors import torch_payload
+    """Each leaf's dtype row, shape and bytes; refuses unsavable kinds with their path before any write.
 
-        to_bytes["torch"] = torch_payload
-    return [(leaf, *(to_bytes.get(leaf.kind) or numpy_payload)(leaf.value, where=leaf.where or leaf.name))
-            for leaf in leaves]
+    Bytes are views of the caller's memory; a tensor that needs a copy (on a GPU,
+    non-contiguous...) gets a function that makes it when the tensor is written.
+    """
+    if not any(leaf.kind == "torch" for leaf in leaves):
+        return [(leaf, *numpy_payload(leaf.value, where=leaf.where or leaf.name)) for leaf in leaves]
+    from .torch.tensors import torch_payload, torch_plan  # imported once, not per tensor
+
+    out: list[_Payload] = []
+    for leaf in leaves:
+        where = leaf.where or leaf.name
+        if leaf.kind != "torch":
+            out.append((leaf, *numpy_payload(leaf.value, where=where)))
+            continue
+        row, shape, copies = torch_plan(leaf.value, where=where)
+        if copies:
+            out.append((leaf, row, shape, functools.partial(_copied, torch_payload, leaf.value, where)))
+        else:
+            out.append((leaf, *torch_payload(leaf.value, where=where)))
+    return out
+
+
+def _copied(torch_payload: Callable[..., Any], t: Any, where: str) -> memoryview:
+    return torch_payload(t, where=where)[2]  # type: ignore[no-any-return]
+
+
+def _nbytes(p: _Payload) -> int:
+    data = p[3]
+    return data.nbytes if isinstance(data, memoryview) else nbytes_of(p[2], p[1].itemsize)
 
 
 def _check_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
@@ -104,8 +127,8 @@ def write_pack(
     if max_shard_size is not None:
         if not isinstance(path, (str, os.PathLike)):
             raise UnsupportedObjectError("max_shard_size needs a path: shards are files beside the index")
-        groups = split.plan_shards([p[3].nbytes for p in payloads], split.parse_size(max_shard_size))
-    bar = Progress(sum(p[3].nbytes for p in payloads), "saving", progress)
+        groups = split.plan_shards([_nbytes(p) for p in payloads], split.parse_size(max_shard_size))
+    bar = Progress(sum(_nbytes(p) for p in payloads), "saving", progress)
     try:
         if len(groups) == 1:
             _write_one(path, tree_json, payloads, meta, spec, bar, force_zip64)
@@ -166,7 +189,9 @@ def _write_members(zw: ZipWriter, tree_json: Any, payloads: list[_Payload], meta
 
 
 def _write_tensor(zw: ZipWriter, leaf: tree.Leaf, row: DType, shape: tuple[int, ...],
-                  data: memoryview, bar: Progress) -> dict[str, Any]:
+                  data: memoryview | Callable[[], memoryview], bar: Progress) -> dict[str, Any]:
+    if not isinstance(data, memoryview):
+        data = data()  # the one copy in flight; dropped when this returns
     head = npy_header(row.descr, shape)
     member = zw.add(f"{leaf.name}.npy", head, data, align=True, progress=bar.update)
     return {
