@@ -1,7 +1,8 @@
 """modelpack: ship a PyTorch model as one safe file.
 
 ``import modelpack`` never imports torch: the torch entry points (export,
-load_model, build, load_weights, Checkpointer) are resolved lazily on first use.
+load_model, build, load_weights, Checkpointer) and the converters are resolved
+lazily on first use.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ __all__ = [
     "load_model",
     "build",
     "load_weights",
+    "convert",
+    "digest",
     "Checkpointer",
     "CheckpointWarning",
     "limits",
@@ -62,6 +65,8 @@ _LAZY = {
     "load_model": ("modelpack.torch.load", "load_model"),
     "build": ("modelpack.torch.build", "build"),
     "load_weights": ("modelpack.torch.load", "load_weights"),
+    "convert": ("modelpack.converters", "convert"),
+    "digest": ("modelpack.digests", "content_digest"),
     "Checkpointer": ("modelpack.checkpoint", "Checkpointer"),
     "CheckpointWarning": ("modelpack.checkpoint", "CheckpointWarning"),
 }
@@ -70,6 +75,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .api import load, load_bytes, open, save, save_bytes
     from .checkpoint import Checkpointer
     from .checks import validate, verify
+    from .converters import convert
+    from .digests import content_digest as digest
     from .torch.build import build
     from .torch.export import export
     from .torch.load import load_model, load_weights

@@ -10,13 +10,13 @@ import contextlib
 import functools
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from . import _fs, limits, manifest, split, tree
-from .codec import DType, nbytes_of, npy_header, numpy_payload
 from ._zipwrite import ZipWriter
-from .errors import LimitError, UnsupportedObjectError
+from .codec import DType, RawArray, nbytes_of, npy_header, numpy_payload
+from .errors import FormatError, LimitError, UnsupportedObjectError
 
 __all__ = ["write_pack", "Progress", "limits_at_save"]
 
@@ -43,21 +43,34 @@ class Progress:
             self._bar.close()
 
 
+def _payload(leaf: tree.Leaf) -> tuple[DType, tuple[int, ...], memoryview]:
+    """One leaf's dtype row, shape and bytes (a view, no copy); refuses unsavable kinds with its path."""
+    where = leaf.where or leaf.name
+    if isinstance(leaf.value, RawArray):  # bytes already in stored form (converters): written as they are
+        return leaf.value.dtype, leaf.value.shape, leaf.value.data
+    if leaf.kind == "torch":
+        from .torch.tensors import torch_payload
+
+        return torch_payload(leaf.value, where=where)
+    return numpy_payload(leaf.value, where=where)
+
+
 def _payloads(leaves: list[tree.Leaf]) -> list[_Payload]:
     """Each leaf's dtype row, shape and bytes; refuses unsavable kinds with their path before any write.
 
-    Bytes are views of the caller's memory; a tensor that needs a copy (on a GPU,
-    non-contiguous...) gets a function that makes it when the tensor is written.
+    Bytes are views of the caller's memory (or a converter's stored bytes); a torch
+    tensor that needs a copy (on a GPU, non-contiguous...) gets a function that
+    makes it when the tensor is written, so at most one copy is in flight.
     """
-    if not any(leaf.kind == "torch" for leaf in leaves):
-        return [(leaf, *numpy_payload(leaf.value, where=leaf.where or leaf.name)) for leaf in leaves]
+    if not any(leaf.kind == "torch" and not isinstance(leaf.value, RawArray) for leaf in leaves):
+        return [(leaf, *_payload(leaf)) for leaf in leaves]  # no torch import (converters stay torch-free)
     from .torch.tensors import torch_payload, torch_plan  # imported once, not per tensor
 
     out: list[_Payload] = []
     for leaf in leaves:
         where = leaf.where or leaf.name
-        if leaf.kind != "torch":
-            out.append((leaf, *numpy_payload(leaf.value, where=where)))
+        if leaf.kind != "torch" or isinstance(leaf.value, RawArray):
+            out.append((leaf, *_payload(leaf)))
             continue
         row, shape, copies = torch_plan(leaf.value, where=where)
         if copies:
@@ -109,6 +122,7 @@ def write_pack(
     progress: bool | None = None,
     force_zip64: bool = False,
     max_shard_size: int | str | None = None,
+    sha256: bool = False,
 ) -> None:
     """Write a .mpk: optional spec, tensor members, then the manifest.
 
@@ -116,6 +130,7 @@ def write_pack(
     With ``max_shard_size`` a pack bigger than that is split (modelpack.split).
     What the reader would refuse under the limits in force (see modelpack.limits)
     is refused here first, with the same checks; tensor bytes come only after.
+    ``sha256`` records each tensor's SHA-256, hashed in the CRC-32's pass.
     """
     meta = _check_metadata(metadata)
     spec = None if spec_text is None else spec_text.encode("utf-8")
@@ -131,15 +146,56 @@ def write_pack(
     bar = Progress(sum(_nbytes(p) for p in payloads), "saving", progress)
     try:
         if len(groups) == 1:
-            _write_one(path, tree_json, payloads, meta, spec, bar, force_zip64)
+            _write_one(path, tree_json, payloads, meta, spec, bar, force_zip64, sha256=sha256)
         else:
-            _write_split(os.fspath(path), tree_json, payloads, groups, meta, spec, bar, force_zip64)
+            _write_split(os.fspath(path), tree_json, payloads, groups, meta, spec, bar, force_zip64, sha256)
+    finally:
+        bar.close()
+
+
+def stream_pack(
+    path: Any,
+    tree_json: Any,
+    planned: Sequence[tuple[str, tuple[int, ...]]],
+    leaves: Iterable[tree.Leaf],
+    *,
+    metadata: Mapping[str, str] | None = None,
+    progress: bool | None = None,
+) -> None:
+    """Write a .mpk whose tensors come one at a time from ``leaves`` (names and shapes known up front).
+
+    Each leaf's bytes are written and dropped before the next is asked for,
+    so peak memory is about one tensor. A leaf that disagrees with ``planned``
+    aborts the write (the target is untouched).
+    """
+    meta = _check_metadata(metadata)
+    planned = list(planned)
+    with limits_at_save():
+        manifest.check_plan(tree_json, planned, spec_size=None)
+
+    def checked() -> Iterator[_Payload]:
+        expected = iter(planned)
+        count = 0
+        for leaf in leaves:
+            row, shape, data = _payload(leaf)
+            if (leaf.name, shape) != tuple(next(expected, (None, None))):
+                raise FormatError(f"streamed tensor {leaf.name!r} {list(shape)} is not the one planned",
+                                  where=leaf.where or leaf.name)
+            count += 1
+            yield leaf, row, shape, data
+            del leaf, data  # before the next leaf is made: peak memory stays at one tensor
+        if count != len(planned):
+            raise FormatError(f"{count} tensors written, {len(planned)} planned", where="archive")
+
+    bar = Progress(0, "saving", progress)
+    try:
+        _write_one(path, tree_json, checked(), meta, None, bar, False)  # type: ignore[arg-type]
     finally:
         bar.close()
 
 
 def _write_split(path: str, tree_json: Any, payloads: list[_Payload], groups: list[list[int]],
-                 meta: dict[str, str], spec: bytes | None, bar: Progress, force_zip64: bool) -> None:
+                 meta: dict[str, str], spec: bytes | None, bar: Progress, force_zip64: bool, sha256: bool) -> None:
     """Each shard atomically, then the index binding them (a crash before it leaves the old index)."""
     names = split.shard_names(path, len(groups))
     folder = os.path.dirname(path)
@@ -148,29 +204,35 @@ def _write_split(path: str, tree_json: Any, payloads: list[_Payload], groups: li
         part = [payloads[i] for i in group]
         shard_tree = {p[0].name: {"$tensor": p[0].name} for p in part}
         target = os.path.join(folder, name)
-        blob = _write_one(target, shard_tree, part, {}, None, bar, force_zip64)
+        blob = _write_one(target, shard_tree, part, {}, None, bar, force_zip64, sha256=sha256)
         rows.append({"file": name, "size": os.stat(target).st_size, "sha256": split.manifest_digest(blob)})
     _write_one(path, tree_json, [], meta, spec, bar, force_zip64, shards=rows)
 
 
 def _write_one(target: Any, tree_json: Any, payloads: list[_Payload], meta: dict[str, str], spec: bytes | None,
-               bar: Progress, force_zip64: bool, shards: list[dict[str, Any]] | None = None) -> bytes:
+               bar: Progress, force_zip64: bool, shards: list[dict[str, Any]] | None = None,
+               sha256: bool = False) -> bytes:
     """One .mpk to a path (atomically) or a file object; returns the manifest bytes."""
     if isinstance(target, (str, os.PathLike)):
         with _fs.atomic_write(target) as fd:
             return _write_members(ZipWriter(fd, force_zip64=force_zip64), tree_json, payloads, meta, spec, bar,
-                                  shards)
+                                  shards, sha256)
     if not hasattr(target, "write"):
         raise UnsupportedObjectError(f"save needs a path or a writable binary file object; got "
                                      f"{type(target).__name__}")
-    return _write_members(ZipWriter(target, force_zip64=force_zip64), tree_json, payloads, meta, spec, bar, shards)
+    return _write_members(ZipWriter(target, force_zip64=force_zip64), tree_json, payloads, meta, spec, bar, shards,
+                          sha256)
 
 
 def _write_members(zw: ZipWriter, tree_json: Any, payloads: list[_Payload], meta: dict[str, str],
-                   spec: bytes | None, bar: Progress, shards: list[dict[str, Any]] | None) -> bytes:
+                   spec: bytes | None, bar: Progress, shards: list[dict[str, Any]] | None,
+                   sha256: bool = False) -> bytes:
     if spec is not None:
         zw.add(manifest.SPEC, spec)
-    entries = [_write_tensor(zw, leaf, row, shape, data, bar) for leaf, row, shape, data in payloads]
+    entries = []
+    for item in payloads:  # may be a generator (stream_pack): drop each tensor before the next is made
+        entries.append(_write_tensor(zw, *item, bar, sha256))
+        del item
     body: dict[str, Any] = {
         "format": manifest.FORMAT,
         "version": manifest.VERSION,
@@ -189,12 +251,12 @@ def _write_members(zw: ZipWriter, tree_json: Any, payloads: list[_Payload], meta
 
 
 def _write_tensor(zw: ZipWriter, leaf: tree.Leaf, row: DType, shape: tuple[int, ...],
-                  data: memoryview | Callable[[], memoryview], bar: Progress) -> dict[str, Any]:
+                  data: memoryview | Callable[[], memoryview], bar: Progress, sha256: bool) -> dict[str, Any]:
     if not isinstance(data, memoryview):
         data = data()  # the one copy in flight; dropped when this returns
     head = npy_header(row.descr, shape)
-    member = zw.add(f"{leaf.name}.npy", head, data, align=True, progress=bar.update)
-    return {
+    member = zw.add(f"{leaf.name}.npy", head, data, align=True, progress=bar.update, sha256=sha256)
+    entry = {
         "name": leaf.name,
         "member": member.name,
         "dtype": row.name,
@@ -204,3 +266,6 @@ def _write_tensor(zw: ZipWriter, leaf: tree.Leaf, row: DType, shape: tuple[int, 
         "nbytes": data.nbytes,
         "crc32": f"{member.crc:08x}",
     }
+    if member.sha256 is not None:
+        entry[manifest.SHA256] = member.sha256
+    return entry

@@ -8,6 +8,7 @@ on a second thread while it is written and patched into its header afterwards.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import struct
 import threading
@@ -19,7 +20,7 @@ from .container import (
     _U16, _U32, _Z64_EOCD, _Z64_ID, _Z64_LOC, ALIGN, Member, crc32,
 )
 
-__all__ = ["ZipWriter"]
+__all__ = ["ZipWriter", "checksums"]
 
 _SYNC_CRC_BYTES = 1 << 20
 _GATHER = 4 << 20  # members smaller than _SYNC_CRC_BYTES are written in batches of about this size
@@ -56,22 +57,37 @@ def _write_obj(f: Any, data: bytes | memoryview) -> None:
         view = view[n:]
 
 
+_HASH_CHUNK = 1 << 20  # CRC-32 and SHA-256 take turns on each chunk while it is in cache: one pass
+
+
+def checksums(data: memoryview, crc: int, sha: "hashlib._Hash | None") -> int:
+    """CRC-32 of ``data`` continued from ``crc``, feeding ``sha`` the same bytes in the same pass."""
+    if sha is None:
+        return crc32(data, crc)
+    for start in range(0, data.nbytes, _HASH_CHUNK):
+        chunk = data[start : start + _HASH_CHUNK]
+        crc = crc32(chunk, crc)
+        sha.update(chunk)
+    return crc
+
+
 class _CrcJob:
-    """CRC-32 of a buffer on its own thread (zlib releases the GIL), overlapping the write.
+    """CRC-32 (and SHA-256 if asked) of a buffer on its own thread (both release the GIL), overlapping the write.
 
     A plain thread, not an executor: executors refuse work during interpreter
     shutdown, when a background checkpoint save may still be finishing.
     """
 
-    def __init__(self, data: memoryview, start: int) -> None:
+    def __init__(self, data: memoryview, start: int, sha: "hashlib._Hash | None") -> None:
         self._value = start
+        self._sha = sha
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, args=(data,), name="modelpack-crc", daemon=True)
         self._thread.start()
 
     def _run(self, data: memoryview) -> None:
         try:
-            self._value = crc32(data, self._value)
+            self._value = checksums(data, self._value, self._sha)
         except BaseException as e:  # handed to the writer in result()
             self._error = e
 
@@ -132,8 +148,12 @@ class ZipWriter:
         *,
         align: bool = False,
         progress: Callable[[int], object] | None = None,
+        sha256: bool = False,
     ) -> Member:
-        """Write one member whose content is ``head + body``; return where it went."""
+        """Write one member whose content is ``head + body``; return where it went.
+
+        ``sha256`` also hashes ``body`` (not ``head``) in the same pass as the CRC-32.
+        """
         body = memoryview(body).cast("B")
         size = len(head) + body.nbytes
         offset = self._pos
@@ -144,12 +164,13 @@ class ZipWriter:
             data_start = offset + _LFH.size + len(raw_name) + len(extra) + 4
             pad = (-(data_start + len(head))) % ALIGN
             extra += struct.pack("<HH", _PAD_ID, pad) + b"\0" * pad
+        sha = hashlib.sha256() if sha256 else None
         if body.nbytes < _SYNC_CRC_BYTES or not isinstance(self._fd, int):
-            crc = crc32(body, crc32(head))
+            crc = checksums(body, crc32(head), sha)
             future = None
         else:
             crc = 0
-            future = _CrcJob(body, crc32(head))
+            future = _CrcJob(body, crc32(head), sha)
         lfh = self._lfh(raw_name, extra, crc, size, z64)
         if future is None:
             small = body.nbytes < _SYNC_CRC_BYTES
@@ -171,10 +192,9 @@ class ZipWriter:
             os.pwrite(self._fd, struct.pack("<I", crc), offset + 14)
         data_offset = offset + len(lfh)
         self._pos = data_offset + size
-        member = Member(name, offset, data_offset, size, crc)
+        member = Member(name, offset, data_offset, size, crc, sha256=None if sha is None else sha.hexdigest())
         self._members.append(member)
         return member
-
 
     def _lfh(self, raw_name: bytes, extra: bytes, crc: int, size: int, z64: bool) -> bytes:
         sz = _U32 if z64 else size

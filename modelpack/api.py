@@ -10,6 +10,7 @@ goes through :class:`Pack`, so a file cannot pass one and trick another.
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -18,8 +19,9 @@ import numpy as np
 
 from . import manifest, split, tree
 from ._source import Source, open_source
-from ._write import Progress, limits_at_save, write_pack
+from ._write import Progress, limits_at_save, stream_pack, write_pack
 from .codec import DTYPES, DType, dtype_by_name, npy_header, numpy_view
+from ._zipwrite import checksums
 from .container import Member, check_local_header, crc32, pread_exact, read_members
 from .errors import (
     FormatError,
@@ -29,7 +31,8 @@ from .errors import (
     NotAModelPackError,
 )
 
-__all__ = ["save", "save_bytes", "load", "load_bytes", "open", "verify", "Pack", "read_spec_text", "write_pack"]
+__all__ = ["save", "save_bytes", "load", "load_bytes", "open", "verify", "Pack", "read_spec_text", "write_pack",
+           "stream_pack"]
 
 _READ_CHUNK = 16 << 20
 
@@ -44,6 +47,7 @@ def save(
     metadata: Mapping[str, str] | None = None,
     progress: bool | None = None,
     max_shard_size: int | str | None = None,
+    sha256: bool = False,
 ) -> None:
     """Save a tensor, array or nested dict/list/tuple of them and plain scalars.
 
@@ -52,10 +56,15 @@ def save(
     leaves the old file), or a writable binary file object. With
     ``max_shard_size`` (``"2GB"``, ``"1GiB"`` or bytes) a bigger pack is split
     into ``<stem>-00001-of-0000N.mpk`` shards beside an index at ``path``.
+    Arrays of other frameworks (JAX, TensorFlow, CuPy...) are taken through
+    ``__dlpack__`` or the numpy array interface and load as numpy.
+    ``sha256=True`` records each tensor's SHA-256 for ``verify`` (opt-in: it
+    costs time, see benchmarks/convert.py).
     """
     with limits_at_save():
         tree_json, leaves = tree.encode(obj)
-    write_pack(path, tree_json, leaves, metadata=metadata, progress=progress, max_shard_size=max_shard_size)
+    write_pack(path, tree_json, leaves, metadata=metadata, progress=progress, max_shard_size=max_shard_size,
+               sha256=sha256)
 
 
 def save_bytes(obj: Any, *, metadata: Mapping[str, str] | None = None) -> bytes:
@@ -211,8 +220,9 @@ class Pack(Mapping[str, Any]):
         return self.tensor(name)
 
     # -- tensors
-    def tensor(self, name: str, *, mmap: bool = True, map_location: Any = None, dtype: Any = None) -> Any:
-        """One tensor by name, as saved (torch, numpy array or numpy scalar).
+    def tensor(self, name: str, *, mmap: bool = True, map_location: Any = None, dtype: Any = None,
+               framework: str | None = None) -> Any:
+        """One tensor by name, as saved (torch, numpy array or numpy scalar), or as ``framework`` asks.
 
         ``dtype`` casts a floating torch tensor (never an integer or bool one, nor
         a numpy array); ``"auto"`` or None keeps the file's dtype.
@@ -223,8 +233,12 @@ class Pack(Mapping[str, Any]):
             raise KeyError(f"no tensor {name!r} in {self.path}; it has {len(self.entries)} tensors")
         row = dtype_by_name(entry["dtype"])
         arr = self.array(name, mmap=mmap)
-        if entry["kind"] != "torch":  # numpy arrays keep their dtype and stay on the host
-            return arr[()] if entry["kind"] == "numpy-scalar" else arr
+        want = framework or ("torch" if entry["kind"] == "torch" else "numpy")
+        if want not in _FRAMEWORKS:
+            raise ValueError(f"framework must be one of {list(_FRAMEWORKS)} or None, not {framework!r}")
+        if want == "numpy":  # numpy arrays keep their dtype and stay on the host
+            arr = arr if row.numpy_native else _ml_dtypes_view(arr, row, name)
+            return arr[()] if entry["kind"] == "numpy-scalar" and framework is None else arr
         t = _torch_converter(name)(arr, row)
         if dtype in (None, "auto") and map_location is None:
             return t
@@ -263,32 +277,42 @@ class Pack(Mapping[str, Any]):
         return numpy_view(self._map, entry["offset"], row, entry["shape"])
 
     def _read(self, entry: dict[str, Any], row: DType) -> np.ndarray:
-        self._check_size(entry["name"])
         arr = np.empty(entry["shape"], dtype=row.storage_numpy)
-        view = memoryview(arr.reshape(-1).view(np.uint8))
+        self._read_bytes(entry, memoryview(arr.reshape(-1).view(np.uint8)))
+        return arr
+
+    def read_into(self, name: str, out: memoryview) -> None:
+        """Read a tensor's stored bytes (C order) straight into ``out``, which must be exactly that long."""
+        entry = self.entries[name]
+        out = out.cast("B")
+        if out.nbytes != entry["nbytes"]:
+            raise ValueError(f"tensor {name!r} has {entry['nbytes']} bytes, the buffer {out.nbytes}")
+        self._read_bytes(entry, out)
+
+    def _read_bytes(self, entry: dict[str, Any], view: memoryview) -> None:
+        self._check_size(entry["name"])
         pos, offset = 0, entry["offset"]
         while pos < view.nbytes:
             n = self.source.readinto(view[pos : pos + _READ_CHUNK], offset + pos)
             if n <= 0:
                 raise FormatError("file ends early (truncated while open?)", where=f"tensor {entry['name']!r}")
             pos += n
-        return arr
 
     def load(self, *, mmap: bool = True, map_location: Any = None, dtype: Any = None,
-             device_map: Mapping[str, Any] | None = None) -> Any:
+             device_map: Mapping[str, Any] | None = None, framework: str | None = None) -> Any:
         """The whole saved object; a tensor referenced twice comes back as one object.
 
         Tensors are converted one at a time (``dtype``) and placed by
         ``device_map`` (longest matching name prefix) or ``map_location``.
         """
-        if dtype in (None, "auto") and map_location is None and not device_map:
+        if dtype in (None, "auto") and map_location is None and not device_map and framework is None:
             return tree.decode(self.manifest["tree"], self._all(mmap).__getitem__)
         cache: dict[str, Any] = {}
 
         def get(name: str) -> Any:
             if name not in cache:
                 where = device_for(name, device_map) if device_map else map_location
-                cache[name] = self.tensor(name, mmap=mmap, map_location=where, dtype=dtype)
+                cache[name] = self.tensor(name, mmap=mmap, map_location=where, dtype=dtype, framework=framework)
             return cache[name]
 
         result = tree.decode(self.manifest["tree"], get)
@@ -299,7 +323,7 @@ class Pack(Mapping[str, Any]):
         return result
 
     def select(self, keys: Iterable[str], *, mmap: bool = True, map_location: Any = None, dtype: Any = None,
-               device_map: Mapping[str, Any] | None = None) -> dict[str, Any]:
+               device_map: Mapping[str, Any] | None = None, framework: str | None = None) -> dict[str, Any]:
         """``{name: tensor}`` for the tensors named (see :meth:`tensor`); unknown names are a KeyError."""
         names = [keys] if isinstance(keys, str) else list(keys)
         missing = [n for n in names if n not in self.entries]
@@ -309,7 +333,7 @@ class Pack(Mapping[str, Any]):
         out = {}
         for name in names:
             where = device_for(name, device_map) if device_map else map_location
-            out[name] = self.tensor(name, mmap=mmap, map_location=where, dtype=dtype)
+            out[name] = self.tensor(name, mmap=mmap, map_location=where, dtype=dtype, framework=framework)
         if map_location is not None or device_map:
             from .torch.placement import finish
 
@@ -335,11 +359,12 @@ class Pack(Mapping[str, Any]):
                 to_torch = to_torch or _torch_converter(name)
                 out[name] = to_torch(arr, row)
             else:
+                arr = arr if row.numpy_native else _ml_dtypes_view(arr, row, name)
                 out[name] = arr[()] if entry["kind"] == "numpy-scalar" else arr
         return out
 
     def verify(self, *, progress: bool | None = None) -> None:
-        """Recompute every member's CRC-32 (tensor data included, every shard's); raise on the first mismatch."""
+        """Recompute every member's CRC-32 (tensor data included, every shard's) and each recorded SHA-256."""
         tensor_of = {m.name: n for n, m in self._tensor_members.items()}
         sizes = [m.size for m in self.members.values()]
         bar = Progress(sum(sizes) + sum(s.file_bytes for s in self.shards), "verifying", progress)
@@ -347,13 +372,18 @@ class Pack(Mapping[str, Any]):
         try:
             for m in self.members.values():
                 if m.name in tensor_of:
-                    self._first_read(tensor_of[m.name])
-                crc = _crc_range(self.source, m.data_offset, m.size, buf, bar)
+                    self._first_read(tensor_of[m.name])  # a remote member: headers checked, bytes fetched once
+                entry = self.entries[tensor_of[m.name]] if m.name in tensor_of else None
+                want_sha = None if entry is None else entry.get(manifest.SHA256)
+                skip = 0 if entry is None else entry["offset"] - m.data_offset
+                crc, sha = _crc_range(self.source, m.data_offset, m.size, buf, bar, skip if want_sha else None)
+                what = f"member {m.name!r}" if entry is None else f"tensor {entry['name']!r}"
                 if crc != m.crc:
-                    what = f"tensor {tensor_of[m.name]!r}" if m.name in tensor_of else f"member {m.name!r}"
                     raise IntegrityError(
                         "checksum mismatch: the data is damaged (bit flip or tampering)", where=what, source=self.path
                     )
+                if want_sha is not None and sha != want_sha:
+                    raise IntegrityError("SHA-256 mismatch: the tensor's bytes changed", where=what, source=self.path)
         finally:
             bar.close()
         for shard in self.shards:
@@ -397,16 +427,43 @@ def device_for(name: str, device_map: Mapping[str, Any]) -> Any:
     return device_map[best]
 
 
-def _crc_range(src: Source, offset: int, size: int, buf: bytearray, bar: Progress) -> int:
+_FRAMEWORKS = ("numpy", "torch")
+
+
+def _ml_dtypes_view(arr: np.ndarray, row: DType, name: str) -> np.ndarray:
+    """bfloat16, float8... as numpy through ml_dtypes (JAX's dtypes), which names them as this table does."""
+    try:
+        import ml_dtypes
+    except ImportError as e:
+        raise MissingDependencyError(
+            f"numpy has no {row.name}; install ml_dtypes to load it as numpy, load it with framework='torch', "
+            "or read its raw bits with Pack.array",
+            where=name,
+        ) from e
+    dt = getattr(ml_dtypes, row.name, None)  # row.name comes from the closed dtype table, never from the file
+    if dt is None or np.dtype(dt).itemsize != row.itemsize:
+        raise MissingDependencyError(f"ml_dtypes has no {row.name}; load it with framework='torch'", where=name)
+    return arr.view(dt)
+
+
+def _crc_range(src: Source, offset: int, size: int, buf: bytearray, bar: Progress,
+               sha_from: int | None = None) -> tuple[int, str | None]:
+    """CRC-32 of a member and, when ``sha_from`` is given, SHA-256 of its bytes from there on, in one pass."""
     crc, pos, view = 0, 0, memoryview(buf)
+    sha = None if sha_from is None else hashlib.sha256()
     while pos < size:
         n = src.readinto(view[: min(len(buf), size - pos)], offset + pos)
         if n <= 0:
             raise FormatError("file ends early (truncated while open?)")
-        crc = crc32(view[:n], crc)
+        if sha is not None and sha_from is not None and pos < sha_from:  # the .npy header: CRC only
+            head = min(n, sha_from - pos)
+            crc = checksums(view[:head], crc, None)
+            crc = checksums(view[head:n], crc, sha)
+        else:
+            crc = checksums(view[:n], crc, sha)
         pos += n
         bar.update(n)
-    return crc
+    return crc, None if sha is None else sha.hexdigest()
 
 
 def open(path: Any) -> Pack:  # noqa: A001 - mirrors builtins.open on purpose
@@ -426,6 +483,7 @@ def load(
     progress: bool | None = None,
     dtype: Any = None,
     device_map: Mapping[str, Any] | None = None,
+    framework: str | None = None,
     keys: Iterable[str] | None = None,
 ) -> Any:
     """Load what :func:`save` wrote, from a path, URL, bytes or file object (see :class:`Pack`).
@@ -442,14 +500,17 @@ def load(
     ``device_map={"encoder": "cuda:0", "": "cpu"}`` places them by name prefix.
     ``dtype`` (``torch.bfloat16``, ``"float16"``...) casts floating torch tensors
     one at a time, never integer or bool ones (numpy arrays are returned as
-    saved); ``"auto"`` keeps the file's dtypes.
+    saved); ``"auto"`` keeps the file's dtypes. ``framework="torch"`` or ``"numpy"``
+    returns every tensor as that framework's (zero copy), whatever it was saved from.
     """
     with Pack(path) as pack:
         if verify:
             pack.verify(progress=progress)
         if keys is not None:
-            return pack.select(keys, mmap=mmap, map_location=map_location, dtype=dtype, device_map=device_map)
-        return pack.load(mmap=mmap, map_location=map_location, dtype=dtype, device_map=device_map)
+            return pack.select(keys, mmap=mmap, map_location=map_location, dtype=dtype, device_map=device_map,
+                               framework=framework)
+        return pack.load(mmap=mmap, map_location=map_location, dtype=dtype, device_map=device_map,
+                         framework=framework)
 
 
 def load_bytes(data: bytes | bytearray | memoryview, *, map_location: Any = None, dtype: Any = None,

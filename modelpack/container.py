@@ -66,6 +66,8 @@ class Member:
     # the first bytes of the data (up to a few hundred), read with the header: the .npy header
     prefix: bytes = dataclasses.field(default=b"", repr=False, compare=False)
     version: int = dataclasses.field(default=20, repr=False, compare=False)  # "version needed", as in the directory
+    # hex SHA-256 of the body (the tensor's bytes, without the .npy header) when the writer was asked for it
+    sha256: str | None = dataclasses.field(default=None, repr=False, compare=False)
 
 
 # --------------------------------------------------------------------------- reading

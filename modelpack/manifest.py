@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,7 +22,7 @@ from .errors import FormatError, UnsupportedObjectError
 
 __all__ = [
     "FORMAT", "VERSION", "MANIFEST", "SPEC", "dumps", "parse", "check", "check_plan", "check_member_size",
-    "TensorEntry", "check_tree",
+    "TensorEntry", "check_tree", "SHA256",
 ]
 
 FORMAT = "modelpack"
@@ -33,6 +34,8 @@ _TOP_KEYS = {"format", "version", "metadata", "tensors", "tree"}
 _OPTIONAL_KEYS = {"shards"}  # a split pack's index (modelpack.split checks the list)
 _MAX_DIM = 1 << 63  # numpy and torch sizes are int64
 _ENTRY_KEYS = ("name", "member", "dtype", "shape", "kind", "offset", "nbytes", "crc32")
+SHA256 = "sha256"  # optional entry key: hex SHA-256 of the tensor's bytes (save(..., sha256=True))
+_SHA_RE = re.compile(r"[0-9a-f]{64}")
 _SIZE_CAPS = {MANIFEST: ("max_manifest_bytes", "manifest size"), SPEC: ("max_spec_bytes", "spec size")}
 
 TensorEntry = dict  # one element of manifest["tensors"], with the keys in _ENTRY_KEYS
@@ -170,11 +173,14 @@ class _FastCheck:
         if (type(name) is not str or len(name) > self.max_name or not self.name_ok(name) or ".." in name
                 or name.endswith(".") or dt is None or type(shape) is not list or len(shape) > self.max_dims):
             return None
-        nbytes = dt.itemsize
+        nbytes = span = dt.itemsize
         for d in shape:
             if type(d) is not int or not 0 <= d < _MAX_DIM:
                 return None
             nbytes *= d
+            span *= d or 1  # as _check_shape: a zero-size shape whose other dims overflow is refused there
+        if span >= _MAX_DIM:
+            return None
         kind = entry["kind"]
         if kind not in KINDS or (kind == "numpy-scalar" and shape) or entry["member"] != name + NPY_SUFFIX:
             return None
@@ -208,12 +214,14 @@ def entry_dtype(entry: TensorEntry) -> DType:
 
 def _check_entry(entry: Any, i: int, by_name: Mapping[str, Member]) -> tuple[str, Member]:
     where = f"{MANIFEST}.tensors[{i}]"
-    if not isinstance(entry, dict) or set(entry) != set(_ENTRY_KEYS):
-        raise FormatError(f"each tensor entry must have exactly the keys {list(_ENTRY_KEYS)}", where=where)
+    if not isinstance(entry, dict) or set(entry) - {SHA256} != set(_ENTRY_KEYS):
+        raise FormatError(
+            f"each tensor entry must have exactly the keys {list(_ENTRY_KEYS)}, and optionally {SHA256!r}", where=where
+        )
     name = _check_name(entry["name"], where)
     where = f"tensor {name!r}"
     dt = dtype_by_name(entry["dtype"], where=where)
-    shape = _check_shape(entry["shape"], where)
+    shape = _check_shape(entry["shape"], where, dt.itemsize)
     if entry["kind"] not in KINDS:
         raise FormatError(f"kind {str(entry['kind'])[:40]!r} is not one of {list(KINDS)}", where=where)
     if entry["kind"] == "numpy-scalar" and shape:
@@ -236,10 +244,17 @@ def _check_entry(entry: Any, i: int, by_name: Mapping[str, Member]) -> tuple[str
         raise FormatError(f"offset {entry['offset']!r} is not the member's 64-byte aligned data", where=where)
     if entry["crc32"] != f"{member.crc:08x}":
         raise FormatError("crc32 disagrees with the zip directory", where=where)
+    if SHA256 in entry and not (isinstance(entry[SHA256], str) and _SHA_RE.fullmatch(entry[SHA256])):
+        raise FormatError(f"{SHA256} {str(entry[SHA256])[:80]!r} is not 64 lowercase hex digits", where=where)
     return name, member
 
 
-def _check_shape(shape: Any, where: str) -> list[int]:
+def _check_shape(shape: Any, where: str, itemsize: int = 1) -> list[int]:
+    """Dims are ints in [0, 2**63), and the span numpy and torch compute must fit int64 too.
+
+    That span counts a zero dim as 1 (``[0, 2**62]`` float32 holds no byte, yet numpy refuses
+    to describe it), so a file it would break is refused here, with the other shape lies.
+    """
     if not isinstance(shape, list):
         raise FormatError("shape must be a list of integers", where=where)
     limits.check("max_dims", len(shape), where=where, what="number of dimensions")
@@ -249,6 +264,9 @@ def _check_shape(shape: Any, where: str) -> list[int]:
                 f"shape has a dimension ({str(d)[:24]}) that is not a non-negative integer below 2**63",
                 where=where,
             )
+    if nbytes_of([d or 1 for d in shape], itemsize) >= _MAX_DIM:
+        raise FormatError(f"shape {shape} spans 2**63 bytes or more (counting zero dims as 1): numpy and torch "
+                          "cannot describe it, even empty", where=where)
     return shape
 
 

@@ -29,6 +29,7 @@ from torch import nn
 
 from .. import api, tree
 from ..errors import WeightsMismatchError
+from ..spec.cost import check_cost, check_file_holds
 from .build import SpecModule, build_validated, prepare, subgraph
 from .placement import finish, place
 from .tensors import dtype_row
@@ -191,6 +192,9 @@ def load_model(
     with api.Pack(path) as pack:
         # bytes, never str: a one-line str is a *path* to prepare/validate, and the text comes from the file
         full = prepare(_spec_text(pack).encode("utf-8"), source=f"{pack.path}:spec.yaml")
+        # before building anything: the limits, and the file (each key refers to a tensor; tied keys share one)
+        held = sum(1 for _ in tree.iter_refs(pack.manifest["tree"]))
+        check_file_holds(check_cost(full), held, f"{pack.path}:spec.yaml")
         module = build_validated(full, device="meta")
         refs = _cross_check(module, pack, strict=strict)  # the whole file, even when cutting
         if outputs is not None:
@@ -245,7 +249,7 @@ def _give(module: nn.Module, pack: api.Pack, refs: Mapping[str, str], keys: Iter
         if ref not in tensors:
             tensors[ref] = placement(key, _as_torch(pack.tensor(ref, mmap=mmap)))
         owner_name, _, leaf = key.rpartition(".")
-        owner = module.get_submodule(owner_name)
+        owner = _child(module, owner_name)
         if leaf in owner._parameters:
             if ref not in params:
                 old = owner._parameters[leaf]
@@ -254,6 +258,14 @@ def _give(module: nn.Module, pack: api.Pack, refs: Mapping[str, str], keys: Iter
         else:
             setattr(owner, leaf, tensors[ref])
     return {id(t) for t in (*tensors.values(), *params.values())}
+
+
+def _child(module: nn.Module, dotted: str) -> nn.Module:
+    """The registered submodule at ``dotted`` (``_modules`` only, unlike ``get_submodule``'s getattr,
+    which a method or attribute of the same name would answer: a node may be named ``_run``)."""
+    for part in dotted.split(".") if dotted else ():
+        module = module._modules[part]  # type: ignore[assignment]
+    return module
 
 
 def _check_materialized(module: nn.Module, assigned: set[int], source: str) -> None:
