@@ -188,7 +188,10 @@ class Pack(Mapping[str, Any]):
     @property
     def fd(self) -> int:
         """The open descriptor of a local file (other sources have none)."""
-        return self.source.fd  # type: ignore[attr-defined,no-any-return]
+        fd = getattr(self.source, "fd", None)
+        if fd is None:
+            raise ValueError(f"{self.path} is not a local file; it has no file descriptor")
+        return fd  # type: ignore[no-any-return]
 
     @property
     def file_bytes(self) -> int:
