@@ -27,6 +27,8 @@ __version__ = "0.1.0"
 __all__ = [
     "save",
     "load",
+    "save_bytes",
+    "load_bytes",
     "open",
     "verify",
     "validate",
@@ -54,6 +56,8 @@ __all__ = [
 _LAZY = {
     "save": ("modelpack.api", "save"),
     "load": ("modelpack.api", "load"),
+    "save_bytes": ("modelpack.api", "save_bytes"),
+    "load_bytes": ("modelpack.api", "load_bytes"),
     "open": ("modelpack.api", "open"),
     "verify": ("modelpack.checks", "verify"),
     "validate": ("modelpack.checks", "validate"),
@@ -68,7 +72,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .api import load, open, save
+    from .api import load, load_bytes, open, save, save_bytes
     from .checkpoint import Checkpointer
     from .checks import validate, verify
     from .converters import convert

@@ -30,7 +30,8 @@ def detect_format(path: str | os.PathLike[str], *, source: bool) -> str:
         if (p / "model.safetensors.index.json").is_file():
             return "safetensors"
         raise ConvertError("a folder to convert needs config.json (a Hugging Face model) or "
-                           "model.safetensors.index.json (sharded weights)", source=str(p))
+                           "model.safetensors.index.json (sharded weights), or to be a distributed checkpoint folder "
+                           "(metadata.mpk, as written by modelpack.dcp.MpkStorageWriter)", source=str(p))
     fmt = _BY_SUFFIX.get(p.suffix.lower())
     if fmt is None:
         if not source and not p.suffix:  # a new folder name: sharded safetensors
