@@ -57,7 +57,7 @@ def _payload(leaf: tree.Leaf) -> tuple[DType, tuple[int, ...], memoryview]:
 def _payloads(leaves: list[tree.Leaf]) -> list[_Payload]:
     """Every leaf's payload; the torch adapter is looked up once per save, not per tensor."""
     to_bytes: dict[str, Any] = {"torch": None}
-    if any(leaf.kind == "torch" for leaf in leaves):  # imported once, not per tensor
+    if any(leaf.kind == "torch" and not isinstance(leaf.value, RawArray) for leaf in leaves):  # once, not per tensor
         from .torch.tensors import torch_payload
 
         to_bytes["torch"] = torch_payload
