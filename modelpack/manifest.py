@@ -173,11 +173,14 @@ class _FastCheck:
         if (type(name) is not str or len(name) > self.max_name or not self.name_ok(name) or ".." in name
                 or name.endswith(".") or dt is None or type(shape) is not list or len(shape) > self.max_dims):
             return None
-        nbytes = dt.itemsize
+        nbytes = span = dt.itemsize
         for d in shape:
             if type(d) is not int or not 0 <= d < _MAX_DIM:
                 return None
             nbytes *= d
+            span *= d or 1  # as _check_shape: a zero-size shape whose other dims overflow is refused there
+        if span >= _MAX_DIM:
+            return None
         kind = entry["kind"]
         if kind not in KINDS or (kind == "numpy-scalar" and shape) or entry["member"] != name + NPY_SUFFIX:
             return None

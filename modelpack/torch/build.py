@@ -20,7 +20,6 @@ import torch
 from torch import nn
 
 from .. import limits
-from .._dotted import DottedTree
 from ..errors import BuildError, ModelPackError
 from ..vocab import LAYERS, OPS, REQUIRED
 from ..vocab.types import _Entry
@@ -410,7 +409,6 @@ def build(spec: Any, *, device: Any = None) -> SpecModule:
 
 def build_validated(spec: dict[str, Any], *, device: Any = None) -> SpecModule:
     """:func:`build` for a spec that went through :func:`prepare` (validated, blocks expanded)."""
-    _check_module_count(spec)
     from ..spec.cost import check_cost
 
     check_cost(spec)  # closed form from the arguments: nothing is built past the limits
@@ -519,17 +517,6 @@ def _state_bytes(module: nn.Module | torch.Tensor) -> int:
         return module.numel() * module.element_size()
     tensors = list(module.parameters()) + list(module.buffers())
     return sum(t.numel() * t.element_size() for t in tensors)
-
-
-def _check_module_count(spec: dict[str, Any]) -> None:
-    """Layers plus the namespace modules their dotted names need (``a.b.c`` needs ``a`` and ``a.b``),
-    counted before any is created: 10k names of 250 parts would be millions of empty modules."""
-    tree = DottedTree()
-    for node in spec["nodes"]:
-        if "layer" in node:
-            tree.add(node["name"])
-            limits.check("max_modules", tree.nodes, where=f"node {node['name']!r}",
-                         what="modules the spec builds (layers and the namespaces of their dotted names)")
 
 
 def _attach(root: nn.Module, name: str, module: nn.Module) -> None:
