@@ -121,6 +121,7 @@ def write_pack(
             blob = manifest.dumps(body)
             with _limits_at_save():
                 manifest.check_member_size(manifest.MANIFEST, len(blob))
+                manifest.check_containers(blob)
             zw.add(manifest.MANIFEST, blob)
             zw.finish()
     finally:
