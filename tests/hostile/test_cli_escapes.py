@@ -44,6 +44,17 @@ def test_printable_escapes_every_terminal_active_character() -> None:
     assert printable("a\nb", keep="\n") == "a\nb" and printable("héllo ✓ 𝄞") == "héllo ✓ 𝄞"
 
 
+def test_escaping_writer_covers_every_write_path() -> None:
+    from modelpack._text import EscapingWriter
+
+    target = io.StringIO()
+    out = EscapingWriter(target)  # type: ignore[arg-type]
+    out.write("a\x1b[2J\n")
+    out.writelines(["\u202eb\n", "c\udc80\n"])
+    print("d\x9b", file=out)  # type: ignore[arg-type]
+    assert target.getvalue() == "a\\x1b[2J\n\\u202eb\nc\\udc80\nd\\x9b\n"
+
+
 def _spec(name: str) -> bytes:
     return (f"modelpack: 1\ninputs: {{x: {{shape: [batch, 4]}}}}\nnodes:\n"
             f"  - {{name: fc, layer: Linear, args: {{in_features: 4, out_features: 2}}}}\n"
