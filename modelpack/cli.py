@@ -1,4 +1,4 @@
-"""The ``modelpack`` command: validate, schema, verify, inspect, run, diff, show.
+"""The ``modelpack`` command: validate, schema, verify, inspect, run, diff, show, convert, digest, sign.
 
 ``main(argv) -> int`` never lets a traceback reach the user: every
 ModelPackError becomes one line ``modelpack: error: <where>: <message>``
@@ -60,7 +60,28 @@ def cmd_schema(ns: argparse.Namespace, out: TextIO) -> int:
 def cmd_verify(ns: argparse.Namespace, out: TextIO) -> int:
     from .inspect import verify_report
 
-    return verify_report(ns.files, out=out)
+    if (ns.signature is None) != (ns.public_key is None):
+        print("modelpack verify: error: --signature and --public-key go together", file=sys.stderr)
+        return 2
+    status = verify_report(ns.files, out=out)
+    if ns.signature is None or status:
+        return status
+    from .sign import verify_signature
+
+    for path in ns.files:
+        digest = verify_signature(path, ns.signature, ns.public_key)
+        out.write(f"{path}: signature OK ({digest})\n")
+    return 0
+
+
+@_command("sign")
+def cmd_sign(ns: argparse.Namespace, out: TextIO) -> int:
+    from .sign import sign
+
+    password = os.environ.get("MODELPACK_KEY_PASSWORD")
+    written = sign(ns.file, ns.key, ns.output, password=password)
+    out.write(f"wrote {written}\n")
+    return 0
 
 
 @_command("inspect")
@@ -107,11 +128,65 @@ class _Version(argparse.Action):
         parser.exit()
 
 
+# --------------------------------------------------------------------------- convert
+
+
+def _convert_dcp(ns: argparse.Namespace, out: TextIO) -> int:
+    """A torch.distributed.checkpoint folder -> one .mpk, one tensor in memory at a time."""
+    from .dcp import consolidate
+
+    consolidate(ns.src, ns.dst)
+    out.write(f"{ns.dst}: written from {ns.src}\n")
+    return 0
+
+
 @_command("show")
 def cmd_show(ns: argparse.Namespace, out: TextIO) -> int:
     from .show import show_command
 
     return show_command(ns.file, ns.output, ns.format, ns.open, out=out)
+
+
+@_command("convert")
+def cmd_convert(ns: argparse.Namespace, out: TextIO) -> int:
+    """Every SRC/DST pair goes through this one dispatch (modelpack.converters.convert); DCP folders consolidate."""
+    from .dcp import is_dcp_folder
+
+    if is_dcp_folder(ns.src):
+        return _convert_dcp(ns, out)
+    from .converters import convert
+
+    convert(ns.src, ns.dst, src_format=ns.src_format, dst_format=ns.dst_format, sha256=ns.sha256)
+    print(f"wrote {ns.dst}", file=out)
+    return 0
+
+
+@_command("digest")
+def cmd_digest(ns: argparse.Namespace, out: TextIO) -> int:
+    from .digests import digest_report
+
+    return digest_report(ns.files, parts=ns.parts, out=out)
+
+
+def _add_convert_parsers(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    from .converters import FORMATS
+
+    c = sub.add_parser("convert", help="convert between .mpk and safetensors, torch state dicts, HF folders, ONNX")
+    c.add_argument("src", metavar="SRC", help="file or folder to read (format from its extension or contents; a DCP checkpoint folder too)")
+    c.add_argument("dst", metavar="DST", help="file (or folder, for sharded safetensors) to write")
+    c.add_argument("--from", dest="src_format", choices=FORMATS, help="SRC's format, when its name does not say")
+    c.add_argument("--to", dest="dst_format", choices=FORMATS, help="DST's format, when its name does not say")
+    c.add_argument("--sha256", action="store_true", help="record per-tensor SHA-256 in a .mpk output")
+
+    s = sub.add_parser("sign", help="sign a .mpk's content digest (OpenSSF model-signing bundle; extra 'sign')")
+    s.add_argument("file", metavar="FILE", help="the .mpk file to sign")
+    s.add_argument("--key", required=True, metavar="KEY",
+                   help="EC private key (PEM); its password, if any, from $MODELPACK_KEY_PASSWORD")
+    s.add_argument("-o", "--output", metavar="SIG", help="where to write the bundle (default: FILE.sig)")
+
+    g = sub.add_parser("digest", help="print one content digest per .mpk (stable across member order)")
+    g.add_argument("files", nargs="+", metavar="FILE", help=".mpk files")
+    g.add_argument("--parts", action="store_true", help="also print the digest of each part (spec, tensors...)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -130,7 +205,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("schema", help="print the JSON Schema of the spec language")
 
     ve = sub.add_parser("verify", help="recompute checksums and check structure, spec and weights")
-    ve.add_argument("files", nargs="+", metavar="FILE", help=".mpk files to verify")
+    ve.add_argument("files", nargs="+", metavar="FILE", help=".mpk files, or distributed checkpoint folders (every shard, the metadata, chunk coverage)")
+    ve.add_argument("--signature", metavar="SIG", help="also check this model-signing bundle (with --public-key)")
+    ve.add_argument("--public-key", metavar="PUB", help="the signer's EC public key (PEM)")
 
     i = sub.add_parser("inspect", help="show what a .mpk holds")
     i.add_argument("file", metavar="FILE", help="the .mpk file to describe")
@@ -155,6 +232,7 @@ def _parser() -> argparse.ArgumentParser:
     sh.add_argument("--format", choices=["html", "svg", "png"], default="html",
                     help="html: interactive page (default); svg: static top level, no browser; png: via chromium")
     sh.add_argument("--open", action="store_true", help="open the result in the default browser")
+    _add_convert_parsers(sub)
     return p
 
 
