@@ -245,6 +245,7 @@ def _write_members(zw: ZipWriter, tree_json: Any, payloads: list[_Payload], meta
     blob = manifest.dumps(body)
     with limits_at_save():
         manifest.check_member_size(manifest.MANIFEST, len(blob))
+        manifest.check_containers(blob)
     zw.add(manifest.MANIFEST, blob)
     zw.finish()
     return blob

@@ -189,9 +189,10 @@ class SpecModule(nn.Module):
     def _state(self, path: tuple[str, ...]) -> torch.Tensor:
         """The tensor of a Parameter/Buffer node: registered at ``path`` itself (its state_dict key)."""
         parent, leaf = self._layer(path[:-1]), path[-1]
-        # nn.Module.__getattr__ reads the registries only (_parameters, _buffers, _modules), so an instance
-        # attribute of the same name cannot shadow it; called through the class, torch.fx's tracer (which
-        # patches it) records a get_attr on re-export instead of baking in the tensor
+        if leaf not in parent._parameters and leaf not in parent._buffers:
+            raise KeyError(leaf)
+        # nn.Module.__getattr__ reads the registries only (a property or method of the same name cannot
+        # answer), and torch.fx, which patches it while tracing, records a get_attr on re-export
         return nn.Module.__getattr__(parent, leaf)  # type: ignore[return-value]
 
     def _bind_inputs(self, inputs: tuple[Any, ...], named: dict[str, Any]) -> dict[str, Any]:
