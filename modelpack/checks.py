@@ -21,7 +21,15 @@ __all__ = ["verify", "validate", "torch_shape_checker"]
 
 
 def verify(path: str | os.PathLike[str], *, progress: bool | None = None) -> None:
-    """Check structure, every checksum, the spec, and the spec against the weights; raise on any problem."""
+    """Check structure, every checksum, the spec, and the spec against the weights; raise on any problem.
+
+    A distributed checkpoint folder is checked whole: metadata, chunk coverage, every shard.
+    """
+    from .dcp import _layout as dcp_layout
+
+    if dcp_layout.is_dcp_folder(path):
+        dcp_layout.verify(path)
+        return
     with api.Pack(path) as pack:
         pack.verify(progress=progress)
         spec = api.checked_spec(pack)

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from . import limits
+from .codec import RawArray, foreign_array
 from .errors import FormatError, UnsupportedObjectError
 
 __all__ = ["Leaf", "encode", "decode", "iter_refs", "NAME_RE", "valid_name", "tensor_key"]
@@ -111,11 +112,16 @@ class _Encoder:
             return {"$tensor": self._leaf(obj, "numpy", path)}
         if isinstance(obj, np.generic):
             return {"$tensor": self._leaf(np.asarray(obj), "numpy-scalar", path)}
+        if isinstance(obj, RawArray):
+            return {"$tensor": self._leaf(obj, obj.kind, path)}
         if isinstance(obj, (list, tuple, dict)):
             return self._container(obj, path, active)
+        arr = foreign_array(obj)  # JAX, TensorFlow, CuPy... through DLPack or the array interface
+        if arr is not None:
+            return self.encode(arr, path, active)
         raise UnsupportedObjectError(
             f"cannot save a {type(obj).__name__!r}; supported: dict, list, tuple, None, bool, int, "
-            "float, str, torch tensors and numpy arrays",
+            "float, str, torch tensors, numpy arrays and arrays with __dlpack__ or the numpy array interface",
             where=_path_str(path),
         )
 
@@ -217,6 +223,8 @@ def tensor_key(value: Any) -> Hashable:
     nothing (empty, meta, sparse, subclasses) are tied only to themselves.
     The one definition for ``save`` and the checkpoint snapshots.
     """
+    if isinstance(value, RawArray):
+        return ("id", id(value))
     if isinstance(value, np.ndarray):
         if value.size == 0:
             return ("id", id(value))
@@ -269,6 +277,8 @@ class _Lookup:
     def __init__(self, tensor: Callable[[str], Any]) -> None:
         self.tensor = tensor
         self.sparse: dict[tuple[Any, ...], Any] = {}
+        lim = limits.current()  # read once per decode, not per node
+        self.max_depth, self.max_items = lim.max_depth, lim.max_tree_items
 
     def __call__(self, name: str) -> Any:
         return self.tensor(name)
@@ -280,18 +290,21 @@ def decode(tree: Any, tensor: Callable[[str], Any]) -> Any:
 
 
 def _decode(node: Any, tensor: _Lookup, where: _Where, depth: int) -> Any:
-    if depth > limits.current().max_depth:
+    if depth > tensor.max_depth:
         limits.check("max_depth", depth, where=_where_text(where), what="nesting depth")
-    if isinstance(node, (str, list, dict)) and len(node) > limits.current().max_tree_items:
+    if isinstance(node, (str, list, dict)) and len(node) > tensor.max_items:
         limits.check("max_tree_items", len(node), where=_where_text(where), what="items in one value")
-    if node is None or isinstance(node, (bool, str, int)):
-        return node
-    if isinstance(node, float):
+    if node is None or isinstance(node, (bool, str, int, float)):
         return node
     if isinstance(node, list):
         return [_decode(v, tensor, (where, i), depth + 1) for i, v in enumerate(node)]
     if not isinstance(node, dict):
         raise _bad(f"unexpected JSON value of type {type(node).__name__}", where)
+    if len(node) == 1 and "$tensor" in node:  # the most common node: one tensor reference
+        value = node["$tensor"]
+        if not isinstance(value, str):
+            raise _bad("$tensor must name a tensor", where)
+        return tensor.tensor(value)
     tags = [k for k in node if k.startswith("$")]
     if not tags:
         return {k: _decode(v, tensor, (where, k), depth + 1) for k, v in node.items()}

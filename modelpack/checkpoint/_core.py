@@ -26,7 +26,7 @@ from typing import Any
 
 from .. import api, tree
 from ..errors import CheckpointError, ModelPackError
-from . import _branch, _files, _state
+from . import _branch, _dist, _files, _state
 from ._background import BackgroundWriter, failure_message, reason
 from ._files import CheckpointFile
 from ._snapshot import Snapshotter, tensor_nbytes
@@ -109,6 +109,7 @@ class Checkpointer:
         self.restored: RestoreInfo | None = None
         self._snapshots = Snapshotter()
         self._writer = BackgroundWriter()
+        self._pending: tuple[int, Path, Any] | None = None  # a distributed async_save in flight
 
     def __repr__(self) -> str:
         return (
@@ -158,6 +159,8 @@ class Checkpointer:
         path = self.path_for(step)
         self.wait()
         components = dict(model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
+        if _dist.active():
+            return self._save_distributed(step, components, extra, generators, rng, blocking)
         state = _collect(step, components, extra, generators, rng)
         meta = _metadata(step, state, metadata)
         if blocking:
@@ -185,11 +188,55 @@ class Checkpointer:
                 source=str(path),
             ) from e
 
+    def _save_distributed(self, step: int, components: Mapping[str, Any], extra: Any,
+                          generators: Mapping[str, Any] | None, rng: bool, blocking: bool) -> Path:
+        """Every rank calls this; the checkpoint is the folder ``ckpt-<step>.dcp`` (see ``_dist``)."""
+        folder = self.directory / _dist.folder_name(_files.file_name(self.prefix, step))
+        header = {"format": FORMAT, "version": VERSION, "step": step}
+        state = _dist.collect(step, components, extra, generators, rng, header)
+        coordinator = _dist.rank() == 0
+        try:
+            if coordinator:
+                _files.ensure_folder(self.directory)
+                _files.sweep_temps(self.directory, self.prefix)
+                _dist.sweep_uncommitted(self.directory, self.prefix, folder)
+                _branch.settle(self.directory, self.prefix, step, lambda moved: _warn_branched(step, moved))
+                self._prune(())
+            pending = _dist.save(folder, state, blocking)
+        except (OSError, ModelPackError) as e:
+            raise CheckpointError(f"could not write the checkpoint of step {step}: {reason(e)}", source=str(folder)) from e
+        if pending is None:
+            self._after_commit(step, folder)
+        else:
+            self._pending = (step, folder, pending)
+        return folder
+
+    def _after_commit(self, step: int, folder: Path) -> None:
+        """Only the coordinator prunes, and only once the new checkpoint is committed."""
+        if _dist.rank() != 0:
+            return
+        try:
+            self._prune((step,))
+        except OSError as e:
+            raise CheckpointError(
+                f"the checkpoint of step {step} is saved, but removing old checkpoints failed: {reason(e)}",
+                source=str(folder),
+            ) from e
+
     def _prune(self, pinned: tuple[int, ...]) -> list[Path]:
         return _files.prune(self.directory, self.prefix, self.keep_last, self.keep_every, pinned)
 
     def wait(self) -> None:
         """Block until the background save (if any) is durable; raise its error if it failed."""
+        if self._pending is not None:
+            step, folder, future = self._pending
+            self._pending = None
+            try:
+                future.result()
+            except BaseException as e:  # DCP's CheckpointException derives from BaseException
+                raise CheckpointError(f"the background save of step {step} failed: {reason(e)}",
+                                      source=str(folder)) from e
+            self._after_commit(step, folder)
         self._writer.join()
         failure = self._writer.take_failure()
         if failure is not None:
@@ -256,7 +303,10 @@ class Checkpointer:
         ckpt, skipped = found
         components = dict(model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
         try:
-            _apply(ckpt.state, components, generators, rng, strict)
+            if ckpt.path.is_dir():
+                ckpt = Checkpoint(ckpt.step, ckpt.path, _dist.restore(ckpt.path, components, generators, rng, strict))
+            else:
+                _apply(ckpt.state, components, generators, rng, strict)
         except CheckpointError as e:
             raise e.with_context(source=str(ckpt.path))
         self.restored = RestoreInfo(ckpt.step, ckpt.path, ckpt.extra, tuple(skipped))
@@ -346,7 +396,13 @@ def _apply(
 
 
 def _read(path: Path, expected_step: int | None, map_location: Any, progress: bool) -> Checkpoint:
-    """Verify every checksum, load into fresh memory, check it is a checkpoint of the right step."""
+    """Verify every checksum, load into fresh memory, check it is a checkpoint of the right step.
+
+    A distributed checkpoint folder is verified whole; its state is read by ``restore`` (it needs the
+    objects to shard into), so the Checkpoint carries the step only.
+    """
+    if path.is_dir():
+        return _read_folder(path, expected_step)
     try:
         state = api.load(path, mmap=False, map_location=map_location, verify=True, progress=progress)
     except (OSError, ModelPackError) as e:
@@ -356,6 +412,18 @@ def _read(path: Path, expected_step: int | None, map_location: Any, progress: bo
         problem = CheckpointError(f"the file name says step {expected_step}, the content says {step}")
         raise CheckpointError(str(problem), source=str(path)) from problem
     return Checkpoint(step, path, state)
+
+
+def _read_folder(path: Path, expected_step: int | None) -> Checkpoint:
+    try:
+        header = _dist.read_header(path)
+    except (OSError, ModelPackError) as e:
+        raise CheckpointError(f"cannot read the checkpoint: {reason(e)}", source=str(path)) from e
+    step = _check_state(header, path)
+    if expected_step is not None and step != expected_step:
+        problem = CheckpointError(f"the folder name says step {expected_step}, the content says {step}")
+        raise CheckpointError(str(problem), source=str(path)) from problem
+    return Checkpoint(step, path, header)
 
 
 def _check_state(state: Any, path: Path) -> int:

@@ -13,12 +13,14 @@ import contextlib
 import dataclasses
 import os
 import re
+import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from .. import _fs
 from .. import api
+from ..dcp import METADATA_FILE as DCP_METADATA
 
 __all__ = [
     "CheckpointFile",
@@ -40,7 +42,7 @@ PREFIX_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_\-]*")
 
 @dataclasses.dataclass(frozen=True, order=True)
 class CheckpointFile:
-    """One published checkpoint in a run folder: its step and where it is."""
+    """One published checkpoint in a run folder: its step and where it is (a file, or a DCP folder)."""
 
     step: int
     path: Path
@@ -52,7 +54,14 @@ def file_name(prefix: str, step: int) -> str:
 
 
 def _name_re(prefix: str) -> re.Pattern[str]:
-    return re.compile(rf"{re.escape(prefix)}-(\d{{{STEP_DIGITS},18}})\.mpk")
+    return re.compile(rf"{re.escape(prefix)}-([0-9]{{{STEP_DIGITS},18}})\.(mpk|dcp)", re.ASCII)
+
+
+def _published(entry: os.DirEntry[str], kind: str) -> bool:
+    """A .mpk file, or a distributed checkpoint folder whose metadata pack (its commit) is there."""
+    if kind == "mpk":
+        return entry.is_file(follow_symlinks=False)
+    return entry.is_dir(follow_symlinks=False) and os.path.isfile(os.path.join(entry.path, DCP_METADATA))
 
 
 def list_checkpoints(folder: Path, prefix: str) -> list[CheckpointFile]:
@@ -65,7 +74,7 @@ def list_checkpoints(folder: Path, prefix: str) -> list[CheckpointFile]:
         return []
     for entry in entries:
         m = pattern.fullmatch(entry.name)
-        if m and entry.is_file(follow_symlinks=False):
+        if m and _published(entry, m.group(2)):
             found.append(CheckpointFile(int(m.group(1)), folder / entry.name))
     return sorted(found)
 
@@ -96,11 +105,20 @@ def prune(
     for f in files:
         if f.step not in keep:
             with contextlib.suppress(FileNotFoundError):  # another writer pruned it first
-                f.path.unlink()
+                _remove(f.path)
                 removed.append(f.path)
     if removed:
         _fs.fsync_dir(folder)
     return removed
+
+
+def _remove(path: Path) -> None:
+    """A file, or a distributed checkpoint folder: its metadata pack first (uncommitting it), then the rest."""
+    if not path.is_dir():
+        path.unlink()
+        return
+    (path / DCP_METADATA).unlink()
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def sweep_temps(folder: Path, prefix: str) -> list[Path]:
@@ -110,7 +128,7 @@ def sweep_temps(folder: Path, prefix: str) -> list[Path]:
     lock its writer holds for the whole write, so a live writer's temp file
     (another process, container or host on a shared folder) is left alone.
     """
-    pattern = re.compile(rf"\.({re.escape(prefix)}-\d+\.mpk)\.\d+\.[0-9a-f]+\.mpk-tmp")
+    pattern = re.compile(rf"\.({re.escape(prefix)}-[0-9]+\.mpk)\.[0-9]+\.[0-9a-f]+\.mpk-tmp", re.ASCII)
     try:
         names = os.listdir(folder)
     except FileNotFoundError:

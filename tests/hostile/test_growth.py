@@ -218,11 +218,11 @@ def test_dotted_names_count_modules_before_building(monkeypatch: pytest.MonkeyPa
     created = []
     original = build.Namespace.__init__
     monkeypatch.setattr(build.Namespace, "__init__", lambda self, *a, **k: (created.append(1), original(self, *a, **k))[1])
-    spec = json.dumps(_dotted_layers(40)).encode()  # 40 layers need 10,000 modules
-    with limits.raised(max_modules=9_999), pytest.raises(LimitError, match="max_modules=9,999"):
+    spec = json.dumps(_dotted_layers(40)).encode()  # 40 layers need 10,001 modules (the root included)
+    with limits.raised(max_modules=10_000), pytest.raises(LimitError, match="max_modules=10,000"):
         build.build(spec, device="meta")
     assert created == []
-    with limits.raised(max_modules=10_000):
+    with limits.raised(max_modules=10_001):
         model = build.build(spec, device="meta")
     assert len(created) == 40 * 249  # the namespaces, on the meta device
     assert sum(1 for _ in model.modules()) == 1 + 40 * 250

@@ -1,0 +1,122 @@
+"""``modelpack convert DCP_DIR out.mpk`` and ``modelpack verify DIR``: one file out, streaming, no process group."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import pytest
+
+torch = pytest.importorskip("torch")
+dcp = pytest.importorskip("torch.distributed.checkpoint")
+
+import modelpack  # noqa: E402
+from modelpack.cli import main  # noqa: E402
+from modelpack.dcp import MpkStorageReader, MpkStorageWriter, consolidate  # noqa: E402
+
+from conftest import bits_equal, run_python  # noqa: E402
+
+
+def _single(fn, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return fn(*args, **kwargs)
+
+
+def _cli(*argv):
+    out = io.StringIO()
+    return main(list(argv), out=out), out.getvalue()
+
+
+def _state():
+    g = torch.Generator().manual_seed(0)
+    return {
+        "model": {"w": torch.randn(4, 3, generator=g), "b": torch.randn(3, generator=g).to(torch.bfloat16)},
+        "optim": {"state": {0: {"step": torch.tensor(2.0), "exp_avg": torch.randn(4, 3, generator=g)}},
+                  "param_groups": [{"lr": 0.1, "params": ["model.w", "model.b"]}]},
+        "layers": [torch.ones(2), torch.zeros(3, dtype=torch.int64)],
+        "step": 7,
+        "$odd": {"x": 1},
+    }
+
+
+@pytest.fixture
+def folder(tmp_path):
+    path = tmp_path / "ckpt"
+    _single(dcp.save, _state(), storage_writer=MpkStorageWriter(path))
+    return path
+
+
+def _same(a, b):
+    if isinstance(a, torch.Tensor):
+        return bits_equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def test_cli_convert_gives_back_the_nested_state(folder, tmp_path):
+    out = tmp_path / "one.mpk"
+    code, text = _cli("convert", str(folder), str(out))
+    assert code == 0 and "one.mpk" in text
+    got = modelpack.load(out)
+    expected = _state()
+    expected["optim"]["state"] = {"0": expected["optim"]["state"][0]}  # DCP keys are strings
+    assert _same(got, expected), got
+
+
+def test_single_file_reader_loads_the_converted_file(folder, tmp_path):
+    out = tmp_path / "one.mpk"
+    consolidate(folder, out)
+    target = {"model": {"w": torch.zeros(4, 3), "b": torch.zeros(3, dtype=torch.bfloat16)}, "step": 0}
+    _single(dcp.load, target, storage_reader=MpkStorageReader(out))
+    assert target["step"] == 7 and bits_equal(target["model"]["b"], _state()["model"]["b"])
+
+
+def test_single_file_reader_on_a_plain_save(tmp_path):
+    modelpack.save({"w": torch.arange(6.0).reshape(2, 3), "n": 4}, tmp_path / "p.mpk")
+    target = {"w": torch.zeros(2, 3), "n": 0}
+    _single(dcp.load, target, storage_reader=MpkStorageReader(tmp_path / "p.mpk"))
+    assert target["n"] == 4 and torch.equal(target["w"], torch.arange(6.0).reshape(2, 3))
+
+
+def test_cli_convert_refuses_what_is_not_a_checkpoint_folder(tmp_path, capsys):
+    code, _ = _cli("convert", str(tmp_path), str(tmp_path / "o.mpk"))
+    assert code == 1 and "distributed checkpoint folder" in capsys.readouterr().err
+    assert not (tmp_path / "o.mpk").exists()
+
+
+def test_cli_verify_a_folder(folder, capsys):
+    code, text = _cli("verify", str(folder))
+    assert code == 0 and text == f"{folder}: OK\n"
+    shard = next(folder.glob("shard-*.mpk"))
+    data = bytearray(shard.read_bytes())
+    data[200] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    code, text = _cli("verify", str(folder))
+    assert code == 1 and "FAILED" in text
+
+
+PEAK = """
+import resource, sys, torch
+import modelpack.dcp
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+modelpack.dcp.consolidate(sys.argv[1], sys.argv[2])
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+
+
+@pytest.mark.slow
+def test_consolidation_streams_one_tensor_at_a_time(tmp_path):
+    n, mib = 8, 16
+    state = {f"t{i}": torch.full((mib << 18,), float(i)) for i in range(n)}  # 8 x 16 MiB
+    _single(dcp.save, state, storage_writer=MpkStorageWriter(tmp_path / "big"))
+    del state
+    r = run_python(PEAK, str(tmp_path / "big"), str(tmp_path / "big.mpk"), timeout=300)
+    assert r.returncode == 0, r.stderr
+    grew = int(r.stdout.split()[-1])
+    assert grew < 4 * mib, f"peak memory grew by {grew} MiB for {n} tensors of {mib} MiB"
+    with modelpack.open(tmp_path / "big.mpk") as pack:
+        assert float(pack["t5"][-1]) == 5.0 and len(pack) == n
