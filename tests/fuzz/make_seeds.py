@@ -2,8 +2,7 @@
 
 OUT/open: whole valid files (tensor trees, ZIP64, a spec member, a model file when torch is
 there); OUT/load: the same files behind mode byte 0, and their manifests behind mode byte 1;
-OUT/validate: every spec under examples/ and tests/data/specs/ behind mode bytes 0 and 1;
-OUT/model: the same specs behind mode bytes 0, 1 and 2 (validate, build, the pack readers).
+OUT/validate: every spec under examples/ and tests/data/specs/ behind mode bytes 0 and 1.
 Everything is built here from code; nothing is downloaded.
 """
 
@@ -75,7 +74,7 @@ def _manifest(data: bytes) -> bytes:
 
 
 def main(out: Path) -> None:
-    for sub in ("open", "load", "validate", "model"):
+    for sub in ("open", "load", "validate"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         files = _files(Path(tmp))
@@ -91,8 +90,6 @@ def main(out: Path) -> None:
         text = path.read_bytes()
         (out / "validate" / f"text-{path.stem}").write_bytes(b"\0" + text)
         (out / "validate" / f"pack-{path.stem}").write_bytes(b"\1" + text)
-        for mode, label in enumerate(("validate", "build", "pack")):
-            (out / "model" / f"{label}-{path.stem}").write_bytes(bytes([mode]) + text)
     print(f"seeds: {sum(1 for _ in out.rglob('*') if _.is_file())} files under {out}")
 
 

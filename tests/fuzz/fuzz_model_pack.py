@@ -6,12 +6,12 @@ per input (see ``_budget``): 2 s of CPU time (an OverBudget exception, reported 
 and a data limit of 1 GiB above the warmed-up process (a MemoryError, a finding too); torch runs
 on one thread. libFuzzer's ``-timeout`` (wall time) and ``-rss_limit_mb`` back them up.
 
-    python tests/fuzz/make_seeds.py build/fuzz
-    nice -n 19 python tests/fuzz/fuzz_model.py build/fuzz/model -max_total_time=1800 -timeout=20 \\
+    python tests/fuzz/fuzz_model_pack.py --seed build/fuzz/model_pack
+    nice -n 19 python tests/fuzz/fuzz_model_pack.py build/fuzz/model_pack -max_total_time=1800 -timeout=20 \\
         -rss_limit_mb=3072 -dict=tests/fuzz/spec.dict -artifact_prefix=build/fuzz/findings-
 
 Replay inputs (a finding, or a whole corpus) each in a forked child under the same budget, with
-the time and outcome of each: ``python tests/fuzz/fuzz_model.py --replay FILE_OR_DIR...``.
+the time and outcome of each: ``python tests/fuzz/fuzz_model_pack.py --replay FILE_OR_DIR...``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 import _budget
-import _model
+import _model_pack as _model
 
 
 def replay(paths: list[str]) -> int:
@@ -50,7 +50,7 @@ def main() -> None:
 
     _model.preload()
     cap = _budget.limit_memory()
-    print(f"fuzz_model: data limit {cap >> 20} MiB (1 GiB above the warmed-up process), "
+    print(f"fuzz_model_pack: data limit {cap >> 20} MiB (1 GiB above the warmed-up process), "
           f"{_budget.SECONDS:g} s of CPU per input", file=sys.stderr)
     atheris.Setup(sys.argv, one_input)
     atheris.Fuzz()
@@ -61,7 +61,18 @@ def one_input(data: bytes) -> None:
         _model.check(data)
 
 
+def seed(out: str) -> None:
+    """Write the seed corpus (every spec of examples/ and tests/data/specs/, modes 0-2) to ``out``."""
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in _model.seeds().items():
+        (folder / name).write_bytes(data)
+    print(f"seeds: {len(_model.seeds())} files under {folder}")
+
+
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--replay":
         sys.exit(replay(sys.argv[2:]))
+    if len(sys.argv) == 3 and sys.argv[1] == "--seed":
+        sys.exit(seed(sys.argv[2]))
     main()

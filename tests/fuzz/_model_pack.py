@@ -1,7 +1,7 @@
-"""The spec and model layers on one fuzzed spec: what ``fuzz_model.py`` runs per input.
+"""The spec and model layers on one fuzzed spec: what ``fuzz_model_pack.py`` runs per input.
 
 No atheris here, so the hostile suite replays the seeds through the same code
-(``tests/hostile/test_fuzz_model.py``). Per input, each of these may raise only a
+(``tests/hostile/test_fuzz_budget.py``). Per input, each of these may raise only a
 ModelPackError:
 
 * ``modelpack.validate(spec, shapes=True)`` (schema, graph, args, shapes through torch on meta);
@@ -98,6 +98,14 @@ def check(data: bytes) -> None:
     else:
         path = _harness.write(pack_bytes(spec))
         _harness.expect_modelpack_errors([_load_model, _describe, _diff], path)
+
+
+def seeds() -> dict[str, bytes]:
+    """Every spec of examples/ and tests/data/specs/ behind mode bytes 0, 1 and 2."""
+    root = _harness.ROOT
+    specs = sorted((root / "examples" / "specs").glob("*.yaml")) + sorted((root / "tests" / "data").rglob("*.yaml"))
+    return {f"{label}-{path.stem}": bytes([mode]) + path.read_bytes()
+            for path in specs for mode, label in enumerate(("validate", "build", "pack"))}
 
 
 def preload() -> Any:

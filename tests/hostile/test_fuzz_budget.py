@@ -1,6 +1,6 @@
 """The spec/model fuzz harness without atheris: its per-input budget, and its seeds replayed.
 
-``tests/fuzz/fuzz_model.py`` runs ``_model.check`` under ``_budget``; here the budget's forked
+``tests/fuzz/fuzz_model_pack.py`` runs ``_model_pack.check`` under ``_budget``; here the budget's forked
 runner is checked to tell each way an input can end, and every seed spec passes the readers
 (validate, build on meta, load_model, inspect, diff) within the 2 s and 1 GiB budget.
 """
@@ -54,16 +54,12 @@ def test_cpu_budget_stops_a_loop_in_process() -> None:
 
 def test_seed_specs_pass_every_reader_within_budget() -> None:
     pytest.importorskip("torch")
-    import _model
+    import _model_pack
 
-    root = FUZZ.parent.parent
-    specs = sorted((root / "examples" / "specs").glob("*.yaml")) + sorted((root / "tests" / "data").rglob("*.yaml"))
-    _model.preload()
-    slow = []
-    for spec in specs:
-        for mode in (0, 1, 2):
-            # the 2 s budget is the fuzzer's; a shared CI machine gets ten times that here
-            outcome = _budget.run_forked(_model.check, bytes([mode]) + spec.read_bytes(), seconds=20)
-            assert not outcome.finding, (spec.name, mode, outcome)
-            slow.append((outcome.seconds, spec.name, mode))
-    assert len(slow) == 3 * len(specs) >= 3 * 25
+    seeds = _model_pack.seeds()
+    _model_pack.preload()
+    for name, data in seeds.items():
+        # the 2 s budget is the fuzzer's; a shared CI machine gets ten times that here
+        outcome = _budget.run_forked(_model_pack.check, data, seconds=20)
+        assert not outcome.finding, (name, outcome)
+    assert len(seeds) >= 3 * 25
