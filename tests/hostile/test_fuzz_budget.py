@@ -37,11 +37,14 @@ def _raise(data: bytes) -> None:
 
 
 def test_the_budget_tells_each_ending() -> None:
-    assert _budget.run_forked(lambda d: None, b"").status == "ok"
+    ok = _budget.run_forked(lambda d: None, b"")
+    assert ok.status == "ok", ok
     spun = _budget.run_forked(_spin, b"", seconds=0.5)
-    assert spun.status == "timeout" and spun.seconds < 5
-    assert _budget.run_forked(_hog, b"", memory=256 << 20).status == "memory"
-    assert _budget.run_forked(_raise, b"x").status == "raised"
+    assert spun.status == "timeout" and spun.seconds < 30, spun
+    hog = _budget.run_forked(_hog, b"", memory=256 << 20)
+    assert hog.status == "memory", hog
+    raised = _budget.run_forked(_raise, b"x")
+    assert raised.status == "raised", raised
 
 
 def test_cpu_budget_stops_a_loop_in_process() -> None:
