@@ -186,7 +186,8 @@ def ckpt_train(rank: int, world: int, folder: str, refs: str) -> None:
     with Checkpointer(folder, keep_last=2) as ck:
         for step in range(4):
             train_step(m, opt, 10 + step)
-            ck.save(step, model=m, optimizer=opt, extra={"loss": float(step)}, blocking=step % 2 == 0)
+            path = ck.save(step, model=m, optimizer=opt, extra={"loss": float(step)}, blocking=step % 2 == 0)
+            assert path == ck.path_for(step) and path.name.endswith(".dcp"), path
             full = full_state(m, opt)
             if rank == 0:
                 modelpack.save(full, f"{refs}/ref-{step}.mpk")
