@@ -1,7 +1,8 @@
 """modelpack: ship a PyTorch model as one safe file.
 
 ``import modelpack`` never imports torch: the torch entry points (export,
-load_model, build, load_weights, Checkpointer) are resolved lazily on first use.
+load_model, build, load_weights, Checkpointer) and the converters are resolved
+lazily on first use.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ __version__ = "0.1.0"
 __all__ = [
     "save",
     "load",
+    "save_bytes",
+    "load_bytes",
     "open",
     "verify",
     "validate",
@@ -33,6 +36,8 @@ __all__ = [
     "load_model",
     "build",
     "load_weights",
+    "convert",
+    "digest",
     "Checkpointer",
     "CheckpointWarning",
     "limits",
@@ -51,6 +56,8 @@ __all__ = [
 _LAZY = {
     "save": ("modelpack.api", "save"),
     "load": ("modelpack.api", "load"),
+    "save_bytes": ("modelpack.api", "save_bytes"),
+    "load_bytes": ("modelpack.api", "load_bytes"),
     "open": ("modelpack.api", "open"),
     "verify": ("modelpack.checks", "verify"),
     "validate": ("modelpack.checks", "validate"),
@@ -58,14 +65,18 @@ _LAZY = {
     "load_model": ("modelpack.torch.load", "load_model"),
     "build": ("modelpack.torch.build", "build"),
     "load_weights": ("modelpack.torch.load", "load_weights"),
+    "convert": ("modelpack.converters", "convert"),
+    "digest": ("modelpack.digests", "content_digest"),
     "Checkpointer": ("modelpack.checkpoint", "Checkpointer"),
     "CheckpointWarning": ("modelpack.checkpoint", "CheckpointWarning"),
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .api import load, open, save
+    from .api import load, load_bytes, open, save, save_bytes
     from .checkpoint import Checkpointer
     from .checks import validate, verify
+    from .converters import convert
+    from .digests import content_digest as digest
     from .torch.build import build
     from .torch.export import export
     from .torch.load import load_model, load_weights

@@ -10,20 +10,19 @@ goes through :class:`Pack`, so a file cannot pass one and trick another.
 
 from __future__ import annotations
 
-import contextlib
+import hashlib
+import io
 import os
-import stat
-import sys
-import weakref
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
-from . import _fs, limits, manifest, tree
-from ._filemap import map_copy_on_write
-from .codec import DType, dtype_by_name, npy_header, numpy_payload, numpy_view
-from .container import Member, ZipWriter, crc32, pread_exact, read_members
+from . import manifest, split, tree
+from ._source import Source, open_source
+from ._write import Progress, limits_at_save, stream_pack, write_pack
+from .codec import DTYPES, DType, dtype_by_name, npy_header, numpy_view
+from .container import Member, check_local_header, checksums, crc32, pread_exact, read_members
 from .errors import (
     FormatError,
     IntegrityError,
@@ -34,226 +33,72 @@ from .errors import (
     UnsupportedObjectError,
 )
 
-__all__ = ["save", "load", "open", "verify", "Pack", "read_spec_text", "write_pack", "stream_pack"]
+__all__ = ["save", "save_bytes", "load", "load_bytes", "open", "verify", "Pack", "read_spec_text", "write_pack",
+           "stream_pack"]
 
 _READ_CHUNK = 16 << 20
-
-
-# --------------------------------------------------------------------------- progress
-
-
-class _Progress:
-    """A tqdm bar that appears only after ~1 s, only on a terminal unless forced."""
-
-    def __init__(self, total: int, desc: str, enabled: bool | None) -> None:
-        self._bar = None
-        show = enabled if enabled is not None else sys.stderr.isatty()
-        if show and total > 0:
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True, delay=1.0, leave=False)
-
-    def update(self, n: int) -> None:
-        if self._bar is not None:
-            self._bar.update(n)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
 
 
 # --------------------------------------------------------------------------- saving
 
 
-def _payload(leaf: tree.Leaf) -> tuple[DType, tuple[int, ...], memoryview]:
-    where = leaf.where or leaf.name
-    if leaf.kind == "torch":
-        from .torch.tensors import torch_payload
-
-        return torch_payload(leaf.value, where=where)
-    return numpy_payload(leaf.value, where=where)
-
-
-def _check_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
-    meta = dict(metadata or {})
-    for k, v in meta.items():
-        if not isinstance(k, str) or not isinstance(v, str):
-            raise UnsupportedObjectError(f"metadata must map str to str; got {k!r}: {type(v).__name__}")
-    return meta
-
-
-def write_pack(
-    path: str | os.PathLike[str],
-    tree_json: Any,
-    leaves: list[tree.Leaf],
-    *,
-    metadata: Mapping[str, str] | None = None,
-    spec_text: str | None = None,
-    progress: bool | None = None,
-    force_zip64: bool = False,
-) -> None:
-    """Write a .mpk atomically: optional spec, tensor members, then the manifest.
-
-    What the reader would refuse under the limits in force (see
-    modelpack.limits) is refused here first, with the same checks, so every
-    file written loads; tensor bytes are written only after those checks.
-    """
-    payloads = [(leaf, *_payload(leaf)) for leaf in leaves]  # refuses unsavable kinds with their path first
-    planned = [(leaf.name, shape) for leaf, _, shape, _ in payloads]
-    _write(path, tree_json, planned, iter(payloads), sum(p[3].nbytes for p in payloads), metadata=metadata,
-           spec_text=spec_text, progress=progress, force_zip64=force_zip64)
-
-
-def stream_pack(
-    path: str | os.PathLike[str],
-    tree_json: Any,
-    planned: Sequence[tuple[str, tuple[int, ...]]],
-    leaves: Iterable[tree.Leaf],
-    *,
-    metadata: Mapping[str, str] | None = None,
-    progress: bool | None = None,
-) -> None:
-    """Write a .mpk whose tensors come one at a time from ``leaves`` (names and shapes known up front).
-
-    Each leaf's bytes are written and dropped before the next is asked for,
-    so peak memory is about one tensor. A leaf that disagrees with ``planned``
-    aborts the write (the target is untouched).
-    """
-    def checked() -> Iterator[tuple[tree.Leaf, DType, tuple[int, ...], memoryview]]:
-        expected = iter(planned)
-        for leaf in leaves:
-            row, shape, data = _payload(leaf)
-            if (leaf.name, shape) != tuple(next(expected, (None, None))):
-                raise FormatError(f"streamed tensor {leaf.name!r} {list(shape)} is not the one planned",
-                                  where=leaf.where or leaf.name)
-            yield leaf, row, shape, data
-            del leaf, data  # before the next leaf is made: peak memory stays at one tensor
-
-    _write(path, tree_json, planned, checked(), 0, metadata=metadata, progress=progress)
-
-
-def _write(
-    path: str | os.PathLike[str],
-    tree_json: Any,
-    planned: Sequence[tuple[str, tuple[int, ...]]],
-    payloads: Iterator[tuple[tree.Leaf, DType, tuple[int, ...], memoryview]],
-    total: int,
-    *,
-    metadata: Mapping[str, str] | None,
-    spec_text: str | None = None,
-    progress: bool | None,
-    force_zip64: bool = False,
-) -> None:
-    meta = _check_metadata(metadata)
-    spec = None if spec_text is None else spec_text.encode("utf-8")
-    with _limits_at_save():
-        manifest.check_plan(tree_json, planned, spec_size=None if spec is None else len(spec))
-    bar = _Progress(total, "saving", progress)
-    try:
-        with _fs.atomic_write(path) as fd:
-            zw = ZipWriter(fd, force_zip64=force_zip64)
-            if spec is not None:
-                zw.add(manifest.SPEC, spec)
-            entries = []
-            for item in payloads:
-                entries.append(_write_tensor(zw, *item, bar))
-                del item
-            if len(entries) != len(planned):
-                raise FormatError(f"{len(entries)} tensors written, {len(planned)} planned", where="archive")
-            body = {
-                "format": manifest.FORMAT,
-                "version": manifest.VERSION,
-                "metadata": meta,
-                "tensors": entries,
-                "tree": tree_json,
-            }
-            blob = manifest.dumps(body)
-            with _limits_at_save():
-                manifest.check_member_size(manifest.MANIFEST, len(blob))
-            zw.add(manifest.MANIFEST, blob)
-            zw.finish()
-    finally:
-        bar.close()
-
-
-_TREE_WHERE = f"{manifest.MANIFEST}.tree"
-
-
-@contextlib.contextmanager
-def _limits_at_save() -> Iterator[None]:
-    """Run the reader's limit checks as a writer: errors say why and name the object's path."""
-    try:
-        with limits.saving():
-            yield
-    except LimitError as e:
-        if e.where and e.where.startswith(_TREE_WHERE):  # the reader's tree location is the saved object's path
-            raise LimitError(e.message, where="obj" + e.where[len(_TREE_WHERE):]) from e
-        raise
-
-
-def _write_tensor(zw: ZipWriter, leaf: tree.Leaf, row: DType, shape: tuple[int, ...],
-                  data: memoryview, bar: _Progress) -> dict[str, Any]:
-    head = npy_header(row.descr, shape)
-    member = zw.add(f"{leaf.name}.npy", head, data, align=True, progress=bar.update)
-    return {
-        "name": leaf.name,
-        "member": member.name,
-        "dtype": row.name,
-        "shape": list(shape),
-        "kind": leaf.kind,
-        "offset": member.data_offset + len(head),
-        "nbytes": data.nbytes,
-        "crc32": f"{member.crc:08x}",
-    }
-
-
 def save(
     obj: Any,
-    path: str | os.PathLike[str],
+    path: Any,
     *,
     metadata: Mapping[str, str] | None = None,
     progress: bool | None = None,
+    max_shard_size: int | str | None = None,
+    sha256: bool = False,
 ) -> None:
     """Save a tensor, array or nested dict/list/tuple of them and plain scalars.
 
     No pickle: the structure goes to a JSON manifest and each tensor to an
-    aligned ``.npy`` member. The write is atomic: a crash leaves the old file.
+    aligned ``.npy`` member. ``path`` is a path, written atomically (a crash
+    leaves the old file), or a writable binary file object. With
+    ``max_shard_size`` (``"2GB"``, ``"1GiB"`` or bytes) a bigger pack is split
+    into ``<stem>-00001-of-0000N.mpk`` shards beside an index at ``path``.
+    Arrays of other frameworks (JAX, TensorFlow, CuPy...) are taken through
+    ``__dlpack__`` or the numpy array interface and load as numpy.
+    ``sha256=True`` records each tensor's SHA-256 for ``verify`` (opt-in: it
+    costs time, see benchmarks/convert.py).
     """
-    with _limits_at_save():
+    with limits_at_save():
         tree_json, leaves = tree.encode(obj)
-    write_pack(path, tree_json, leaves, metadata=metadata, progress=progress)
+    write_pack(path, tree_json, leaves, metadata=metadata, progress=progress, max_shard_size=max_shard_size,
+               sha256=sha256)
+
+
+def save_bytes(obj: Any, *, metadata: Mapping[str, str] | None = None) -> bytes:
+    """What :func:`save` would write, as bytes (like ``safetensors.torch.save``)."""
+    buf = io.BytesIO()
+    save(obj, buf, metadata=metadata)
+    return buf.getvalue()
 
 
 # --------------------------------------------------------------------------- reading
 
 
-def _open_fd(path: str) -> int:
-    # Refuse pipes, sockets and devices before opening them: a socket cannot be opened at all,
-    # and opening a device can have side effects (a tape rewinds, a watchdog arms).
-    mode = os.stat(path).st_mode
-    if not stat.S_ISREG(mode):
-        what = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a pipe, socket or device)"
-        raise NotAModelPackError(f"not a .mpk file: it is {what}", source=path)
-    # O_NONBLOCK: a FIFO swapped in after the stat must not wait for a writer; fstat rejects it next.
-    return os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-
-
 class Pack(Mapping[str, Any]):
-    """An open, fully checked .mpk: manifest, metadata, spec and lazy tensors.
+    """An open, fully checked .mpk (or split pack): manifest, metadata, spec and lazy tensors.
 
     A read-only mapping from tensor name to tensor (``pack[name]``, ``get``,
-    ``items``, ``in``, ``len``). Construction reads only the zip directory,
-    local headers, the manifest and the spec; tensors are read (or mapped) one
-    by one when asked for. The file is closed by ``close()``, by ``with``, or
-    when the pack is garbage collected; tensors handed out stay valid.
+    ``items``, ``in``, ``len``). ``source`` is a path, a URL (``http(s)://``,
+    or any fsspec URL), bytes, or a readable seekable binary file object.
+    Construction reads only the zip directory, local headers, the manifest and
+    the spec (of every shard, for a split pack); tensors are read (or mapped)
+    one by one when asked for. A remote source checks a member's local header
+    when that member is first read. The pack is closed by ``close()``, by
+    ``with``, or when garbage collected; tensors handed out stay valid.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = os.fspath(path)
-        fd = _open_fd(self.path)
-        self._fd: int | None = fd
-        self._closer = weakref.finalize(self, os.close, fd)  # a pack dropped without close() frees its fd
+    def __init__(self, source: Any) -> None:
+        self.source: Source = open_source(source)
+        self.path = self.source.name
         self._map: np.ndarray | None = None
+        self.shards: list[Pack] = []
+        self._owner: dict[str, Pack] = {}
+        self._header_checked: set[str] = set()
         try:
             self._parse()
         except ModelPackError as e:
@@ -265,8 +110,8 @@ class Pack(Mapping[str, Any]):
 
     # -- structure
     def _parse(self) -> None:
-        self._size = os.fstat(self.fd).st_size  # tensor() refuses to map or read if the file shrinks
-        members = read_members(self.fd)
+        self._size = self.source.size  # tensor() refuses to map or read if the file shrinks
+        members = read_members(self.source)
         self.members: dict[str, Member] = {m.name: m for m in members}
         if manifest.MANIFEST not in self.members:
             raise NotAModelPackError("not a .mpk file: a zip archive without a manifest.json")
@@ -274,15 +119,39 @@ class Pack(Mapping[str, Any]):
         if last.name != manifest.MANIFEST:
             raise FormatError(f"{manifest.MANIFEST!r} must be the last member", where="archive")
         manifest.check_member_size(manifest.MANIFEST, last.size)
-        self.manifest: dict[str, Any] = manifest.parse(self._read_member(last))
+        blob = self._read_member(last)
+        self.manifest_sha256 = split.manifest_digest(blob)
+        self.manifest: dict[str, Any] = manifest.parse(blob)
         self._tensor_members = manifest.check(self.manifest, members)
         self.entries: dict[str, dict[str, Any]] = {e["name"]: e for e in self.manifest["tensors"]}
-        for name, entry in self.entries.items():
-            self._check_npy_header(entry, self._tensor_members[name])
+        if not self.source.lazy_headers:
+            for name, entry in self.entries.items():
+                self._check_npy_header(entry, self._tensor_members[name])
         self.spec_text: str | None = self._read_spec()
+        if split.SHARDS_KEY in self.manifest:
+            self._join_shards()
+
+    def _join_shards(self) -> None:
+        self.shards = split.open_shards(self, Pack)
+        for shard in self.shards:
+            for name, entry in shard.entries.items():
+                if name in self.entries:
+                    raise FormatError(f"tensor {name!r} is in two shards", where=f"shard {shard.path!r}")
+                self.entries[name] = entry
+                self._owner[name] = shard
+        manifest.check_tree(self.manifest["tree"], self.entries)
+
+    def _member_bytes(self, m: Member, size: int) -> bytes:
+        """The first ``size`` bytes of a member's data; a lazily placed member's header is checked first."""
+        if self.source.lazy_headers and m.name not in self._header_checked:
+            prefix = check_local_header(self.source, m)
+            self._header_checked.add(m.name)
+            if size <= len(prefix):
+                return prefix[:size]
+        return pread_exact(self.source, size, m.data_offset, where=f"member {m.name!r}")
 
     def _read_member(self, m: Member) -> bytes:
-        data = pread_exact(self.fd, m.size, m.data_offset, where=f"member {m.name!r}")
+        data = self._member_bytes(m, m.size)
         if crc32(data) != m.crc:
             raise IntegrityError("CRC-32 mismatch: the member is damaged", where=f"member {m.name!r}")
         return data
@@ -304,15 +173,27 @@ class Pack(Mapping[str, Any]):
         expected = npy_header(row.descr, entry["shape"])
         got = m.prefix[: len(expected)]
         if len(got) < len(expected):
-            got = pread_exact(self.fd, len(expected), m.data_offset)
+            got = self._member_bytes(m, len(expected))
         if got != expected:
             raise FormatError("the .npy header does not match the manifest", where=f"tensor {entry['name']!r}")
 
+    def _first_read(self, name: str) -> None:
+        """What a remote source checks when a tensor is first read: its local header and .npy header."""
+        if self.source.lazy_headers and name not in self._header_checked:
+            try:
+                self._check_npy_header(self.entries[name], self._tensor_members[name])
+            except ModelPackError as e:
+                raise e.with_context(source=self.path)
+
     @property
     def fd(self) -> int:
-        if self._fd is None:
-            raise ValueError("the pack is closed")
-        return self._fd
+        """The open descriptor of a local file (other sources have none)."""
+        return self.source.fd  # type: ignore[attr-defined,no-any-return]
+
+    @property
+    def file_bytes(self) -> int:
+        """Bytes in the file, and in every shard of a split pack."""
+        return self._size + sum(s.file_bytes for s in self.shards)
 
     @property
     def metadata(self) -> dict[str, str]:
@@ -339,36 +220,51 @@ class Pack(Mapping[str, Any]):
         return self.tensor(name)
 
     # -- tensors
-    def tensor(self, name: str, *, mmap: bool = True, map_location: Any = None) -> Any:
-        """One tensor by name, as saved (torch, numpy array or numpy scalar)."""
+    def tensor(self, name: str, *, mmap: bool = True, map_location: Any = None, dtype: Any = None,
+               framework: str | None = None) -> Any:
+        """One tensor by name, as saved (torch, numpy array or numpy scalar), or as ``framework`` asks.
+
+        ``dtype`` casts a floating torch tensor (never an integer or bool one, nor
+        a numpy array); ``"auto"`` or None keeps the file's dtype.
+        ``map_location`` moves a torch tensor.
+        """
         entry = self.entries.get(name)
         if entry is None:
             raise KeyError(f"no tensor {name!r} in {self.path}; it has {len(self.entries)} tensors")
         row = dtype_by_name(entry["dtype"])
         arr = self.array(name, mmap=mmap)
-        if entry["kind"] == "numpy":
-            return arr
-        if entry["kind"] == "numpy-scalar":
-            return arr[()]
-        try:
-            from .torch.tensors import to_torch
-        except ImportError as e:
-            raise MissingDependencyError(
-                "this file holds torch tensors; install torch (pip install 'modelpack[torch]')",
-                where=name,
-            ) from e
-        t = to_torch(arr, row)
-        return t if map_location is None else t.to(map_location)
+        want = framework or ("torch" if entry["kind"] == "torch" else "numpy")
+        if want not in _FRAMEWORKS:
+            raise ValueError(f"framework must be one of {list(_FRAMEWORKS)} or None, not {framework!r}")
+        if want == "numpy":  # numpy arrays keep their dtype and stay on the host
+            arr = arr if row.numpy_native else _ml_dtypes_view(arr, row, name)
+            return arr[()] if entry["kind"] == "numpy-scalar" and framework is None else arr
+        t = _torch_converter(name)(arr, row)
+        if dtype in (None, "auto") and map_location is None:
+            return t
+        from .torch.placement import place
+
+        return place(t, dtype=dtype, device=map_location)
 
     def array(self, name: str, *, mmap: bool = True) -> np.ndarray:
         """A tensor's stored bytes as numpy (raw unsigned bits for dtypes numpy lacks); no torch needed."""
+        owner = self._owner.get(name)
+        if owner is not None:
+            return owner.array(name, mmap=mmap)
         entry = self.entries[name]
         row = dtype_by_name(entry["dtype"])
-        return self._mapped(entry, row) if mmap else self._read(entry, row)
+        self._first_read(name)
+        mapped = mmap and self._map_source()
+        return self._mapped(entry, row) if mapped else self._read(entry, row)
+
+    def _map_source(self) -> bool:
+        if self._map is None:  # holds no descriptor: loaded tensors outlive the pack at no fd cost
+            self._map = self.source.map()
+        return self._map is not None
 
     def _check_size(self, name: str) -> None:
         """Touching mapped bytes past EOF is SIGBUS, not an exception: re-check before each tensor."""
-        if os.fstat(self.fd).st_size < self._size:
+        if self.source.current_size() < self._size:
             raise FormatError(
                 "the file shrank after it was opened (truncated or being rewritten); reopen it",
                 where=f"tensor {name!r}",
@@ -377,8 +273,7 @@ class Pack(Mapping[str, Any]):
 
     def _mapped(self, entry: dict[str, Any], row: DType) -> np.ndarray:
         self._check_size(entry["name"])
-        if self._map is None:  # holds no descriptor: loaded tensors outlive the pack at no fd cost
-            self._map = map_copy_on_write(self.fd, self._size)
+        assert self._map is not None
         return numpy_view(self._map, entry["offset"], row, entry["shape"])
 
     def _read(self, entry: dict[str, Any], row: DType) -> np.ndarray:
@@ -398,43 +293,91 @@ class Pack(Mapping[str, Any]):
         self._check_size(entry["name"])
         pos, offset = 0, entry["offset"]
         while pos < view.nbytes:
-            n = os.preadv(self.fd, [view[pos : pos + _READ_CHUNK]], offset + pos)
+            n = self.source.readinto(view[pos : pos + _READ_CHUNK], offset + pos)
             if n <= 0:
                 raise FormatError("file ends early (truncated while open?)", where=f"tensor {entry['name']!r}")
             pos += n
 
-    def load(self, *, mmap: bool = True, map_location: Any = None) -> Any:
-        """The whole saved object; a tensor referenced twice comes back as one object."""
+    def load(self, *, mmap: bool = True, map_location: Any = None, dtype: Any = None,
+             device_map: Mapping[str, Any] | None = None, framework: str | None = None) -> Any:
+        """The whole saved object; a tensor referenced twice comes back as one object.
+
+        Tensors are converted one at a time (``dtype``) and placed by
+        ``device_map`` (longest matching name prefix) or ``map_location``.
+        """
+        if dtype in (None, "auto") and map_location is None and not device_map and framework is None:
+            return tree.decode(self.manifest["tree"], self._all(mmap).__getitem__)
         cache: dict[str, Any] = {}
 
         def get(name: str) -> Any:
             if name not in cache:
-                cache[name] = self.tensor(name, mmap=mmap, map_location=map_location)
+                where = device_for(name, device_map) if device_map else map_location
+                cache[name] = self.tensor(name, mmap=mmap, map_location=where, dtype=dtype, framework=framework)
             return cache[name]
 
-        return tree.decode(self.manifest["tree"], get)
+        result = tree.decode(self.manifest["tree"], get)
+        if cache and (map_location is not None or device_map):
+            from .torch.placement import finish
+
+            finish()
+        return result
+
+    def _all(self, mmap: bool) -> dict[str, Any]:
+        """Every tensor as :meth:`tensor` gives it, in one pass: one size check and one lookup per tensor."""
+        out: dict[str, Any] = {}
+        for shard in self.shards:
+            out.update(shard._all(mmap))
+        if not self._tensor_members:
+            return out
+        for name in self._tensor_members:
+            self._first_read(name)
+        mapped = mmap and self._map_source()
+        self._check_size(next(iter(self._tensor_members)))
+        to_torch = None
+        for name in self._tensor_members:
+            entry = self.entries[name]
+            row = DTYPES[entry["dtype"]]
+            arr = numpy_view(self._map, entry["offset"], row, entry["shape"]) if mapped else self._read(entry, row)
+            if entry["kind"] == "torch":
+                to_torch = to_torch or _torch_converter(name)
+                out[name] = to_torch(arr, row)
+            else:
+                arr = arr if row.numpy_native else _ml_dtypes_view(arr, row, name)
+                out[name] = arr[()] if entry["kind"] == "numpy-scalar" else arr
+        return out
 
     def verify(self, *, progress: bool | None = None) -> None:
-        """Recompute every member's CRC-32 (tensor data included); raise on the first mismatch."""
+        """Recompute every member's CRC-32 (tensor data included, every shard's) and each recorded SHA-256."""
         tensor_of = {m.name: n for n, m in self._tensor_members.items()}
-        bar = _Progress(sum(m.size for m in self.members.values()), "verifying", progress)
-        buf = bytearray(min(_READ_CHUNK, max((m.size for m in self.members.values()), default=0)))
+        sizes = [m.size for m in self.members.values()]
+        bar = Progress(sum(sizes) + sum(s.file_bytes for s in self.shards), "verifying", progress)
+        buf = bytearray(min(_READ_CHUNK, max(sizes, default=0)))
         try:
             for m in self.members.values():
-                crc = _crc_range(self.fd, m.data_offset, m.size, buf, bar)
+                entry = self.entries[tensor_of[m.name]] if m.name in tensor_of else None
+                want_sha = None if entry is None else entry.get(manifest.SHA256)
+                skip = 0 if entry is None else entry["offset"] - m.data_offset
+                crc, sha = _crc_range(self.source, m.data_offset, m.size, buf, bar, skip if want_sha else None)
+                what = f"member {m.name!r}" if entry is None else f"tensor {entry['name']!r}"
                 if crc != m.crc:
-                    what = f"tensor {tensor_of[m.name]!r}" if m.name in tensor_of else f"member {m.name!r}"
                     raise IntegrityError(
                         "checksum mismatch: the data is damaged (bit flip or tampering)", where=what, source=self.path
                     )
+                if want_sha is not None and sha != want_sha:
+                    raise IntegrityError("SHA-256 mismatch: the tensor's bytes changed", where=what, source=self.path)
+                if m.name in tensor_of:
+                    self._first_read(tensor_of[m.name])
         finally:
             bar.close()
+        for shard in self.shards:
+            shard.verify(progress=progress)
 
     def close(self) -> None:
-        """Release the file; tensors already handed out stay valid (they keep the map)."""
+        """Release the file (and every shard's); tensors already handed out stay valid (they keep the map)."""
         self._map = None
-        self._fd = None
-        self._closer()
+        for shard in self.shards:
+            shard.close()
+        self.source.close()
 
     def __enter__(self) -> "Pack":
         return self
@@ -443,46 +386,117 @@ class Pack(Mapping[str, Any]):
         self.close()
 
 
-def _crc_range(fd: int, offset: int, size: int, buf: bytearray, bar: _Progress) -> int:
+def _torch_converter(name: str) -> Any:
+    """modelpack.torch.tensors.to_torch, or a clear error naming the tensor when torch is missing."""
+    try:
+        from .torch.tensors import to_torch
+    except ImportError as e:
+        raise MissingDependencyError(
+            "this file holds torch tensors; install torch (pip install 'modelpack[torch]')",
+            where=name,
+        ) from e
+    return to_torch
+
+
+def device_for(name: str, device_map: Mapping[str, Any]) -> Any:
+    """The device of the longest prefix of ``name`` in ``device_map`` (``""`` matches all); dotted boundaries."""
+    best: str | None = None
+    for prefix in device_map:
+        if prefix == "" or name == prefix or name.startswith(prefix if prefix.endswith(".") else prefix + "."):
+            if best is None or len(prefix) > len(best):
+                best = prefix
+    if best is None:
+        raise KeyError(f"device_map has no entry for tensor {name!r}; add its prefix or a catch-all \"\"")
+    return device_map[best]
+
+
+_FRAMEWORKS = ("numpy", "torch")
+
+
+def _ml_dtypes_view(arr: np.ndarray, row: DType, name: str) -> np.ndarray:
+    """bfloat16, float8... as numpy through ml_dtypes (JAX's dtypes), which names them as this table does."""
+    try:
+        import ml_dtypes
+    except ImportError as e:
+        raise MissingDependencyError(
+            f"numpy has no {row.name}; install ml_dtypes to load it as numpy, load it with framework='torch', "
+            "or read its raw bits with Pack.array",
+            where=name,
+        ) from e
+    dt = getattr(ml_dtypes, row.name, None)  # row.name comes from the closed dtype table, never from the file
+    if dt is None or np.dtype(dt).itemsize != row.itemsize:
+        raise MissingDependencyError(f"ml_dtypes has no {row.name}; load it with framework='torch'", where=name)
+    return arr.view(dt)
+
+
+def _crc_range(src: Source, offset: int, size: int, buf: bytearray, bar: Progress,
+               sha_from: int | None = None) -> tuple[int, str | None]:
+    """CRC-32 of a member and, when ``sha_from`` is given, SHA-256 of its bytes from there on, in one pass."""
     crc, pos, view = 0, 0, memoryview(buf)
+    sha = None if sha_from is None else hashlib.sha256()
     while pos < size:
-        n = os.preadv(fd, [view[: min(len(buf), size - pos)]], offset + pos)
+        n = src.readinto(view[: min(len(buf), size - pos)], offset + pos)
         if n <= 0:
             raise FormatError("file ends early (truncated while open?)")
-        crc = crc32(view[:n], crc)
+        if sha is not None and sha_from is not None and pos < sha_from:  # the .npy header: CRC only
+            head = min(n, sha_from - pos)
+            crc = checksums(view[:head], crc, None)
+            crc = checksums(view[head:n], crc, sha)
+        else:
+            crc = checksums(view[:n], crc, sha)
         pos += n
         bar.update(n)
-    return crc
+    return crc, None if sha is None else sha.hexdigest()
 
 
-def open(path: str | os.PathLike[str]) -> Pack:  # noqa: A001 - mirrors builtins.open on purpose
-    """Open a .mpk for lazy access: ``with modelpack.open(p) as pack: pack["w"]``."""
+def open(path: Any) -> Pack:  # noqa: A001 - mirrors builtins.open on purpose
+    """Open a .mpk for lazy access: ``with modelpack.open(p) as pack: pack["w"]``.
+
+    ``path``: a path, a URL, bytes or a readable seekable binary file object (see :class:`Pack`).
+    """
     return Pack(path)
 
 
 def load(
-    path: str | os.PathLike[str],
+    path: Any,
     *,
     mmap: bool = True,
     map_location: Any = None,
     verify: bool = False,
     progress: bool | None = None,
+    dtype: Any = None,
+    device_map: Mapping[str, Any] | None = None,
+    framework: str | None = None,
 ) -> Any:
-    """Load what :func:`save` wrote.
+    """Load what :func:`save` wrote, from a path, URL, bytes or file object (see :class:`Pack`).
 
-    ``mmap=True`` returns copy-on-write views of the file (no copy, writable,
-    the file never changes, no file descriptor kept open); ``mmap=False``
-    reads into fresh memory.
+    ``mmap=True`` returns copy-on-write views of a local file (no copy, writable,
+    the file never changes, no file descriptor kept open); ``mmap=False``, and
+    every source that is not a local file, reads into fresh memory.
     ``verify=True`` checks every checksum first. ``map_location`` moves torch
-    tensors to a device (e.g. ``"cuda"``).
+    tensors to a device (``"cuda"`` stages through pinned memory);
+    ``device_map={"encoder": "cuda:0", "": "cpu"}`` places them by name prefix.
+    ``dtype`` (``torch.bfloat16``, ``"float16"``...) casts floating torch tensors
+    one at a time, never integer or bool ones (numpy arrays are returned as
+    saved); ``"auto"`` keeps the file's dtypes. ``framework="torch"`` or ``"numpy"``
+    returns every tensor as that framework's (zero copy), whatever it was saved from.
     """
     with Pack(path) as pack:
         if verify:
             pack.verify(progress=progress)
-        return pack.load(mmap=mmap, map_location=map_location)
+        return pack.load(mmap=mmap, map_location=map_location, dtype=dtype, device_map=device_map,
+                         framework=framework)
 
 
-def verify(path: str | os.PathLike[str], *, progress: bool | None = None) -> None:
+def load_bytes(data: bytes | bytearray | memoryview, *, map_location: Any = None, dtype: Any = None,
+               device_map: Mapping[str, Any] | None = None) -> Any:
+    """:func:`load` from bytes (like ``safetensors.torch.load``); tensors are copies, never views of ``data``."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"load_bytes takes bytes, bytearray or memoryview; got {type(data).__name__}")
+    return load(data, map_location=map_location, dtype=dtype, device_map=device_map)
+
+
+def verify(path: Any, *, progress: bool | None = None) -> None:
     """Check structure, every checksum and the spec of a .mpk; raise a ModelPackError on damage.
 
     ``modelpack.verify`` (modelpack.checks) also checks the weights against the spec.
@@ -502,7 +516,7 @@ def checked_spec(pack: Pack) -> dict[str, Any] | None:
     return validate_spec(pack.spec_text.encode("utf-8"), source=f"{pack.path}:spec.yaml")
 
 
-def read_spec_text(path: str | os.PathLike[str]) -> str | None:
+def read_spec_text(path: Any) -> str | None:
     """The spec.yaml text of a .mpk after the full structure check, or None."""
     with Pack(path) as pack:
         return pack.spec_text

@@ -1,9 +1,10 @@
-"""The ``modelpack`` command: validate, schema, verify, inspect, run, diff, convert, show.
+"""The ``modelpack`` command: validate, schema, verify, inspect, run, diff, show, convert, digest, sign.
 
 ``main(argv) -> int`` never lets a traceback reach the user: every
 ModelPackError becomes one line ``modelpack: error: <where>: <message>``
 (set MODELPACK_DEBUG=1 for the traceback). Exit codes: 0 ok, 1 the input is
-invalid / differs, 2 usage error.
+invalid / differs, 2 usage error, 3 a bug (any other exception, also one line).
+Everything written goes through one escaping function (``_text.printable``).
 """
 
 from __future__ import annotations
@@ -59,7 +60,28 @@ def cmd_schema(ns: argparse.Namespace, out: TextIO) -> int:
 def cmd_verify(ns: argparse.Namespace, out: TextIO) -> int:
     from .inspect import verify_report
 
-    return verify_report(ns.files, out=out)
+    if (ns.signature is None) != (ns.public_key is None):
+        print("modelpack verify: error: --signature and --public-key go together", file=sys.stderr)
+        return 2
+    status = verify_report(ns.files, out=out)
+    if ns.signature is None or status:
+        return status
+    from .sign import verify_signature
+
+    for path in ns.files:
+        digest = verify_signature(path, ns.signature, ns.public_key)
+        out.write(f"{path}: signature OK ({digest})\n")
+    return 0
+
+
+@_command("sign")
+def cmd_sign(ns: argparse.Namespace, out: TextIO) -> int:
+    from .sign import sign
+
+    password = os.environ.get("MODELPACK_KEY_PASSWORD")
+    written = sign(ns.file, ns.key, ns.output, password=password)
+    out.write(f"wrote {written}\n")
+    return 0
 
 
 @_command("inspect")
@@ -109,25 +131,12 @@ class _Version(argparse.Action):
 # --------------------------------------------------------------------------- convert
 
 
-@_command("convert")
-def cmd_convert(ns: argparse.Namespace, out: TextIO) -> int:
-    from .dcp import is_dcp_folder
-
-    if is_dcp_folder(ns.src):
-        return _convert_dcp(ns, out)
-    from .errors import NotAModelPackError
-
-    raise NotAModelPackError(
-        "cannot convert: expected a distributed checkpoint folder (one holding metadata.mpk, as written by "
-        "modelpack.dcp.MpkStorageWriter)", source=ns.src)
-
-
 def _convert_dcp(ns: argparse.Namespace, out: TextIO) -> int:
     """A torch.distributed.checkpoint folder -> one .mpk, one tensor in memory at a time."""
     from .dcp import consolidate
 
-    consolidate(ns.src, ns.out)
-    out.write(f"{ns.out}: written from {ns.src}\n")
+    consolidate(ns.src, ns.dst)
+    out.write(f"{ns.dst}: written from {ns.src}\n")
     return 0
 
 
@@ -136,6 +145,48 @@ def cmd_show(ns: argparse.Namespace, out: TextIO) -> int:
     from .show import show_command
 
     return show_command(ns.file, ns.output, ns.format, ns.open, out=out)
+
+
+@_command("convert")
+def cmd_convert(ns: argparse.Namespace, out: TextIO) -> int:
+    """Every SRC/DST pair goes through this one dispatch (modelpack.converters.convert); DCP folders consolidate."""
+    from .dcp import is_dcp_folder
+
+    if is_dcp_folder(ns.src):
+        return _convert_dcp(ns, out)
+    from .converters import convert
+
+    convert(ns.src, ns.dst, src_format=ns.src_format, dst_format=ns.dst_format, sha256=ns.sha256)
+    print(f"wrote {ns.dst}", file=out)
+    return 0
+
+
+@_command("digest")
+def cmd_digest(ns: argparse.Namespace, out: TextIO) -> int:
+    from .digests import digest_report
+
+    return digest_report(ns.files, parts=ns.parts, out=out)
+
+
+def _add_convert_parsers(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    from .converters import FORMATS
+
+    c = sub.add_parser("convert", help="convert between .mpk and safetensors, torch state dicts, HF folders, ONNX")
+    c.add_argument("src", metavar="SRC", help="file or folder to read (format from its extension or contents; a DCP checkpoint folder too)")
+    c.add_argument("dst", metavar="DST", help="file (or folder, for sharded safetensors) to write")
+    c.add_argument("--from", dest="src_format", choices=FORMATS, help="SRC's format, when its name does not say")
+    c.add_argument("--to", dest="dst_format", choices=FORMATS, help="DST's format, when its name does not say")
+    c.add_argument("--sha256", action="store_true", help="record per-tensor SHA-256 in a .mpk output")
+
+    s = sub.add_parser("sign", help="sign a .mpk's content digest (OpenSSF model-signing bundle; extra 'sign')")
+    s.add_argument("file", metavar="FILE", help="the .mpk file to sign")
+    s.add_argument("--key", required=True, metavar="KEY",
+                   help="EC private key (PEM); its password, if any, from $MODELPACK_KEY_PASSWORD")
+    s.add_argument("-o", "--output", metavar="SIG", help="where to write the bundle (default: FILE.sig)")
+
+    g = sub.add_parser("digest", help="print one content digest per .mpk (stable across member order)")
+    g.add_argument("files", nargs="+", metavar="FILE", help=".mpk files")
+    g.add_argument("--parts", action="store_true", help="also print the digest of each part (spec, tensors...)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -154,12 +205,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("schema", help="print the JSON Schema of the spec language")
 
     ve = sub.add_parser("verify", help="recompute checksums and check structure, spec and weights")
-    ve.add_argument("files", nargs="+", metavar="FILE",
-                    help=".mpk files, or distributed checkpoint folders (every shard, the metadata, chunk coverage)")
-
-    c = sub.add_parser("convert", help="turn a distributed checkpoint folder (DCP) into one .mpk")
-    c.add_argument("src", metavar="SRC", help="a folder written through modelpack.dcp.MpkStorageWriter")
-    c.add_argument("out", metavar="OUT", help="the .mpk to write (atomically)")
+    ve.add_argument("files", nargs="+", metavar="FILE", help=".mpk files, or distributed checkpoint folders (every shard, the metadata, chunk coverage)")
+    ve.add_argument("--signature", metavar="SIG", help="also check this model-signing bundle (with --public-key)")
+    ve.add_argument("--public-key", metavar="PUB", help="the signer's EC public key (PEM)")
 
     i = sub.add_parser("inspect", help="show what a .mpk holds")
     i.add_argument("file", metavar="FILE", help="the .mpk file to describe")
@@ -184,23 +232,39 @@ def _parser() -> argparse.ArgumentParser:
     sh.add_argument("--format", choices=["html", "svg", "png"], default="html",
                     help="html: interactive page (default); svg: static top level, no browser; png: via chromium")
     sh.add_argument("--open", action="store_true", help="open the result in the default browser")
+    _add_convert_parsers(sub)
     return p
 
 
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
     """Run the command line; return the exit code instead of exiting."""
-    out = out or sys.stdout
+    from ._text import EscapingWriter
+
+    out = EscapingWriter(out or sys.stdout)  # every string printed, from a file or not, is escaped here
     parser = _parser()
     try:
         ns = parser.parse_args(argv)
     except SystemExit as e:  # argparse exits 2 on usage errors, 0 on --help
         return int(e.code or 0)
     try:
-        return _COMMANDS[ns.command](ns, out)
+        return _COMMANDS[ns.command](ns, out)  # type: ignore[arg-type]
     except (ModelPackError, OSError) as e:
         if os.environ.get("MODELPACK_DEBUG"):
             raise
         from .inspect import error_text
 
-        print(f"modelpack: error: {error_text(e)}", file=sys.stderr)
+        _error_line(error_text(e))
         return 1
+    except Exception as e:  # a bug: still one line, never a traceback (MODELPACK_DEBUG=1 shows it)
+        if os.environ.get("MODELPACK_DEBUG"):
+            raise
+        _error_line(f"internal error ({type(e).__name__}: {e}); this is a bug in modelpack, please report it "
+                    "with the traceback that MODELPACK_DEBUG=1 prints")
+        return 3
+
+
+def _error_line(text: str) -> None:
+    """The one line a failure prints on stderr: escaped whole (a message may quote the file, newlines too)."""
+    from ._text import printable
+
+    print(f"modelpack: error: {printable(text)}", file=sys.stderr)

@@ -31,6 +31,8 @@ __all__ = [
     "nbytes_of",
     "numpy_payload",
     "numpy_view",
+    "RawArray",
+    "foreign_array",
 ]
 
 if sys.byteorder != "little":  # pragma: no cover - every supported platform is little-endian
@@ -110,6 +112,70 @@ def dtype_for_numpy(dt: np.dtype) -> DType | None:
     if dt.kind not in "biufc":
         return None
     return _BY_NUMPY.get(dt.newbyteorder("<") if dt.byteorder == ">" else dt)
+
+
+@dataclasses.dataclass(frozen=True)
+class RawArray:
+    """Tensor bytes already in stored form (little-endian, C order), handed to the writer as they are.
+
+    What converters pass to ``save``: a view of a mapped foreign file, so a
+    conversion never holds a second copy. ``kind`` says how it loads back
+    (``"torch"`` or ``"numpy"``; numpy only for the dtypes numpy has).
+    """
+
+    dtype: DType
+    shape: tuple[int, ...]
+    data: memoryview
+    kind: str = "torch"
+
+    def __post_init__(self) -> None:
+        want = nbytes_of(self.shape, self.dtype.itemsize)
+        if self.data.nbytes != want:
+            raise FormatError(f"{self.data.nbytes} bytes cannot hold shape {list(self.shape)} x {self.dtype.name} "
+                              f"({want} bytes)")
+        if self.kind not in ("torch", "numpy") or (self.kind == "numpy" and not self.dtype.numpy_native):
+            raise ValueError(f"kind {self.kind!r} cannot hold {self.dtype.name}")
+
+
+def foreign_array(obj: object) -> "np.ndarray | RawArray | None":
+    """A JAX/TensorFlow/CuPy/MXNet... array as numpy (zero copy on CPU) via DLPack or the array interface.
+
+    Returns None when ``obj`` speaks neither protocol. Dtypes numpy lacks but
+    ``ml_dtypes`` names (JAX's bfloat16, float8...) come back as a RawArray of
+    their bits, matched by name to this table.
+    """
+    if hasattr(obj, "__dlpack__"):
+        try:
+            arr = np.from_dlpack(obj)
+        except (BufferError, RuntimeError, TypeError, ValueError) as e:  # on a device, or a dtype DLPack lacks
+            arr = _from_device(obj, e)
+    elif _has_array_interface(obj):
+        arr = np.asarray(obj)
+    else:
+        return None
+    row = DTYPES.get(arr.dtype.name)
+    if dtype_for_numpy(arr.dtype) is None and row is not None and row.itemsize == arr.dtype.itemsize:
+        flat = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
+        return RawArray(row, tuple(arr.shape), memoryview(flat))
+    return arr
+
+
+def _from_device(obj: object, first: Exception) -> np.ndarray:
+    """A DLPack array numpy cannot view in place: through the array interface, else a copy to the CPU."""
+    from .errors import UnsupportedObjectError
+
+    try:
+        if _has_array_interface(obj):
+            return np.asarray(obj)
+        return np.from_dlpack(obj, device="cpu", copy=True)
+    except (BufferError, RuntimeError, TypeError, ValueError) as e:
+        raise UnsupportedObjectError(
+            f"cannot read a {type(obj).__name__!r} through DLPack ({first}) or copy it to the CPU ({e}); "
+            "convert it to numpy first") from e
+
+
+def _has_array_interface(obj: object) -> bool:
+    return hasattr(obj, "__array_interface__") or hasattr(obj, "__array_struct__") or hasattr(obj, "__array__")
 
 
 def nbytes_of(shape: tuple[int, ...] | list[int], itemsize: int) -> int:

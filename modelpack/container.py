@@ -12,19 +12,24 @@ every (offset, size) handed out lies inside the file, so mapping it is safe.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import re
 import stat
 import struct
-from collections.abc import Callable, Sequence
 import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from . import limits
 from .errors import FormatError, NotAModelPackError
 
+if TYPE_CHECKING:
+    from ._source import Source
+
 __all__ = [
     "crc32", "Member", "ZipWriter", "read_members", "identify", "pread_exact", "check_member_count",
-    "check_member_name_length", "ALIGN", "NPY_SUFFIX",
+    "check_member_name_length", "check_local_header", "ALIGN", "NPY_SUFFIX",
 ]
 
 ALIGN = 64
@@ -46,6 +51,7 @@ _PAD_ID = 0x706D  # "mp": padding that aligns the member's data
 _DOS_TIME, _DOS_DATE = 0, (0 << 9) | (1 << 5) | 1  # 1980-01-01 00:00, fixed for determinism
 _U16, _U32 = 0xFFFF, 0xFFFFFFFF
 _SYNC_CRC_BYTES = 1 << 20
+_GATHER = 4 << 20  # members smaller than _SYNC_CRC_BYTES are written in batches of about this size
 _WINDOW = 512  # bytes read past a local header's name: extra field + .npy header, in one pread
 _CHUNK = 64 << 20
 _MAX_ZIP_NAME = _U16  # the name length field of a zip header is 16 bits
@@ -64,6 +70,9 @@ class Member:
     crc: int
     # the first bytes of the data (up to a few hundred), read with the header: the .npy header
     prefix: bytes = dataclasses.field(default=b"", repr=False, compare=False)
+    version: int = dataclasses.field(default=20, repr=False, compare=False)  # "version needed", as in the directory
+    # hex SHA-256 of the body (the tensor's bytes, without the .npy header) when the writer was asked for it
+    sha256: str | None = dataclasses.field(default=None, repr=False, compare=False)
 
 
 # --------------------------------------------------------------------------- writing
@@ -76,22 +85,46 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[n:]
 
 
+def _write_obj(f: Any, data: bytes | memoryview) -> None:
+    view = memoryview(data).cast("B")
+    while view.nbytes:
+        n = f.write(view)
+        if n is None:  # a raw stream with nothing accepted yet (non-blocking); not ours to spin on
+            raise OSError("the file object accepted no bytes")
+        view = view[n:]
+
+
+_HASH_CHUNK = 1 << 20  # CRC-32 and SHA-256 take turns on each chunk while it is in cache: one pass
+
+
+def checksums(data: memoryview, crc: int, sha: "hashlib._Hash | None") -> int:
+    """CRC-32 of ``data`` continued from ``crc``, feeding ``sha`` the same bytes in the same pass."""
+    if sha is None:
+        return crc32(data, crc)
+    for start in range(0, data.nbytes, _HASH_CHUNK):
+        chunk = data[start : start + _HASH_CHUNK]
+        crc = crc32(chunk, crc)
+        sha.update(chunk)
+    return crc
+
+
 class _CrcJob:
-    """CRC-32 of a buffer on its own thread (zlib releases the GIL), overlapping the write.
+    """CRC-32 (and SHA-256 if asked) of a buffer on its own thread (both release the GIL), overlapping the write.
 
     A plain thread, not an executor: executors refuse work during interpreter
     shutdown, when a background checkpoint save may still be finishing.
     """
 
-    def __init__(self, data: memoryview, start: int) -> None:
+    def __init__(self, data: memoryview, start: int, sha: "hashlib._Hash | None") -> None:
         self._value = start
+        self._sha = sha
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, args=(data,), name="modelpack-crc", daemon=True)
         self._thread.start()
 
     def _run(self, data: memoryview) -> None:
         try:
-            self._value = crc32(data, self._value)
+            self._value = checksums(data, self._value, self._sha)
         except BaseException as e:  # handed to the writer in result()
             self._error = e
 
@@ -110,11 +143,34 @@ class ZipWriter:
     header afterwards (the writer owns a private temp file, so that is safe).
     """
 
-    def __init__(self, fd: int, *, force_zip64: bool = False) -> None:
+    def __init__(self, fd: Any, *, force_zip64: bool = False) -> None:
+        """``fd``: a raw descriptor of a private temp file, or a writable binary file object.
+
+        A file object gets each member's CRC-32 before its header (no patching back).
+        """
         self._fd = fd
+        self._raw_write: Callable[[Any], None] = (
+            (lambda data: _write_all(fd, data)) if isinstance(fd, int) else (lambda data: _write_obj(fd, data))
+        )
+        self._buf = bytearray()  # small members are gathered and written in one call
         self._pos = 0
         self._members: list[Member] = []
         self._force64 = force_zip64
+
+    def _write(self, data: bytes | memoryview) -> None:
+        if self._buf:
+            self._flush()
+        self._raw_write(data)
+
+    def _gather(self, *parts: bytes | memoryview) -> None:
+        for part in parts:
+            self._buf += part
+        if len(self._buf) >= _GATHER:
+            self._flush()
+
+    def _flush(self) -> None:
+        buf, self._buf = self._buf, bytearray()
+        self._raw_write(buf)
 
     def add(
         self,
@@ -124,8 +180,12 @@ class ZipWriter:
         *,
         align: bool = False,
         progress: Callable[[int], object] | None = None,
+        sha256: bool = False,
     ) -> Member:
-        """Write one member whose content is ``head + body``; return where it went."""
+        """Write one member whose content is ``head + body``; return where it went.
+
+        ``sha256`` also hashes ``body`` (not ``head``) in the same pass as the CRC-32.
+        """
         body = memoryview(body).cast("B")
         size = len(head) + body.nbytes
         offset = self._pos
@@ -136,31 +196,37 @@ class ZipWriter:
             data_start = offset + _LFH.size + len(raw_name) + len(extra) + 4
             pad = (-(data_start + len(head))) % ALIGN
             extra += struct.pack("<HH", _PAD_ID, pad) + b"\0" * pad
-        if body.nbytes < _SYNC_CRC_BYTES:
-            crc = crc32(body, crc32(head))
+        sha = hashlib.sha256() if sha256 else None
+        if body.nbytes < _SYNC_CRC_BYTES or not isinstance(self._fd, int):
+            crc = checksums(body, crc32(head), sha)
             future = None
         else:
             crc = 0
-            future = _CrcJob(body, crc32(head))
+            future = _CrcJob(body, crc32(head), sha)
         lfh = self._lfh(raw_name, extra, crc, size, z64)
         if future is None:
-            _write_all(self._fd, b"".join((lfh, head, body)))
+            small = body.nbytes < _SYNC_CRC_BYTES
+            if small:
+                self._gather(lfh, head, body)
+            else:
+                self._write(lfh + head)
+                for start in range(0, body.nbytes, _CHUNK):
+                    self._write(body[start : start + _CHUNK])
             if progress:
                 progress(body.nbytes)
         else:
-            _write_all(self._fd, lfh + head)
+            self._write(lfh + head)
             for start in range(0, body.nbytes, _CHUNK):
-                _write_all(self._fd, body[start : start + _CHUNK])
+                self._write(body[start : start + _CHUNK])
                 if progress:
                     progress(min(_CHUNK, body.nbytes - start))
             crc = future.result()
             os.pwrite(self._fd, struct.pack("<I", crc), offset + 14)
         data_offset = offset + len(lfh)
         self._pos = data_offset + size
-        member = Member(name, offset, data_offset, size, crc)
+        member = Member(name, offset, data_offset, size, crc, sha256=None if sha is None else sha.hexdigest())
         self._members.append(member)
         return member
-
 
     def _lfh(self, raw_name: bytes, extra: bytes, crc: int, size: int, z64: bool) -> bytes:
         sz = _U32 if z64 else size
@@ -185,7 +251,8 @@ class ZipWriter:
             cd += _EOCD.pack(_SIG_EOCD, 0, 0, _U16, _U16, _U32, _U32, 0)
         else:
             cd += _EOCD.pack(_SIG_EOCD, 0, 0, count, count, cd_size, cd_offset, 0)
-        _write_all(self._fd, cd)
+        self._gather(cd)
+        self._flush()
         self._pos += len(cd)
         return self._pos
 
@@ -209,9 +276,9 @@ class ZipWriter:
 # --------------------------------------------------------------------------- reading
 
 
-def pread_exact(fd: int, size: int, offset: int, *, where: str = "") -> bytes:
+def pread_exact(src: "Source | int", size: int, offset: int, *, where: str = "") -> bytes:
     """Read exactly ``size`` bytes or fail with a FormatError (never short)."""
-    data = os.pread(fd, size, offset)
+    data = os.pread(src, size, offset) if isinstance(src, int) else src.pread(size, offset)
     if len(data) != size:
         raise FormatError(f"file ends early: wanted {size} bytes at offset {offset}", where=where or None)
     return data
@@ -236,12 +303,12 @@ def identify(head: bytes) -> str | None:
     return None
 
 
-def _not_mpk(fd: int, size: int, path_hint: str) -> NotAModelPackError:
-    head = os.pread(fd, 64, 0)
+def _not_mpk(src: Source, path_hint: str) -> NotAModelPackError:
+    head = src.pread(64, 0)
     looks = identify(head)
     if looks is None and head.startswith(b"PK\x03\x04"):
         name_len = int.from_bytes(head[26:28], "little")
-        first = os.pread(fd, min(name_len, 256), 30)
+        first = src.pread(min(name_len, 256), 30)
         if b"/" in first:
             looks = "a zip archive such as a torch.save file (pickle inside); modelpack never unpickles"
         else:
@@ -249,21 +316,43 @@ def _not_mpk(fd: int, size: int, path_hint: str) -> NotAModelPackError:
     return NotAModelPackError(f"not a .mpk file: it looks like {looks or 'something else'}", where=path_hint or None)
 
 
-def read_members(fd: int, *, where: str = "") -> list[Member]:
-    """Parse and fully check the zip structure; return members in file order."""
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        what = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file (a pipe, socket or device)"
-        raise NotAModelPackError(f"not a .mpk file: it is {what}", where=where or None)
-    size = st.st_size
-    if size < _EOCD.size or not _first_member_is_ours(fd):
-        raise _not_mpk(fd, size, where)
-    cd_offset, cd_size, count = _read_end(fd, size)
+def read_members(src: "Source | int", *, where: str = "") -> list[Member]:
+    """Parse and check the zip structure; return members in file order.
+
+    For a source with ``lazy_headers`` (remote), local headers are not read here:
+    the members' data offsets follow from the central directory alone (members tile
+    the file), and :func:`check_local_header` proves each header agrees when its
+    member is first read. Every other source has every header checked now.
+    """
+    if isinstance(src, int):
+        src = _FdSource(src)
+    size = src.size
+    if size < _EOCD.size or not _first_member_is_ours(src):
+        raise _not_mpk(src, where)
+    cd_offset, cd_size, count = _read_end(src, size)
     check_member_count(count)
     _check_cd_size(cd_size, count)
-    cd = pread_exact(fd, cd_size, cd_offset, where="central directory")
+    cd = pread_exact(src, cd_size, cd_offset, where="central directory")
     entries = _parse_cd(cd, count)
-    return _check_local_headers(fd, entries, cd_offset)
+    if src.lazy_headers:
+        return _plan_members(entries, cd_offset)
+    return _check_local_headers(src, entries, cd_offset)
+
+
+class _FdSource:
+    """A bare fd as a source (tests and tools that hold one)."""
+
+    lazy_headers = False
+
+    def __init__(self, fd: int) -> None:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            what = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file (a pipe, socket or device)"
+            raise NotAModelPackError(f"not a .mpk file: it is {what}")
+        self.fd, self.size = fd, st.st_size
+
+    def pread(self, size: int, offset: int) -> bytes:
+        return os.pread(self.fd, size, offset)
 
 
 def check_member_count(count: int) -> None:
@@ -292,16 +381,19 @@ def _check_cd_size(cd_size: int, count: int) -> None:
             check_member_name_length(longest, "central directory")
 
 
-def _first_member_is_ours(fd: int) -> bool:
+def _first_member_is_ours(src: Source) -> bool:
     """A .mpk starts with one of its own member names; other zips (torch.save...) do not."""
-    head = os.pread(fd, _LFH.size, 0)
+    head = src.pread(_LFH.size + 128, 0)
     if len(head) < _LFH.size or head[:4] != b"PK\x03\x04":
         return False
     name_len = int.from_bytes(head[26:28], "little")  # 16 bits: the whole name is one small read
-    return bool(MEMBER_NAME_RE.fullmatch(os.pread(fd, name_len, _LFH.size)))
+    name = head[_LFH.size : _LFH.size + name_len]
+    if len(name) < name_len:
+        name = src.pread(name_len, _LFH.size)
+    return bool(MEMBER_NAME_RE.fullmatch(name))
 
 
-def _read_end(fd: int, size: int) -> tuple[int, int, int]:
+def _read_end(fd: Source, size: int) -> tuple[int, int, int]:
     eocd = pread_exact(fd, _EOCD.size, size - _EOCD.size)
     sig, disk, cd_disk, n_disk, n_total, cd_size, cd_offset, comment = _EOCD.unpack(eocd)
     if sig != _SIG_EOCD:
@@ -323,7 +415,7 @@ def _read_end(fd: int, size: int) -> tuple[int, int, int]:
     return cd_offset, cd_size, n_total
 
 
-def _read_zip64_end(fd: int, end: int, plain: tuple[int, int, int]) -> tuple[int, int, int]:
+def _read_zip64_end(fd: Source, end: int, plain: tuple[int, int, int]) -> tuple[int, int, int]:
     if end < _Z64_LOC.size + _Z64_EOCD.size:
         raise FormatError("ZIP64 end records are missing", where="end record")
     sig, disk, rec_offset, disks = _Z64_LOC.unpack(pread_exact(fd, _Z64_LOC.size, end - _Z64_LOC.size))
@@ -353,31 +445,40 @@ class _Entry:
 
 
 def _parse_cd(cd: bytes, count: int) -> list[_Entry]:
+    # one pass, no per-entry strings: locations are formatted only when something is wrong
     entries: list[_Entry] = []
     seen: set[str] = set()
-    pos = 0
+    pos, end, fixed = 0, len(cd), _CDH.size
+    unpack, fullmatch = _CDH.unpack_from, MEMBER_NAME_RE.fullmatch
+    longest = limits.current().max_name_length + len(NPY_SUFFIX)
     for i in range(count):
-        where = f"central directory entry {i}"
-        if pos + _CDH.size > len(cd):
-            raise FormatError("central directory ends early", where=where)
+        if pos + fixed > end:
+            raise FormatError("central directory ends early", where=f"central directory entry {i}")
         (sig, _made, need, flags, method, _t, _d, crc, csize, usize, nlen, elen, clen,
-         disk, _iattr, _eattr, offset) = _CDH.unpack_from(cd, pos)
+         disk, _iattr, _eattr, offset) = unpack(cd, pos)
         if sig != _SIG_CDH:
-            raise FormatError("bad central directory signature", where=where)
-        raw = cd[pos + _CDH.size : pos + _CDH.size + nlen]
-        extra = cd[pos + _CDH.size + nlen : pos + _CDH.size + nlen + elen]
-        pos += _CDH.size + nlen + elen + clen
-        name = _check_name(raw, where)
-        where = f"member {name!r}"
+            raise FormatError("bad central directory signature", where=f"central directory entry {i}")
+        start = pos + fixed
+        raw = cd[start : start + nlen]
+        pos = start + nlen + elen + clen
+        if not fullmatch(raw) or b".." in raw or len(raw) > longest:
+            _check_name(raw, f"central directory entry {i}")
+        name = raw.decode("ascii")
         if flags or method or clen or disk:
             what = "encrypted or flagged" if flags else "compressed" if method else "commented or multi-disk"
-            raise FormatError(f"member is {what}; .mpk members are plain STORED data", where=where)
-        size, offset = _apply_zip64(extra, csize, usize, offset, where)
-        if name.casefold() in seen:
-            raise FormatError("member name appears twice (names are compared case-insensitively)", where=where)
-        seen.add(name.casefold())
-        entries.append(_Entry(name, raw, need, crc, size, offset))
-    if pos != len(cd):
+            raise FormatError(f"member is {what}; .mpk members are plain STORED data", where=f"member {name!r}")
+        if elen or csize != usize:
+            usize, offset = _apply_zip64(cd[start + nlen : start + nlen + elen], csize, usize, offset,
+                                         f"member {name!r}")
+        elif usize == _U32 or offset == _U32:
+            raise FormatError("ZIP64 values are missing", where=f"member {name!r}")
+        folded = name.casefold()
+        if folded in seen:
+            raise FormatError("member name appears twice (names are compared case-insensitively)",
+                              where=f"member {name!r}")
+        seen.add(folded)
+        entries.append(_Entry(name, raw, need, crc, usize, offset))
+    if pos != end:
         raise FormatError("central directory has bytes after its last entry", where="central directory")
     return entries
 
@@ -418,37 +519,97 @@ def _apply_zip64(extra: bytes, csize: int, usize: int, offset: int, where: str) 
     return usize, offset
 
 
-def _check_local_headers(fd: int, entries: Sequence[_Entry], cd_offset: int) -> list[Member]:
+def _check_local_headers(src: Source, entries: Sequence[_Entry], cd_offset: int) -> list[Member]:
     members: list[Member] = []
     expected = 0
+    pread, lfh_size, unpack = src.pread, _LFH.size, _LFH.unpack_from
     for e in entries:
+        if e.header_offset != expected:
+            what = "overlaps the previous one" if e.header_offset < expected else "leaves a gap before it"
+            raise FormatError(f"member at offset {e.header_offset} {what} (expected {expected})",
+                              where=f"member {e.name!r}")
+        # one read covers the local header, its name and extra field, and the start of the data
+        raw = e.raw_name
+        fixed = lfh_size + len(raw)
+        window = pread(min(fixed + _WINDOW, cd_offset - e.header_offset), e.header_offset)
+        if len(window) >= fixed:
+            sig, need, flags, method, _t, _d, crc, csize, usize, nlen, elen = unpack(window)
+            # the common case, decided without a call: an aligned member's only extra field is padding
+            fast = (sig == _SIG_LFH and nlen == len(raw) and window[lfh_size:fixed] == raw and csize == usize
+                    == e.size < _U32 and (need, flags, method, crc) == (e.version, 0, 0, e.crc)
+                    and len(window) >= fixed + elen and _plain_padding(window, fixed, elen))
+        else:
+            fast = False
+        if not fast:
+            elen = _check_header(src, window, e, f"member {e.name!r}")
+        data_offset = e.header_offset + fixed + elen
+        expected = data_offset + e.size
+        if expected > cd_offset:
+            raise FormatError("member data runs into the central directory", where=f"member {e.name!r}")
+        prefix = window[fixed + elen : fixed + elen + e.size]
+        members.append(Member(e.name, e.header_offset, data_offset, e.size, e.crc, prefix, e.version))
+    if expected != cd_offset:
+        raise FormatError(f"{cd_offset - expected} unexplained bytes before the central directory", where="archive")
+    return members
+
+
+def _plain_padding(window: bytes, start: int, elen: int) -> bool:
+    """True when the extra field is absent or exactly one all-zero padding field."""
+    if not elen:
+        return True
+    if elen < 4:
+        return False
+    hid, hlen = struct.unpack_from("<HH", window, start)
+    body = window[start + 4 : start + elen]
+    return hid == _PAD_ID and hlen == elen - 4 and not body.strip(b"\0")
+
+
+def _check_header(src: Source, window: bytes, e: _Entry | Member, where: str) -> int:
+    """Prove a local header (at the start of ``window``) repeats its directory entry; return its extra length."""
+    raw_name = e.name.encode("ascii")
+    fixed = _LFH.size + len(raw_name)
+    if len(window) < fixed:
+        raise FormatError("file ends inside a local header", where=where)
+    sig, need, flags, method, _t, _d, crc, csize, usize, nlen, elen = _LFH.unpack_from(window)
+    if sig != _SIG_LFH or nlen != len(raw_name) or window[_LFH.size : fixed] != raw_name:
+        raise FormatError("local header does not match the central directory (signature or name)", where=where)
+    extra = window[fixed : fixed + elen]
+    if len(extra) != elen:
+        extra = pread_exact(src, elen, e.header_offset + fixed, where=where)
+    lsize = _local_size(extra, csize, usize, where)
+    if (need, flags, method, crc, lsize) != (e.version, 0, 0, e.crc, e.size):
+        raise FormatError("local header disagrees with the central directory", where=where)
+    return elen
+
+
+def _plan_members(entries: Sequence[_Entry], cd_offset: int) -> list[Member]:
+    """Members placed from the directory alone: each one's data ends where the next header starts."""
+    members: list[Member] = []
+    starts = [e.header_offset for e in entries[1:]] + [cd_offset]
+    expected = 0
+    for e, end in zip(entries, starts):
         where = f"member {e.name!r}"
         if e.header_offset != expected:
             what = "overlaps the previous one" if e.header_offset < expected else "leaves a gap before it"
             raise FormatError(f"member at offset {e.header_offset} {what} (expected {expected})", where=where)
-        # one read covers the local header, its name and extra field, and the start of the data
-        fixed = _LFH.size + len(e.raw_name)
-        window = os.pread(fd, min(fixed + _WINDOW, cd_offset - e.header_offset), e.header_offset)
-        if len(window) < fixed:
-            raise FormatError("file ends inside a local header", where=where)
-        sig, need, flags, method, _t, _d, crc, csize, usize, nlen, elen = _LFH.unpack_from(window)
-        if sig != _SIG_LFH or nlen != len(e.raw_name) or window[_LFH.size : fixed] != e.raw_name:
-            raise FormatError("local header does not match the central directory (signature or name)", where=where)
-        extra = window[fixed : fixed + elen]
-        if len(extra) != elen:
-            extra = pread_exact(fd, elen, e.header_offset + fixed, where=where)
-        lsize = _local_size(extra, csize, usize, where)
-        if (need, flags, method, crc, lsize) != (e.version, 0, 0, e.crc, e.size):
-            raise FormatError("local header disagrees with the central directory", where=where)
-        data_offset = e.header_offset + _LFH.size + nlen + elen
-        expected = data_offset + e.size
-        if expected > cd_offset:
-            raise FormatError("member data runs into the central directory", where=where)
-        prefix = window[fixed + elen : fixed + elen + e.size]
-        members.append(Member(e.name, e.header_offset, data_offset, e.size, e.crc, prefix))
-    if expected != cd_offset:
-        raise FormatError(f"{cd_offset - expected} unexplained bytes before the central directory", where="archive")
+        data_offset = end - e.size
+        elen = data_offset - e.header_offset - _LFH.size - len(e.raw_name)
+        if not 0 <= elen <= _U16:
+            raise FormatError("member data does not fit between its header and the next member", where=where)
+        members.append(Member(e.name, e.header_offset, data_offset, e.size, e.crc, b"", e.version))
+        expected = end
     return members
+
+
+def check_local_header(src: Source, m: Member) -> bytes:
+    """A lazily placed member's local header, checked as the eager reader checks it; the data's first bytes."""
+    where = f"member {m.name!r}"
+    head_len = m.data_offset - m.header_offset
+    window = pread_exact(src, head_len + min(m.size, _WINDOW), m.header_offset, where=where)
+    elen = _check_header(src, window, m, where)
+    if _LFH.size + len(m.name) + elen != head_len:
+        raise FormatError("local header's length disagrees with where the directory places the data", where=where)
+    return window[head_len:]
 
 
 def _local_size(extra: bytes, csize: int, usize: int, where: str) -> int:

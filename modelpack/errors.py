@@ -22,6 +22,7 @@ __all__ = [
     "WeightsMismatchError",
     "CheckpointError",
     "MissingDependencyError",
+    "ConvertError",
 ]
 
 
@@ -117,3 +118,8 @@ class CheckpointError(ModelPackError, RuntimeError):
 
 class MissingDependencyError(ModelPackError, ImportError):
     """An optional dependency (torch) is needed for this call."""
+
+
+class ConvertError(ModelPackError, ValueError):
+    """A foreign file (safetensors, torch state dict, Hugging Face folder) cannot be converted, or a pack
+    cannot be expressed in the target format."""

@@ -12,7 +12,9 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from . import api, tree
+from ._dotted import DottedTree
 from .codec import dtype_by_name, nbytes_of
+from ._text import printable
 from .errors import ModelPackError
 
 __all__ = ["describe", "inspect_report", "verify_report"]
@@ -54,13 +56,13 @@ def _top_level(tree_json: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any
     return out
 
 
-def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
+def describe(path: Any) -> dict[str, Any]:
     """A JSON-able summary of a .mpk: metadata, tensors, spec nodes, sizes."""
     with api.Pack(path) as pack:
         rows = _tensor_rows(pack)
         info: dict[str, Any] = {
             "file": pack.path,
-            "file_bytes": os.fstat(pack.fd).st_size,
+            "file_bytes": pack.file_bytes,
             "format_version": pack.manifest["version"],
             "metadata": pack.metadata,
             "tensor_count": len(rows),
@@ -79,10 +81,10 @@ def _describe_model(pack: api.Pack, rows: list[dict[str, Any]]) -> dict[str, Any
     # bytes, never str: a one-line str is a *path* to validate, and the text comes from the file
     spec = validate_spec(pack.spec_text.encode("utf-8"), source=f"{pack.path}:spec.yaml")
     shapes = _output_shapes(spec)
+    owned = _rows_by_node(spec["nodes"], rows)
     nodes = []
     for node in spec["nodes"]:
-        prefix = node["name"] + "."
-        mine = [r for r in rows if r["name"].startswith(prefix)]
+        mine = owned[node["name"]]
         nodes.append({
             "node": node["name"],
             "kind": node.get("layer") or node.get("op") or (f"block {node['block']}" if "block" in node else ""),
@@ -91,6 +93,18 @@ def _describe_model(pack: api.Pack, rows: list[dict[str, Any]]) -> dict[str, Any
             "dtype": ",".join(sorted({r["dtype"] for r in mine})),
         })
     return {"name": spec.get("name"), "inputs": spec.get("inputs"), "outputs": spec.get("outputs"), "nodes": nodes}
+
+
+def _rows_by_node(nodes: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Node name -> the tensor rows under it (``fc`` owns ``fc.weight``), in one pass over the rows."""
+    names = DottedTree()
+    owned: dict[str, list[dict[str, Any]]] = {}
+    for node in nodes:
+        names.add(node["name"], owned.setdefault(node["name"], []))
+    for row in rows:
+        for _, mine in names.prefixes(row["name"]):  # a valid spec has no node under another node
+            mine.append(row)
+    return owned
 
 
 def _output_shapes(spec: dict[str, Any]) -> dict[str, str]:
@@ -109,10 +123,8 @@ def _output_shapes(spec: dict[str, Any]) -> dict[str, str]:
 
 
 def _printable(value: Any) -> str:
-    """Text from the file, safe for a terminal: control characters (ANSI escapes) and lone
-    surrogates are written as escapes instead of being interpreted or failing to encode."""
-    text = str(value)
-    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    """A table cell from the file: escaped by itself, so a newline in it cannot break the table's rows."""
+    return printable(value)
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO) -> None:
@@ -173,7 +185,7 @@ def verify_report(paths: Sequence[str], *, out: TextIO) -> int:
             verify(path)
         except (ModelPackError, OSError) as e:
             text = error_text(e)
-            out.write(f"{path}: FAILED: {text.removeprefix(f'{path}: ')}\n")
+            out.write(f"{path}: FAILED: {printable(text.removeprefix(f'{path}: '))}\n")
             status = 1
         else:
             out.write(f"{path}: OK\n")

@@ -55,8 +55,18 @@ class Limits:
     max_yaml_aliases: int = 0
     # Bytes a spec may declare in parameters before we build it (1 TiB).
     max_param_bytes: int = 1 << 40
+    # Modules a spec implies (layers, their submodules, one namespace module per distinct dotted-name
+    # prefix: `a.b.c` makes `a` and `a.b`), counted before any is built:
+    # each costs about 2 KB and a few microseconds on the meta device. Large models hold thousands.
+    max_modules: int = 1_000_000
     # Elements of any single saved scalar list/str in a tree (e.g. 10 M ints).
     max_tree_items: int = 10_000_000
+    # Characters of all the dotted keys a tree flattens to (diff, load_weights): each key repeats its
+    # parents' keys, so one long key above many items would multiply; a model's keys are ~100 B each.
+    max_key_bytes: int = 256 << 20
+    # Values in the args of all nodes after block expansion: a block parameter's literal counts once
+    # per node that uses it, since each node's args are checked and built on their own.
+    max_spec_values: int = 4_000_000
 
 
 _CURRENT: contextvars.ContextVar[Limits] = contextvars.ContextVar("modelpack_limits", default=Limits())

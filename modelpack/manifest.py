@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import limits, tree
-from .codec import DType, dtype_by_name, nbytes_of, npy_header
+from .codec import DTYPES, DType, dtype_by_name, nbytes_of, npy_header
 from .container import ALIGN, NPY_SUFFIX, Member, check_member_count, check_member_name_length
 from .errors import FormatError, UnsupportedObjectError
 
 __all__ = [
     "FORMAT", "VERSION", "MANIFEST", "SPEC", "dumps", "parse", "check", "check_plan", "check_member_size",
-    "TensorEntry",
+    "TensorEntry", "check_tree", "SHA256",
 ]
 
 FORMAT = "modelpack"
@@ -30,8 +31,11 @@ MANIFEST = "manifest.json"
 SPEC = "spec.yaml"
 KINDS = ("torch", "numpy", "numpy-scalar")
 _TOP_KEYS = {"format", "version", "metadata", "tensors", "tree"}
+_OPTIONAL_KEYS = {"shards"}  # a split pack's index (modelpack.split checks the list)
 _MAX_DIM = 1 << 63  # numpy and torch sizes are int64
 _ENTRY_KEYS = ("name", "member", "dtype", "shape", "kind", "offset", "nbytes", "crc32")
+SHA256 = "sha256"  # optional entry key: hex SHA-256 of the tensor's bytes (save(..., sha256=True))
+_SHA_RE = re.compile(r"[0-9a-f]{64}")
 _SIZE_CAPS = {MANIFEST: ("max_manifest_bytes", "manifest size"), SPEC: ("max_spec_bytes", "spec size")}
 
 TensorEntry = dict  # one element of manifest["tensors"], with the keys in _ENTRY_KEYS
@@ -68,7 +72,7 @@ def check_plan(tree_json: Any, tensors: Sequence[tuple[str, Sequence[int]]], *, 
         where = f"tensor {name!r}"
         _check_name(name, where)
         _check_shape(list(shape), where)
-    _check_tree(tree_json, {name for name, _ in tensors})
+    check_tree(tree_json, {name for name, _ in tensors})
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -116,7 +120,7 @@ def parse(data: bytes) -> dict[str, Any]:
             f"written by a newer modelpack (format version {version}); this reader supports version {VERSION}",
             where=MANIFEST,
         )
-    unknown = set(obj) - _TOP_KEYS
+    unknown = set(obj) - _TOP_KEYS - _OPTIONAL_KEYS
     if unknown or not _TOP_KEYS <= set(obj):
         raise FormatError(f"top-level keys must be {sorted(_TOP_KEYS)}, got {sorted(obj)[:10]}", where=MANIFEST)
     _check_metadata(obj["metadata"])
@@ -138,14 +142,57 @@ def check(manifest: dict[str, Any], members: Sequence[Member]) -> dict[str, Memb
         raise FormatError("tensors must be a list", where=f"{MANIFEST}.tensors")
     _check_tensor_count(len(entries))
     result: dict[str, Member] = {}
+    fast = _FastCheck(by_name)
     for i, entry in enumerate(entries):
-        name, member = _check_entry(entry, i, by_name)
+        member = fast(entry)
+        name, member = (entry["name"], member) if member is not None else _check_entry(entry, i, by_name)
         if name in result:
             raise FormatError(f"tensor {name!r} is listed twice", where=f"{MANIFEST}.tensors[{i}]")
         result[name] = member
     _check_coverage(members, result)
-    _check_tree(manifest["tree"], result)
+    if "shards" not in manifest:  # an index's tree refers to its shards' tensors: checked once they are open
+        check_tree(manifest["tree"], result)
     return result
+
+
+class _FastCheck:
+    """The per-entry checks of :func:`_check_entry` with the caps read once: the member when an entry
+    passes them all, else None (and ``_check_entry`` then names what is wrong)."""
+
+    def __init__(self, by_name: Mapping[str, Member]) -> None:
+        lim = limits.current()
+        self.by_name, self.max_name, self.max_dims = by_name, min(lim.max_name_length, 0xFFFF - 4), lim.max_dims
+        self.keys = frozenset(_ENTRY_KEYS)
+        self.name_ok = tree.NAME_RE.fullmatch
+
+    def __call__(self, entry: Any) -> Member | None:
+        if type(entry) is not dict or entry.keys() != self.keys:
+            return None
+        name, shape, dtype = entry["name"], entry["shape"], entry["dtype"]
+        dt = DTYPES.get(dtype) if type(dtype) is str else None
+        if (type(name) is not str or len(name) > self.max_name or not self.name_ok(name) or ".." in name
+                or name.endswith(".") or dt is None or type(shape) is not list or len(shape) > self.max_dims):
+            return None
+        nbytes = span = dt.itemsize
+        for d in shape:
+            if type(d) is not int or not 0 <= d < _MAX_DIM:
+                return None
+            nbytes *= d
+            span *= d or 1  # as _check_shape: a zero-size shape whose other dims overflow is refused there
+        if span >= _MAX_DIM:
+            return None
+        kind = entry["kind"]
+        if kind not in KINDS or (kind == "numpy-scalar" and shape) or entry["member"] != name + NPY_SUFFIX:
+            return None
+        member = self.by_name.get(entry["member"])
+        offset = entry["offset"]
+        if member is None or type(offset) is not int or type(entry["nbytes"]) is not int:
+            return None
+        header_len = len(npy_header(dt.descr, shape))
+        if (entry["nbytes"] != nbytes or member.size != header_len + nbytes or offset % ALIGN
+                or offset != member.data_offset + header_len or entry["crc32"] != f"{member.crc:08x}"):
+            return None
+        return member
 
 
 def _check_tensor_count(n: int) -> None:
@@ -167,12 +214,14 @@ def entry_dtype(entry: TensorEntry) -> DType:
 
 def _check_entry(entry: Any, i: int, by_name: Mapping[str, Member]) -> tuple[str, Member]:
     where = f"{MANIFEST}.tensors[{i}]"
-    if not isinstance(entry, dict) or set(entry) != set(_ENTRY_KEYS):
-        raise FormatError(f"each tensor entry must have exactly the keys {list(_ENTRY_KEYS)}", where=where)
+    if not isinstance(entry, dict) or set(entry) - {SHA256} != set(_ENTRY_KEYS):
+        raise FormatError(
+            f"each tensor entry must have exactly the keys {list(_ENTRY_KEYS)}, and optionally {SHA256!r}", where=where
+        )
     name = _check_name(entry["name"], where)
     where = f"tensor {name!r}"
     dt = dtype_by_name(entry["dtype"], where=where)
-    shape = _check_shape(entry["shape"], where)
+    shape = _check_shape(entry["shape"], where, dt.itemsize)
     if entry["kind"] not in KINDS:
         raise FormatError(f"kind {str(entry['kind'])[:40]!r} is not one of {list(KINDS)}", where=where)
     if entry["kind"] == "numpy-scalar" and shape:
@@ -195,10 +244,17 @@ def _check_entry(entry: Any, i: int, by_name: Mapping[str, Member]) -> tuple[str
         raise FormatError(f"offset {entry['offset']!r} is not the member's 64-byte aligned data", where=where)
     if entry["crc32"] != f"{member.crc:08x}":
         raise FormatError("crc32 disagrees with the zip directory", where=where)
+    if SHA256 in entry and not (isinstance(entry[SHA256], str) and _SHA_RE.fullmatch(entry[SHA256])):
+        raise FormatError(f"{SHA256} {str(entry[SHA256])[:80]!r} is not 64 lowercase hex digits", where=where)
     return name, member
 
 
-def _check_shape(shape: Any, where: str) -> list[int]:
+def _check_shape(shape: Any, where: str, itemsize: int = 1) -> list[int]:
+    """Dims are ints in [0, 2**63), and the span numpy and torch compute must fit int64 too.
+
+    That span counts a zero dim as 1 (``[0, 2**62]`` float32 holds no byte, yet numpy refuses
+    to describe it), so a file it would break is refused here, with the other shape lies.
+    """
     if not isinstance(shape, list):
         raise FormatError("shape must be a list of integers", where=where)
     limits.check("max_dims", len(shape), where=where, what="number of dimensions")
@@ -208,6 +264,9 @@ def _check_shape(shape: Any, where: str) -> list[int]:
                 f"shape has a dimension ({str(d)[:24]}) that is not a non-negative integer below 2**63",
                 where=where,
             )
+    if nbytes_of([d or 1 for d in shape], itemsize) >= _MAX_DIM:
+        raise FormatError(f"shape {shape} spans 2**63 bytes or more (counting zero dims as 1): numpy and torch "
+                          "cannot describe it, even empty", where=where)
     return shape
 
 
@@ -218,7 +277,7 @@ def _check_coverage(members: Sequence[Member], tensors: Mapping[str, Member]) ->
             raise FormatError("member is not listed in the manifest", where=f"member {m.name!r}")
 
 
-def _check_tree(tree_json: Any, tensors: Mapping[str, Member]) -> None:
+def check_tree(tree_json: Any, tensors: Mapping[str, Any] | set[str]) -> None:
     """Decode the whole tree now (tensors as None), so open/inspect/verify refuse what load would."""
     refs = set()
 

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from . import limits
+from .codec import RawArray, foreign_array
 from .errors import FormatError, UnsupportedObjectError
 
 __all__ = ["Leaf", "encode", "decode", "iter_refs", "NAME_RE", "valid_name", "tensor_key"]
@@ -111,11 +112,16 @@ class _Encoder:
             return {"$tensor": self._leaf(obj, "numpy", path)}
         if isinstance(obj, np.generic):
             return {"$tensor": self._leaf(np.asarray(obj), "numpy-scalar", path)}
+        if isinstance(obj, RawArray):
+            return {"$tensor": self._leaf(obj, obj.kind, path)}
         if isinstance(obj, (list, tuple, dict)):
             return self._container(obj, path, active)
+        arr = foreign_array(obj)  # JAX, TensorFlow, CuPy... through DLPack or the array interface
+        if arr is not None:
+            return self.encode(arr, path, active)
         raise UnsupportedObjectError(
             f"cannot save a {type(obj).__name__!r}; supported: dict, list, tuple, None, bool, int, "
-            "float, str, torch tensors and numpy arrays",
+            "float, str, torch tensors, numpy arrays and arrays with __dlpack__ or the numpy array interface",
             where=_path_str(path),
         )
 
@@ -217,6 +223,8 @@ def tensor_key(value: Any) -> Hashable:
     nothing (empty, meta, sparse, subclasses) are tied only to themselves.
     The one definition for ``save`` and the checkpoint snapshots.
     """
+    if isinstance(value, RawArray):
+        return ("id", id(value))
     if isinstance(value, np.ndarray):
         if value.size == 0:
             return ("id", id(value))
@@ -245,8 +253,22 @@ def encode(obj: Any) -> tuple[Any, list[Leaf]]:
 # --------------------------------------------------------------------------- decoding
 
 
-def _bad(msg: str, where: str) -> FormatError:
-    return FormatError(msg, where=f"manifest.json.tree{where}")
+# Where a decoded value sits, as a linked chain ``(parent, key)`` (``()`` is the root): a child
+# costs one small tuple, and the text is built only for an error. A text per element would make a
+# long key above many items quadratic in the file's size.
+_Where = tuple
+
+
+def _where_text(where: _Where) -> str:
+    parts = []
+    while where:
+        where, part = where
+        parts.append(f"[{part!r}]")
+    return "manifest.json.tree" + "".join(reversed(parts))
+
+
+def _bad(msg: str, where: _Where) -> FormatError:
+    return FormatError(msg, where=_where_text(where))
 
 
 class _Lookup:
@@ -255,6 +277,8 @@ class _Lookup:
     def __init__(self, tensor: Callable[[str], Any]) -> None:
         self.tensor = tensor
         self.sparse: dict[tuple[Any, ...], Any] = {}
+        lim = limits.current()  # read once per decode, not per node
+        self.max_depth, self.max_items = lim.max_depth, lim.max_tree_items
 
     def __call__(self, name: str) -> Any:
         return self.tensor(name)
@@ -262,25 +286,28 @@ class _Lookup:
 
 def decode(tree: Any, tensor: Callable[[str], Any]) -> Any:
     """Rebuild the object; ``tensor(name)`` returns the loaded tensor for a name."""
-    return _decode(tree, _Lookup(tensor), "", 0)
+    return _decode(tree, _Lookup(tensor), (), 0)
 
 
-def _decode(node: Any, tensor: _Lookup, where: str, depth: int) -> Any:
-    if depth > limits.current().max_depth:
-        limits.check("max_depth", depth, where=f"manifest.json.tree{where}", what="nesting depth")
-    if isinstance(node, (str, list, dict)) and len(node) > limits.current().max_tree_items:
-        limits.check("max_tree_items", len(node), where=f"manifest.json.tree{where}", what="items in one value")
-    if node is None or isinstance(node, (bool, str, int)):
-        return node
-    if isinstance(node, float):
+def _decode(node: Any, tensor: _Lookup, where: _Where, depth: int) -> Any:
+    if depth > tensor.max_depth:
+        limits.check("max_depth", depth, where=_where_text(where), what="nesting depth")
+    if isinstance(node, (str, list, dict)) and len(node) > tensor.max_items:
+        limits.check("max_tree_items", len(node), where=_where_text(where), what="items in one value")
+    if node is None or isinstance(node, (bool, str, int, float)):
         return node
     if isinstance(node, list):
-        return [_decode(v, tensor, f"{where}[{i}]", depth + 1) for i, v in enumerate(node)]
+        return [_decode(v, tensor, (where, i), depth + 1) for i, v in enumerate(node)]
     if not isinstance(node, dict):
         raise _bad(f"unexpected JSON value of type {type(node).__name__}", where)
+    if len(node) == 1 and "$tensor" in node:  # the most common node: one tensor reference
+        value = node["$tensor"]
+        if not isinstance(value, str):
+            raise _bad("$tensor must name a tensor", where)
+        return tensor.tensor(value)
     tags = [k for k in node if k.startswith("$")]
     if not tags:
-        return {k: _decode(v, tensor, f"{where}[{k!r}]", depth + 1) for k, v in node.items()}
+        return {k: _decode(v, tensor, (where, k), depth + 1) for k, v in node.items()}
     if len(node) != 1 or tags[0] not in _TAGS:
         raise _bad(f"unknown tagged object with keys {sorted(node)[:5]}; known tags: {', '.join(_TAGS)}", where)
     tag, value = tags[0], node[tags[0]]
@@ -293,13 +320,13 @@ def _decode(node: Any, tensor: _Lookup, where: str, depth: int) -> Any:
     if tag == "$tuple":
         if not isinstance(value, list):
             raise _bad("$tuple must hold a list", where)
-        return tuple(_decode(v, tensor, f"{where}[{i}]", depth + 1) for i, v in enumerate(value))
+        return tuple(_decode(v, tensor, (where, i), depth + 1) for i, v in enumerate(value))
     if tag == "$sparse":
         return _decode_sparse(value, tensor, where)
     return _decode_dict(value, tensor, where, depth)
 
 
-def _decode_float(value: Any, where: str) -> float:
+def _decode_float(value: Any, where: _Where) -> float:
     if value in ("inf", "-inf"):
         return float(value)
     if value == "nan":
@@ -311,7 +338,7 @@ def _decode_float(value: Any, where: str) -> float:
     raise _bad(f"$float must be 'nan', 'inf', '-inf' or a NaN's bits as '0x' + 16 hex digits, not {value!r}", where)
 
 
-def _decode_sparse(node: Any, tensor: _Lookup, where: str) -> Any:
+def _decode_sparse(node: Any, tensor: _Lookup, where: _Where) -> Any:
     """A sparse tensor from its parts; with name-only callbacks, a dict of the parts' results."""
     layout = node.get("layout") if isinstance(node, dict) else None
     if layout not in _SPARSE:
@@ -339,7 +366,7 @@ def _decode_sparse(node: Any, tensor: _Lookup, where: str) -> Any:
     return tensor.sparse[key]
 
 
-def _build_sparse(layout: str, size: list[int], coalesced: bool, parts: dict[str, Any], where: str) -> Any:
+def _build_sparse(layout: str, size: list[int], coalesced: bool, parts: dict[str, Any], where: _Where) -> Any:
     """torch's own checked constructor, sharing the parts' memory (zero copy when they are mapped)."""
     torch = sys.modules.get("torch")
     values = list(parts.values())
@@ -355,7 +382,7 @@ def _build_sparse(layout: str, size: list[int], coalesced: bool, parts: dict[str
         raise _bad(f"$sparse parts do not form a valid {layout} tensor of size {size}: {str(e)[:200]}", where) from e
 
 
-def _decode_dict(pairs: Any, tensor: _Lookup, where: str, depth: int) -> dict:
+def _decode_dict(pairs: Any, tensor: _Lookup, where: _Where, depth: int) -> dict:
     if not isinstance(pairs, list):
         raise _bad("$dict must hold a list of [key, value] pairs", where)
     out: dict = {}
@@ -367,7 +394,7 @@ def _decode_dict(pairs: Any, tensor: _Lookup, where: str, depth: int) -> dict:
             raise _bad(f"$dict key {key!r} must be a string or an integer", where)
         if key in out:
             raise _bad(f"$dict key {key!r} appears twice", where)
-        out[key] = _decode(pair[1], tensor, f"{where}[{key!r}]", depth + 1)
+        out[key] = _decode(pair[1], tensor, (where, key), depth + 1)
     return out
 
 
@@ -398,6 +425,7 @@ def flat_leaves(tree: Any) -> dict[str, Any]:
     root is keyed by its name, any other root value by ``""``. Reads no tensor data.
     """
     out: dict[str, Any] = {}
+    used, cap = [0], limits.current().max_key_bytes  # each key repeats its parents' keys: count, then join
 
     def walk(value: Any, prefix: str) -> None:
         items = value.items() if isinstance(value, dict) else enumerate(value) \
@@ -407,10 +435,19 @@ def flat_leaves(tree: Any) -> dict[str, Any]:
             out[key] = value
             return
         for k, v in items:
+            k = str(k)
+            used[0] += len(prefix) + len(k) + 1
+            if used[0] > cap:
+                limits.check("max_key_bytes", used[0], where=f"manifest.json.tree key {_short(prefix + k)}",
+                             what="characters in the tree's flattened keys")
             walk(v, f"{prefix}{k}.")
 
     walk(decode(tree, TensorRef), "")
     return out
+
+
+def _short(text: str, n: int = 80) -> str:
+    return repr(text if len(text) <= n else text[:n] + "...")
 
 
 def flat_refs(tree: Any) -> dict[str, str]:

@@ -157,10 +157,17 @@ def test_swapping_a_producer_turns_inplace_off():
 
 
 @pytest.mark.parametrize("name", sorted(Z.ZOO))
-def test_zoo_no_grad_equals_grad_mode(name):
+def test_zoo_inplace_plan_changes_no_result(name, monkeypatch):
+    """In inference the interpreter writes some ops in place; the result must be the one without.
+
+    The oracle is the same model under no_grad with the plan switched off, not grad mode: torch
+    itself picks other kernels for some layers without autograd (a 2-layer LSTM differs by 2e-8).
+    """
     model = Z.built(name, seed=0).eval()
     inputs = Z.example_inputs(name)
-    expected = [t.detach() for t in _leaves(model(*inputs))]
     with torch.no_grad():
+        with monkeypatch.context() as m:
+            m.setattr(SpecModule, "_inplace", property(lambda self: {}))
+            expected = _leaves(model(*inputs))
         got = _leaves(model(*inputs))
     assert len(got) == len(expected) and all(torch.equal(a, b) for a, b in zip(got, expected))

@@ -9,15 +9,21 @@ import modelpack
 from conftest import run_python
 
 EXPECTED = {
-    "save": "(obj, path, *, metadata=None, progress=None)",
-    "load": "(path, *, mmap=True, map_location=None, verify=False, progress=None)",
+    "save": "(obj, path, *, metadata=None, progress=None, max_shard_size=None, sha256=False)",
+    "load": "(path, *, mmap=True, map_location=None, verify=False, progress=None, dtype=None, device_map=None, "
+            "framework=None)",
+    "save_bytes": "(obj, *, metadata=None)",
+    "load_bytes": "(data, *, map_location=None, dtype=None, device_map=None)",
     "open": "(path)",
     "verify": "(path, *, progress=None)",
     "validate": "(spec, *, shapes=False, source=None)",
-    "export": "(model, path, example_inputs, *, metadata=None, name=None, dynamic_dims=None, atol=0.0)",
-    "load_model": "(path, *, map_location=None, mmap=True, strict=True, outputs=None)",
+    "export": "(model, path, example_inputs, *, metadata=None, name=None, dynamic_dims=None, atol=0.0, "
+              "max_shard_size=None)",
+    "load_model": "(path, *, map_location=None, mmap=True, strict=True, outputs=None, dtype=None, device_map=None)",
     "build": "(spec, *, device=None)",
     "load_weights": "(module, path, *, prefix=None, rename=None, strict=True, assign=False)",
+    "convert": "(src, dst, *, src_format=None, dst_format=None, sha256=False, progress=None)",
+    "digest": "(path, *, progress=None)",
 }
 
 

@@ -17,7 +17,7 @@ import modelpack
 from modelpack import CheckpointError, LimitError, api, limits, tree
 from modelpack.errors import FormatError, UnsupportedObjectError
 
-SPEC_ONLY = {"max_nodes", "max_yaml_aliases", "max_param_bytes"}  # checked by spec validation, on both sides
+SPEC_ONLY = {"max_nodes", "max_yaml_aliases", "max_param_bytes", "max_spec_values", "max_modules"}  # checked by spec validation, on both sides
 
 # cap -> (lowered value, object that needs more, where the save error points)
 REFUSED = {

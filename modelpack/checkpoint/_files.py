@@ -54,7 +54,7 @@ def file_name(prefix: str, step: int) -> str:
 
 
 def _name_re(prefix: str) -> re.Pattern[str]:
-    return re.compile(rf"{re.escape(prefix)}-(\d{{{STEP_DIGITS},18}})\.(mpk|dcp)")
+    return re.compile(rf"{re.escape(prefix)}-([0-9]{{{STEP_DIGITS},18}})\.(mpk|dcp)", re.ASCII)
 
 
 def _published(entry: os.DirEntry[str], kind: str) -> bool:
@@ -128,7 +128,7 @@ def sweep_temps(folder: Path, prefix: str) -> list[Path]:
     lock its writer holds for the whole write, so a live writer's temp file
     (another process, container or host on a shared folder) is left alone.
     """
-    pattern = re.compile(rf"\.({re.escape(prefix)}-\d+\.mpk)\.\d+\.[0-9a-f]+\.mpk-tmp")
+    pattern = re.compile(rf"\.({re.escape(prefix)}-[0-9]+\.mpk)\.[0-9]+\.[0-9a-f]+\.mpk-tmp", re.ASCII)
     try:
         names = os.listdir(folder)
     except FileNotFoundError:

@@ -109,6 +109,11 @@ def capture_rng() -> dict[str, Any]:
     return state
 
 
+# What random/numpy/torch raise for a state of the wrong shape, type or range (an out-of-range
+# integer is an OverflowError): each becomes a CheckpointError naming the section, so restore falls back.
+_STATE_ERRORS = (TypeError, ValueError, OverflowError, RuntimeError, IndexError, AttributeError, KeyError)
+
+
 def apply_rng(state: Mapping[str, Any]) -> None:
     """Put the global RNG streams back exactly where they were at save time."""
     try:
@@ -118,7 +123,7 @@ def apply_rng(state: Mapping[str, Any]) -> None:
             np.random.set_state(state["numpy"])
         if "torch" in state or "cuda" in state:
             _apply_torch_rng(state)
-    except (TypeError, ValueError, RuntimeError, IndexError, AttributeError, KeyError) as e:
+    except _STATE_ERRORS as e:
         raise CheckpointError(f"cannot restore the random number generators: {e}", where="rng") from e
 
 
@@ -131,9 +136,13 @@ def _python_state_tree(state: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def _python_state(saved: Any) -> tuple[Any, ...]:
+    """The tuple ``random.setstate`` takes, checked: it would silently truncate words past 32 bits."""
     version, internal, gauss = saved
     words = internal.tolist() if isinstance(internal, np.ndarray) else internal
-    return (version, tuple(int(w) for w in words), gauss)
+    words = tuple(words)
+    if not all(type(w) is int and 0 <= w < 2**32 for w in words):
+        raise ValueError("the Mersenne Twister words must be integers in [0, 2**32)")
+    return (version, words, gauss)
 
 
 def _apply_torch_rng(state: Mapping[str, Any]) -> None:
@@ -232,5 +241,5 @@ def apply_generators(generators: Mapping[str, Any], saved: Mapping[str, Any]) ->
             raise CheckpointError(f"saved as a {entry.get('kind')}, restoring into a {kind}", where=where)
         try:
             _GENERATOR_KINDS[kind].set(g, entry["state"])
-        except (TypeError, ValueError, RuntimeError, KeyError, AttributeError, IndexError) as e:
+        except _STATE_ERRORS as e:
             raise CheckpointError(f"cannot restore the generator state: {e}", where=where) from e

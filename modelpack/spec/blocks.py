@@ -18,9 +18,10 @@ import copy
 import dataclasses
 from typing import Any
 
+from .. import limits
 from ..errors import SpecError
 from .graph import node_inputs, node_kind
-from .yamlio import Path
+from .yamlio import Path, format_path
 
 __all__ = ["Origin", "expand_blocks", "expand_with_origins"]
 
@@ -41,7 +42,9 @@ class Origin:
         return self.path + ("args",) + tuple(args_path)
 
 
-Params = dict[str, tuple[Any, Path]]  # parameter name -> (value, where the value was written)
+# parameter name -> (value, where the value was written, how many values it holds). A literal is
+# shared by the nodes that use it, never copied, and counted once per use against max_spec_values.
+Params = dict[str, tuple[Any, Path, int]]
 
 
 class _Expander:
@@ -49,6 +52,8 @@ class _Expander:
         self.blocks = blocks
         self.nodes: list[dict[str, Any]] = []
         self.origins: dict[str, Origin] = {}
+        self.values = 0  # values in the expanded nodes' args so far
+        self.plain: dict[int, int] = {}  # id -> size of document values holding no placeholder
 
     def scope(self, nodes: list[dict[str, Any]], env: dict[str, str], prefix: str, params: Params,
               where: Path) -> dict[str, str]:
@@ -71,7 +76,10 @@ class _Expander:
         substituted: dict[Path, Path] = {}
         out: dict[str, Any] = {"name": name, kind: node[kind]}
         if "args" in node:
-            out["args"] = _substitute(node["args"], params, env, (), substituted)
+            out["args"], size = _substitute(node["args"], params, env, (), substituted, self.plain)
+            self.values += size
+            limits.check("max_spec_values", self.values, where=format_path(path + ("args",)),
+                         what="values in the args of the expanded nodes")
         out["in"] = inputs
         self.nodes.append(out)
         self.origins[name] = Origin(path, substituted)
@@ -85,7 +93,8 @@ class _Expander:
         inner: Params = {}
         for key, value in (node.get("args") or {}).items():
             sources: dict[Path, Path] = {}
-            inner[key] = (_substitute(value, params, env, (), sources), sources.get((), path + ("args", key)))
+            literal, size = _substitute(value, params, env, (), sources, self.plain)
+            inner[key] = (literal, sources.get((), path + ("args", key)), size)
         inner_env = dict(zip(block["inputs"], inputs))
         name = prefix + node["name"]
         inner_env = self.scope(block["nodes"], inner_env, name + ".", inner, ("blocks", node["block"]))
@@ -97,19 +106,51 @@ class _Expander:
 
 
 def _substitute(value: Any, params: Params, env: dict[str, str], path: Path,
-                substituted: dict[Path, Path]) -> Any:
-    """A copy of an argument value with {param: p} replaced and {ref: name} renamed."""
+                substituted: dict[Path, Path], plain: dict[int, int]) -> tuple[Any, int]:
+    """An argument value with {param: p} replaced (by the shared literal) and {ref: name} renamed,
+    and how many values it holds (a container counts as one, plus its items).
+
+    A container with no placeholder inside comes back as itself, and is remembered in ``plain``
+    (by id: the document outlives the expansion), so each block instance costs O(1) for it.
+    """
+    size = plain.get(id(value)) if isinstance(value, (dict, list)) else None
+    if size is not None:
+        return value, size
+    out, size = _substitute_new(value, params, env, path, substituted, plain)
+    if out is value and isinstance(value, (dict, list)):
+        plain[id(value)] = size
+    return out, size
+
+
+def _substitute_new(value: Any, params: Params, env: dict[str, str], path: Path,
+                    substituted: dict[Path, Path], plain: dict[int, int]) -> tuple[Any, int]:
     if isinstance(value, dict):
         if len(value) == 1 and isinstance(value.get("param"), str) and value["param"] in params:
-            literal, source = params[value["param"]]
+            literal, source, size = params[value["param"]]
             substituted[path] = source
-            return copy.deepcopy(literal)
+            return literal, size
         if len(value) == 1 and isinstance(value.get("ref"), str):
-            return {"ref": env.get(value["ref"], value["ref"])}
-        return {k: _substitute(v, params, env, path + (k,), substituted) for k, v in value.items()}
+            return {"ref": env.get(value["ref"], value["ref"])}, 1
+        out, total = {}, 1
+        for k, v in value.items():
+            out[k], size = _substitute(v, params, env, path + (k,), substituted, plain)
+            total += size
+        return _same_or(value, out, out.values()), total
     if isinstance(value, list):
-        return [_substitute(v, params, env, path + (i,), substituted) for i, v in enumerate(value)]
-    return value
+        items, total = [], 1
+        for i, v in enumerate(value):
+            item, size = _substitute(v, params, env, path + (i,), substituted, plain)
+            items.append(item)
+            total += size
+        return _same_or(value, items, items), total
+    return value, 1
+
+
+def _same_or(value: Any, new: Any, items: Any) -> Any:
+    """``value`` itself when nothing inside it changed: a literal in a block body is shared by
+    every instance, like a parameter's (so memory stays that of the document)."""
+    olds = value.values() if isinstance(value, dict) else value
+    return value if all(a is b for a, b in zip(items, olds)) else new
 
 
 def expand_with_origins(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Origin]]:
@@ -128,6 +169,7 @@ def expand_blocks(spec: dict[str, Any]) -> dict[str, Any]:
     """The spec with every block instantiated: no ``blocks`` key, explicit ``in`` on every node.
 
     Expects a valid spec (``validate`` it first); a spec without blocks comes back
-    with only ``in`` made explicit.
+    with only ``in`` made explicit. Argument values are shared with ``spec``, not
+    copied (a block literal used by N nodes is one object): copy before mutating.
     """
     return expand_with_origins(spec)[0]

@@ -16,8 +16,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from .. import limits
+from .._dotted import DottedTree
 from ..vocab import LAYERS, OPS
-from .findings import Problem, did_you_mean
+from .findings import Problem, did_you_mean, listing
 from .names import identifier_problem, name_problem
 from .yamlio import Path
 
@@ -26,6 +27,10 @@ __all__ = ["MAX_BLOCK_DEPTH", "graph_problems", "node_kind", "node_inputs", "wal
 # Blocks inside blocks: deep enough for real nets (stage > unit > branch), shallow
 # enough that a mistake cannot blow up expansion.
 MAX_BLOCK_DEPTH = 8
+# Block nodes whose names prefix one reference (more than one only in a spec already in error).
+_MAX_OWNERS = 4
+# "Did you mean" searches per spec; past them, unknown names are reported with a short listing only.
+_MAX_HINTS = 200
 
 
 def node_kind(node: dict[str, Any]) -> str | None:
@@ -87,6 +92,12 @@ class _Checker:
         self.info: dict[str, _BlockInfo | None] = {}
         self.stack: list[str] = []
         self.expandable = True
+        self.hints = _MAX_HINTS
+
+    def hint(self) -> bool:
+        """Whether to look for a "did you mean" (a few hundred per spec: each costs a search)."""
+        self.hints -= 1
+        return self.hints >= 0
 
     def error(self, path: Path, message: str, *, key: bool = False, warning: bool = False) -> None:
         self.problems.append(Problem(path, message, "warning" if warning else "error", key=key))
@@ -165,6 +176,7 @@ class _Scope:
         self.later: dict[str, int] = {}
         self.deps: dict[str, set[str]] = {}
         self.used_params: set[str] = set()
+        self.owners = DottedTree()  # block nodes, for `node.output` references
         self.unresolved = False  # a failed reference makes "unused" warnings mostly noise
 
     def check(self, nodes: list[dict[str, Any]]) -> tuple[int, int]:
@@ -216,15 +228,15 @@ class _Scope:
             self.c.error(path + ("name",), f"duplicate name {name!r}: {first} has it already")
 
     def _check_prefixes(self) -> None:
-        names = set(self.values)
+        names = DottedTree()
+        for name in self.values:
+            names.add(name)
         for name in self.later:
-            parts = name.split(".")
-            for k in range(1, len(parts)):
-                parent = ".".join(parts[:k])
-                if parent in names:
-                    self.c.error(self.where + ("nodes", self.later[name], "name"),
-                                 f"{name!r} would be a child of {parent!r}; a name cannot also be a parent")
-                    break
+            for k, _ in names.prefixes(name):
+                parent = ".".join(name.split(".")[:k])
+                self.c.error(self.where + ("nodes", self.later[name], "name"),
+                             f"{name!r} would be a child of {parent!r}; a name cannot also be a parent")
+                break
 
     # ------------------------------------------------------------------ references
 
@@ -247,13 +259,12 @@ class _Scope:
 
     def _block_output(self, ref: str) -> _Value | None:
         """``node.output`` of an earlier block node."""
-        parts = ref.split(".")
-        for k in range(len(parts) - 1, 0, -1):
-            owner = self.values.get(".".join(parts[:k]))
-            if owner is not None and owner.outputs is not None:
-                out = ".".join(parts[k:])
-                if out in owner.outputs:
-                    return _Value(owner.outputs[out], owner.node)
+        found = list(self.owners.prefixes(ref))  # one in a valid scope: a name cannot also be a parent
+        parts = ref.split(".") if found else []
+        for k, owner in reversed(found[-_MAX_OWNERS:]):
+            out = ".".join(parts[k:])
+            if out in owner.outputs:
+                return _Value(owner.outputs[out], owner.node)
         return None
 
     def _unresolved(self, ref: str, i: int, path: Path) -> None:
@@ -265,7 +276,8 @@ class _Scope:
             self.c.error(path, f"{ref!r} is defined later (nodes[{j}]); a node can use only inputs and nodes "
                          "above it")
         else:
-            hint = did_you_mean(ref, self.values, fallback=f"; known here: {', '.join(self.values) or 'nothing'}")
+            fallback = f"; known here: {listing(self.values) or 'nothing'}"
+            hint = did_you_mean(ref, self.values, fallback=fallback) if self.c.hint() else fallback
             self.c.error(path, f"unknown name {ref!r}{hint}")
 
     def _placeholders(self, node: dict[str, Any], path: Path) -> None:
@@ -274,7 +286,7 @@ class _Scope:
                 self.c.error(path + ("args",) + sub, "{param: ...} is allowed only inside blocks")
             elif param not in self.params:
                 self.c.error(path + ("args",) + sub, f"unknown block parameter {param!r} (parameters: "
-                             f"{', '.join(self.params) or 'none'})")
+                             f"{listing(self.params) or 'none'})")
             else:
                 self.used_params.add(param)
 
@@ -308,8 +320,8 @@ class _Scope:
                     given: bool) -> tuple[int, int]:
         name, block = node["name"], node["block"]
         if block not in self.c.blocks:
-            hint = did_you_mean(block, self.c.blocks,
-                                fallback=f"; blocks: {', '.join(self.c.blocks) or 'none defined'}")
+            fallback = f"; blocks: {listing(self.c.blocks) or 'none defined'}"
+            hint = did_you_mean(block, self.c.blocks, fallback=fallback) if self.c.hint() else fallback
             self.c.error(path + ("block",), f"unknown block {block!r}{hint}")
             self.c.expandable = False
             self.values[name] = _Value(1, name)
@@ -324,6 +336,7 @@ class _Scope:
         self._block_args(node, path, info)
         arity = next(iter(info.outputs.values())) if len(info.outputs) == 1 else len(info.outputs)
         self.values[name] = _Value(arity, name, info.outputs)
+        self.owners.add(name, self.values[name])
         return info.size, info.depth
 
     def _block_args(self, node: dict[str, Any], path: Path, info: _BlockInfo) -> None:

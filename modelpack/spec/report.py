@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path as FsPath
 from typing import Any, TextIO
 
+from .._text import printable
 from ..errors import ModelPackError, SpecError
 from .findings import Finding
 from .validate import Shapes, check_spec
@@ -111,4 +112,4 @@ def _line(r: dict[str, Any]) -> str:
     if r["line"] is not None:
         loc += f":{r['line']}:{r['column']}"
     parts = [loc] + (["warning"] if r["severity"] == "warning" else []) + ([r["where"]] if r["where"] else [])
-    return ": ".join(parts + [r["message"]])
+    return printable(": ".join(parts + [r["message"]]))  # one line per finding, whatever the file holds

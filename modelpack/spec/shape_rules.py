@@ -41,41 +41,89 @@ class _NoRule(Exception):
 
 def symbols(spec: Mapping[str, Any]) -> list[str]:
     """The symbolic dims of the declared inputs, in order of appearance."""
-    names: list[str] = []
+    names: dict[str, None] = {}
     for decl in spec["inputs"].values():
-        names += [d for d in decl["shape"] if isinstance(d, str) and d not in names]
-    return names
+        names.update((d, None) for d in decl["shape"] if isinstance(d, str))
+    return list(names)
+
+
+class _Run(dict):
+    """Symbol -> size in one run; the first run also keeps the reverse index dim_text needs."""
+
+    index: tuple[dict[tuple[int, int], str], dict[int, tuple[int, str]]] | None = None
 
 
 def sizes(names: Sequence[str], run: int) -> dict[str, int]:
     """Concrete sizes for the symbols in run 0 or 1 (see the module doc)."""
     base, step = list(_BASE), list(_STEP)
-    while len(step) < len(names):  # more symbols than the table: continue both prime lists
-        base.append(_next_prime(max(base[-1], step[-1])))
-        step.append(_next_prime(base[-1]))
-    return {s: _SCALE * (b + run * q) for s, b, q in zip(names, base, step)}
+    if len(names) > len(step):  # more symbols than the table: continue both with the next primes
+        more = _primes_after(max(base[-1], step[-1]), 2 * (len(names) - len(step)))
+        base += more[0::2]
+        step += more[1::2]
+    return _Run((s, _SCALE * (b + run * q)) for s, b, q in zip(names, base, step))
 
 
-def _next_prime(n: int) -> int:
-    n += 1
-    while any(n % k == 0 for k in range(2, int(n**0.5) + 1)):
-        n += 1
-    return n
+def _primes_after(n: int, count: int) -> list[int]:
+    """The ``count`` primes above ``n``, by a sieve (trial division per prime would dominate)."""
+    limit = max(2 * n, 64)
+    while True:
+        sieve = bytearray([1]) * (limit + 1)
+        sieve[0:2] = b"\0\0"
+        for k in range(2, math.isqrt(limit) + 1):
+            if sieve[k]:
+                sieve[k * k::k] = bytes(len(range(k * k, limit + 1, k)))
+        found = [p for p in range(n + 1, limit + 1) if sieve[p]]
+        if len(found) >= count:
+            return found[:count]
+        limit *= 2
+
+
+def _index(runs: Sequence[Mapping[str, int]]) -> tuple[dict[tuple[int, int], str], dict[int, tuple[int, str]]]:
+    """(x, y) -> the symbol sized so, and q -> (order, symbol) for the symbol whose run 1 adds 32q."""
+    first = runs[0]
+    if isinstance(first, _Run) and first.index is not None:
+        return first.index
+    pairs: dict[tuple[int, int], str] = {}
+    steps: dict[int, tuple[int, str]] = {}
+    for i, (symbol, a) in enumerate(first.items()):
+        pairs.setdefault((a, runs[1][symbol]), symbol)
+        delta = runs[1][symbol] - a
+        if delta > 0 and delta % _SCALE == 0:
+            steps.setdefault(delta // _SCALE, (i, symbol))
+    if isinstance(first, _Run):
+        first.index = (pairs, steps)
+    return pairs, steps
+
+
+# k = num/den with den dividing 32 and num <= 32, in lowest terms: the slopes dim_text can write
+# (``height/2``, ``4*c``)
+_SLOPES = tuple((num, den) for den in (1, 2, 4, 8, 16, 32) for num in range(1, _SCALE + 1)
+                if math.gcd(num, den) == 1)
 
 
 def dim_text(x: int, y: int, runs: Sequence[Mapping[str, int]]) -> str:
-    """A dim seen as ``x`` in run 0 and ``y`` in run 1, in terms of the symbol it follows."""
+    """A dim seen as ``x`` in run 0 and ``y`` in run 1, in terms of the symbol it follows.
+
+    A fixed number of lookups per dim, however many symbols there are: y - x = k * 32q for the
+    symbol whose second run adds 32q, so each allowed slope k names at most one q.
+    """
     if x == y:
         return str(x)
-    for symbol, a in runs[0].items():
-        if (x, y) == (a, runs[1][symbol]):
-            return symbol
-    for symbol, a in runs[0].items():
-        k = Fraction(x - y, a - runs[1][symbol])
-        c = x - k * a
-        if c.denominator == 1 and k > 0 and _SCALE % k.denominator == 0 and k.numerator <= _SCALE:
-            return _expr(symbol, k, int(c))
-    return "?"
+    pairs, steps = _index(runs)
+    if (x, y) in pairs:
+        return pairs[(x, y)]
+    best: tuple[int, str, int, int] | None = None
+    for num, den in _SLOPES if y > x else ():
+        q, rest = divmod((y - x) * den, _SCALE * num)  # q = (y - x) / (32 k)
+        found = steps.get(q) if rest == 0 else None
+        if found is None or (best is not None and found[0] > best[0]):
+            continue
+        if (num * runs[0][found[1]]) % den == 0:  # c = x - k * a is an integer
+            best = (found[0], found[1], num, den)
+    if best is None:
+        return "?"
+    _, symbol, num, den = best
+    return _expr(symbol, Fraction(num, den), x - num * runs[0][symbol] // den)
 
 
 def _expr(symbol: str, k: Fraction, c: int) -> str:

@@ -65,6 +65,10 @@ def _problems(data: Any, *, shapes: Shapes) -> tuple[dict[str, Any] | None, list
 def _args_problems(expanded: dict[str, Any], origins: dict[str, Origin], version: int) -> list[Problem]:
     """Each layer/op node's args against its table entry, reported where the values were written."""
     out: dict[tuple[Any, ...], Problem] = {}
+    # Block instances share their argument values (see blocks.py): one check per distinct set of
+    # value objects, so a literal used by N nodes is not serialised N times. (Ids are stable here:
+    # ``expanded`` holds every value.)
+    seen: dict[tuple[Any, ...], tuple[Any, ...]] = {}
     for node in expanded["nodes"]:
         kind: Kind = "layer" if "layer" in node else "op"
         name = node[kind]
@@ -75,7 +79,11 @@ def _args_problems(expanded: dict[str, Any], origins: dict[str, Origin], version
         if entry.since > version:
             msg = f"{kind} {name!r} needs spec version {entry.since}; this spec declares {version}"
             out.setdefault((origin.path, msg), Problem(origin.path + (kind,), msg))
-        for sub, message, key in args_messages(kind, name, node.get("args", {})):
+        args = node.get("args", {})
+        same = (kind, name, tuple((k, id(v)) for k, v in args.items()) if isinstance(args, dict) else id(args))
+        if same not in seen:
+            seen[same] = args_messages(kind, name, args)
+        for sub, message, key in seen[same]:
             path = origin.locate(sub)
             out.setdefault((path, message), Problem(path, message, key=key))
     return list(out.values())

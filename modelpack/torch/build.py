@@ -78,6 +78,16 @@ class Namespace(nn.Module):
         return self._modules[str(key)]  # type: ignore[return-value]
 
 
+class _Interpreter:
+    """What SpecModule's forward reads besides its children (see ``SpecModule.__init__``)."""
+
+    __slots__ = ("spec", "input_names", "steps", "output_keys", "output_refs", "release", "inplace")
+
+    def __init__(self, *values: Any) -> None:
+        for name, value in zip(self.__slots__, values, strict=True):
+            setattr(self, name, value)
+
+
 class SpecModule(nn.Module):
     """A model rebuilt from a spec: submodules at the node names, forward interprets the nodes.
 
@@ -89,16 +99,32 @@ class SpecModule(nn.Module):
 
     def __init__(self, spec: dict[str, Any], steps: tuple[Step, ...]) -> None:
         super().__init__()
-        self.spec = spec
-        self.input_names: tuple[str, ...] = tuple(spec["inputs"])
-        self._steps = steps
         outputs = spec["outputs"]
-        self._output_keys: tuple[str, ...] | None = tuple(outputs) if isinstance(outputs, dict) else None
-        self._output_refs: tuple[str, ...] = tuple(outputs.values() if isinstance(outputs, dict) else outputs)
-        # names whose value is dead after each step: freed at once, so activations reuse warm
-        # memory and the peak is the live set, not the sum of every intermediate value
-        self._release = release_plan(steps, self._output_refs)
-        self._inplace = inplace_plan(steps, self._output_refs)
+        refs = tuple(outputs.values() if isinstance(outputs, dict) else outputs)
+        # The interpreter's state, under one key no node name can take (dunder parts are not names):
+        # children live in the registries, so no node name can shadow, or be shadowed by, this state,
+        # not even when torch's setattr (load_state_dict(assign=True)) re-registers a child.
+        self.__modelpack__ = _Interpreter(
+            spec, tuple(spec["inputs"]), steps, tuple(outputs) if isinstance(outputs, dict) else None, refs,
+            # names whose value is dead after each step: freed at once, so activations reuse warm
+            # memory and the peak is the live set, not the sum of every intermediate value
+            release_plan(steps, refs), inplace_plan(steps, refs))
+
+    # read through the reserved key (class-level properties: an instance attribute cannot hide them)
+    spec = property(lambda self: self.__modelpack__.spec, doc="the expanded, validated spec")
+    input_names = property(lambda self: self.__modelpack__.input_names, doc="the inputs, in declared order")
+    _steps = property(lambda self: self.__modelpack__.steps)
+    _output_keys = property(lambda self: self.__modelpack__.output_keys)
+    _output_refs = property(lambda self: self.__modelpack__.output_refs)
+    _inplace = property(lambda self: self.__modelpack__.inplace)
+
+    @property
+    def _release(self) -> tuple[tuple[str, ...], ...]:
+        return self.__modelpack__.release
+
+    @_release.setter
+    def _release(self, plan: tuple[tuple[str, ...], ...]) -> None:  # tests turn the plan off
+        self.__modelpack__.release = plan
 
     def forward(self, *inputs: Any, **named_inputs: Any) -> Any:
         env = self._bind_inputs(inputs, named_inputs)
@@ -163,10 +189,10 @@ class SpecModule(nn.Module):
     def _state(self, path: tuple[str, ...]) -> torch.Tensor:
         """The tensor of a Parameter/Buffer node: registered at ``path`` itself (its state_dict key)."""
         parent, leaf = self._layer(path[:-1]), path[-1]
-        if leaf not in parent._parameters and leaf not in parent._buffers:
-            raise KeyError(leaf)
-        # attribute access (a registered tensor, checked above), so torch.fx sees a get_attr on re-export
-        return getattr(parent, leaf)  # type: ignore[no-any-return]
+        # from the registries, never getattr: an attribute of the same name cannot shadow it (torch.fx
+        # still records a get_attr on re-export: it finds registered tensors by identity)
+        found = parent._parameters.get(leaf)
+        return found if found is not None else parent._buffers[leaf]  # type: ignore[return-value]
 
     def _bind_inputs(self, inputs: tuple[Any, ...], named: dict[str, Any]) -> dict[str, Any]:
         names = self.input_names
@@ -383,6 +409,9 @@ def build(spec: Any, *, device: Any = None) -> SpecModule:
 
 def build_validated(spec: dict[str, Any], *, device: Any = None) -> SpecModule:
     """:func:`build` for a spec that went through :func:`prepare` (validated, blocks expanded)."""
+    from ..spec.cost import check_cost
+
+    check_cost(spec)  # closed form from the arguments: nothing is built past the limits
     meta = _build_on(spec, torch.device("meta"))
     if device is not None and torch.device(device).type == "meta":
         return meta
@@ -491,18 +520,24 @@ def _state_bytes(module: nn.Module | torch.Tensor) -> int:
 
 
 def _attach(root: nn.Module, name: str, module: nn.Module) -> None:
-    """Register ``module`` at the dotted ``name``, creating Namespace levels on the way."""
+    """Register ``module`` at the dotted ``name``, creating Namespace levels on the way.
+
+    Straight into ``_modules``/``_parameters``/``_buffers``, not through ``add_module``/``setattr``:
+    children live in those registries and the interpreter's own state in plain attributes, two
+    namespaces that cannot collide, so a node named ``spec`` or ``_steps`` is just a child (the
+    interpreter reads children from the registries only). The spec's name rules already keep
+    node names off torch's own ``nn.Module`` attributes (``training``, ``forward``...).
+    """
     *parents, leaf = name.split(".")
     parent = root
     for part in parents:
         child = parent._modules.get(part)
         if child is None:
-            child = Namespace()
-            parent.add_module(part, child)
+            child = parent._modules[part] = Namespace()
         parent = child
     if isinstance(module, nn.Parameter):
-        parent.register_parameter(leaf, module)
+        parent._parameters[leaf] = module
     elif isinstance(module, torch.Tensor):
-        parent.register_buffer(leaf, module)
+        parent._buffers[leaf] = module  # persistent: not listed in _non_persistent_buffers_set
     else:
-        parent.add_module(leaf, module)
+        parent._modules[leaf] = module

@@ -71,6 +71,7 @@ def export(
     name: str | None = None,
     dynamic_dims: Mapping[str, Mapping[int, str]] | None = None,
     atol: float = 0.0,
+    max_shard_size: int | str | None = None,
 ) -> None:
     """Save ``model`` -- architecture and weights -- as one .mpk that loads without its source.
 
@@ -84,6 +85,8 @@ def export(
     ``dynamic_dims`` names the sizes that may vary, per input: ``{"x": {0:
     "batch", 1: "seq"}}``; by default dim 0 of every input is ``batch``. ``name``
     defaults to the class name. ``metadata`` (str -> str) goes to the manifest.
+    ``max_shard_size`` (``"2GB"``) splits a bigger model into shards beside
+    ``path``, as :func:`modelpack.save` does.
 
     Raises :class:`~modelpack.ExportError` naming the module, the source line
     and what is supported when the model cannot be expressed, or when the
@@ -93,7 +96,7 @@ def export(
     model = _unwrap(model)
     text, _ = export_spec(model, example_inputs, name=name, dynamic_dims=dynamic_dims, atol=atol)
     tree_json, leaves = tree.encode(model.state_dict())
-    write_pack(path, tree_json, leaves, spec_text=text, metadata=metadata)
+    write_pack(path, tree_json, leaves, spec_text=text, metadata=metadata, max_shard_size=max_shard_size)
 
 
 def export_spec(

@@ -29,7 +29,9 @@ from torch import nn
 
 from .. import api, tree
 from ..errors import WeightsMismatchError
+from ..spec.cost import check_cost, check_file_holds
 from .build import SpecModule, build_validated, prepare, subgraph
+from .placement import finish, place
 from .tensors import dtype_row
 
 __all__ = ["load_model", "load_weights", "cross_check", "state_refs", "LoadReport"]
@@ -163,12 +165,14 @@ def _as_torch(value: Any) -> torch.Tensor:
 
 
 def load_model(
-    path: str | os.PathLike[str],
+    path: Any,
     *,
     map_location: Any = None,
     mmap: bool = True,
     strict: bool = True,
     outputs: Sequence[str] | None = None,
+    dtype: Any = None,
+    device_map: Mapping[str, Any] | None = None,
 ) -> SpecModule:
     """Rebuild a packed model with no user code, in eval mode.
 
@@ -178,18 +182,26 @@ def load_model(
     ``outputs=["hidden"]`` cuts the graph: the model returns those nodes' values
     and holds only the layers they need. ``strict=False`` tolerates tensors in the
     file that the spec does not use. ``map_location`` (e.g. ``"cuda"``) moves the
-    model after loading.
+    model after loading (``"cuda"`` stages through pinned memory).
+    ``device_map={"encoder": "cuda:0", "": "cpu"}`` places each tensor by the
+    longest matching state_dict key prefix instead. ``dtype``
+    (``torch.bfloat16``, ``"float16"``) casts floating tensors one at a time as
+    they are read, never integer or bool ones; ``"auto"`` keeps the file's.
+    The path may be a URL, bytes or a file object, as for ``modelpack.load``.
     """
     with api.Pack(path) as pack:
         # bytes, never str: a one-line str is a *path* to prepare/validate, and the text comes from the file
         full = prepare(_spec_text(pack).encode("utf-8"), source=f"{pack.path}:spec.yaml")
+        # before building anything: the limits, and the file (each key refers to a tensor; tied keys share one)
+        held = sum(1 for _ in tree.iter_refs(pack.manifest["tree"]))
+        check_file_holds(check_cost(full), held, f"{pack.path}:spec.yaml")
         module = build_validated(full, device="meta")
         refs = _cross_check(module, pack, strict=strict)  # the whole file, even when cutting
         if outputs is not None:
             module = build_validated(subgraph(full, list(outputs)), device="meta")
-        _assign(module, pack, refs, mmap=mmap, map_location=map_location)
+        _assign(module, pack, refs, mmap=mmap, placement=_Placement(dtype, map_location, device_map))
     module.eval()
-    if map_location is not None:  # tensors are there already; this lets RNNs re-flatten their weights
+    if map_location is not None and not device_map:  # tensors are there already; lets RNNs re-flatten weights
         module.to(map_location)
     return module
 
@@ -202,14 +214,28 @@ def _spec_text(pack: api.Pack) -> str:
     return pack.spec_text
 
 
-def _assign(module: nn.Module, pack: api.Pack, refs: Mapping[str, str], *, mmap: bool, map_location: Any) -> None:
+@dataclasses.dataclass(frozen=True)
+class _Placement:
+    """Where and in which dtype load_model puts each tensor."""
+
+    dtype: Any = None
+    map_location: Any = None
+    device_map: Mapping[str, Any] | None = None
+
+    def __call__(self, key: str, tensor: torch.Tensor) -> torch.Tensor:
+        device = api.device_for(key, self.device_map) if self.device_map else self.map_location
+        return place(tensor, dtype=self.dtype, device=device)
+
+
+def _assign(module: nn.Module, pack: api.Pack, refs: Mapping[str, str], *, mmap: bool, placement: _Placement) -> None:
     """Give the meta module the file's tensors for every state_dict key; then nothing may be left on meta."""
-    given = _give(module, pack, refs, module.state_dict(keep_vars=True), mmap=mmap, map_location=map_location)
+    given = _give(module, pack, refs, module.state_dict(keep_vars=True), mmap=mmap, placement=placement)
+    finish()
     _check_materialized(module, given, pack.path)
 
 
 def _give(module: nn.Module, pack: api.Pack, refs: Mapping[str, str], keys: Iterable[str], *, mmap: bool,
-          map_location: Any) -> set[int]:
+          placement: _Placement) -> set[int]:
     """Make the file's tensors the module's own for ``keys``: one Parameter per stored tensor, buffers as buffers.
 
     Each stored tensor is moved to ``map_location`` once, before it is shared, so
@@ -221,10 +247,9 @@ def _give(module: nn.Module, pack: api.Pack, refs: Mapping[str, str], keys: Iter
     for key in keys:
         ref = refs[key]
         if ref not in tensors:
-            tensor = _as_torch(pack.tensor(ref, mmap=mmap))
-            tensors[ref] = tensor if map_location is None else tensor.to(map_location)
+            tensors[ref] = placement(key, _as_torch(pack.tensor(ref, mmap=mmap)))
         owner_name, _, leaf = key.rpartition(".")
-        owner = module.get_submodule(owner_name)
+        owner = _child(module, owner_name)
         if leaf in owner._parameters:
             if ref not in params:
                 old = owner._parameters[leaf]
@@ -233,6 +258,14 @@ def _give(module: nn.Module, pack: api.Pack, refs: Mapping[str, str], keys: Iter
         else:
             setattr(owner, leaf, tensors[ref])
     return {id(t) for t in (*tensors.values(), *params.values())}
+
+
+def _child(module: nn.Module, dotted: str) -> nn.Module:
+    """The registered submodule at ``dotted`` (``_modules`` only, unlike ``get_submodule``'s getattr,
+    which a method or attribute of the same name would answer: a node may be named ``_run``)."""
+    for part in dotted.split(".") if dotted else ():
+        module = module._modules[part]  # type: ignore[assignment]
+    return module
 
 
 def _check_materialized(module: nn.Module, assigned: set[int], source: str) -> None:
@@ -315,7 +348,7 @@ def load_weights(
             _raise_mismatches(report.problems(), pack.path, "the file's selection and the module")
         _warn_meta(meta)
         if assign:
-            _give(module, pack, selected, report.matched, mmap=True, map_location=None)
+            _give(module, pack, selected, report.matched, mmap=True, placement=_Placement())
         else:
             _copy(module, selected, report.matched, pack)
     return report

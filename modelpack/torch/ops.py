@@ -23,6 +23,7 @@ from torch import nn
 
 from ..codec import dtype_by_name
 from ..errors import BuildError
+from . import _arith
 from .tensors import torch_dtype
 
 __all__ = [
@@ -53,21 +54,29 @@ def _dtype(name: str) -> torch.dtype:
 
 
 def add(input: Any, other: Any) -> Any:
-    """``input + other``: tensors (torch.add's kernel) or the ints of shape arithmetic."""
+    """``input + other``: tensors (torch.add's kernel) or the values of shape arithmetic (bounded)."""
+    if _arith.is_plain(input) and _arith.is_plain(other):
+        return _arith.binary("add", operator.add, input, other)
     return operator.add(input, other)
 
 
 def sub(input: Any, other: Any) -> Any:
+    if _arith.is_plain(input) and _arith.is_plain(other):
+        return _arith.binary("sub", operator.sub, input, other)
     return operator.sub(input, other)
 
 
 def mul(input: Any, other: Any) -> Any:
+    if _arith.is_plain(input) and _arith.is_plain(other):
+        return _arith.binary("mul", operator.mul, input, other)
     return operator.mul(input, other)
 
 
 def div(input: Any, other: Any, rounding_mode: str | None = None) -> Any:
     """torch.div for tensors; Python ``/`` and ``//`` where the dividend is a number (shape arithmetic)."""
     if isinstance(input, (int, float)):
+        if _arith.is_plain(other):
+            return _arith.binary("div", _PLAIN_DIV[rounding_mode], input, other)
         if rounding_mode == "floor":
             return operator.floordiv(input, other)
         if rounding_mode == "trunc":
@@ -77,12 +86,17 @@ def div(input: Any, other: Any, rounding_mode: str | None = None) -> Any:
     return torch.div(input, other, rounding_mode=rounding_mode)
 
 
+_PLAIN_DIV = {None: operator.truediv, "floor": operator.floordiv, "trunc": lambda a, b: int(a / b)}
+
+
 def pow(input: Any, exponent: Any) -> Any:  # noqa: A001 - the vocabulary name
+    if _arith.is_plain(input) and _arith.is_plain(exponent):
+        return _arith.binary("pow", operator.pow, input, exponent)
     return operator.pow(input, exponent)
 
 
 def neg(input: Any) -> Any:
-    return operator.neg(input)
+    return _arith.negate(input) if _arith.is_plain(input) else operator.neg(input)
 
 
 # ----------------------------------------------------------------------------- shape values

@@ -119,7 +119,7 @@ def propagate(spec: dict[str, Any], sizes: Mapping[str, int], module: SpecModule
 
 def _precheck(model: SpecModule, step: Step, env: Mapping[str, Any], show: Callable[[str], str]) -> str | None:
     """A message in the spec's own terms for the mistakes people make most."""
-    if step.kind != "layer":
+    if step.kind != "layer" or not step.inputs:  # Parameter/Buffer nodes take no input
         return None
     first = env[step.inputs[0]]
     if not isinstance(first, torch.Tensor):

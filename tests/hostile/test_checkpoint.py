@@ -82,6 +82,16 @@ REFUSED = [
     ("optimizer-groups-str", {"optimizer": {"state": {}, "param_groups": "x"}}, "optimizer"),
     ("optimizer-groups-int", {"optimizer": {"state": {}, "param_groups": [5]}}, "optimizer"),
     ("missing-component", {}, "model"),
+    # out-of-range RNG words and positions: OverflowError from numpy, silent truncation in random
+    ("rng-python-words-wide", {"rng": {"python": [3, [2**40] * 624 + [624], None]}}, "rng"),
+    ("rng-python-index-huge", {"rng": {"python": [3, [1] * 624 + [2**62], None]}}, "rng"),
+    ("rng-numpy-pos-huge", {"rng": {"numpy": ["MT19937", np.ones(624, np.int64) << 40, 2**62, 0, 0.0]}}, "rng"),
+    ("rng-numpy-gauss-huge", {"rng": {"numpy": ["MT19937", np.ones(624, np.uint32), 1, 2**62, 0.0]}}, "rng"),
+    ("gen-python-words-wide",
+     {"generators": {"g": {"kind": "random.Random", "state": [3, [2**40] * 624 + [624], None]}}}, "python"),
+    ("gen-numpy-state-huge", {"generators": {"g": {"kind": "numpy.random.Generator", "state": {
+        "bit_generator": "PCG64", "state": {"state": 2**62, "inc": 2**62}, "has_uint32": 2**62,
+        "uinteger": 2**62}}}}, "numpy"),
 ]
 
 

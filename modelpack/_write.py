@@ -1,0 +1,246 @@
+"""Writing a .mpk: one file atomically, a writable file object, or a split pack (shards, then the index).
+
+Every path runs the reader's limit checks as a writer first (so every file written loads),
+then writes tensor bytes once, straight from the caller's memory, one tensor at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from . import _fs, limits, manifest, split, tree
+from .codec import DType, RawArray, npy_header, numpy_payload
+from .container import ZipWriter
+from .errors import FormatError, LimitError, UnsupportedObjectError
+
+__all__ = ["write_pack", "Progress", "limits_at_save"]
+
+_Payload = tuple[tree.Leaf, DType, tuple[int, ...], memoryview]
+
+
+class Progress:
+    """A tqdm bar that appears only after ~1 s, only on a terminal unless forced."""
+
+    def __init__(self, total: int, desc: str, enabled: bool | None) -> None:
+        self._bar = None
+        show = enabled if enabled is not None else sys.stderr.isatty()
+        if show and total > 0:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True, delay=1.0, leave=False)
+
+    def update(self, n: int) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _payload(leaf: tree.Leaf) -> tuple[DType, tuple[int, ...], memoryview]:
+    """One leaf's dtype row, shape and bytes (a view, no copy); refuses unsavable kinds with its path."""
+    where = leaf.where or leaf.name
+    if isinstance(leaf.value, RawArray):  # bytes already in stored form (converters): written as they are
+        return leaf.value.dtype, leaf.value.shape, leaf.value.data
+    if leaf.kind == "torch":
+        from .torch.tensors import torch_payload
+
+        return torch_payload(leaf.value, where=where)
+    return numpy_payload(leaf.value, where=where)
+
+
+def _payloads(leaves: list[tree.Leaf]) -> list[_Payload]:
+    """Every leaf's payload; the torch adapter is looked up once per save, not per tensor."""
+    to_bytes: dict[str, Any] = {"torch": None}
+    if any(leaf.kind == "torch" for leaf in leaves):  # imported once, not per tensor
+        from .torch.tensors import torch_payload
+
+        to_bytes["torch"] = torch_payload
+    return [(leaf, *_payload(leaf)) if isinstance(leaf.value, RawArray)
+            else (leaf, *(to_bytes.get(leaf.kind) or numpy_payload)(leaf.value, where=leaf.where or leaf.name))
+            for leaf in leaves]
+
+
+def _check_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
+    meta = dict(metadata or {})
+    for k, v in meta.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise UnsupportedObjectError(f"metadata must map str to str; got {k!r}: {type(v).__name__}")
+    return meta
+
+
+_TREE_WHERE = f"{manifest.MANIFEST}.tree"
+
+
+@contextlib.contextmanager
+def limits_at_save() -> Iterator[None]:
+    """Run the reader's limit checks as a writer: errors say why and name the object's path."""
+    try:
+        with limits.saving():
+            yield
+    except LimitError as e:
+        if e.where and e.where.startswith(_TREE_WHERE):  # the reader's tree location is the saved object's path
+            raise LimitError(e.message, where="obj" + e.where[len(_TREE_WHERE):]) from e
+        raise
+
+
+def write_pack(
+    path: Any,
+    tree_json: Any,
+    leaves: list[tree.Leaf],
+    *,
+    metadata: Mapping[str, str] | None = None,
+    spec_text: str | None = None,
+    progress: bool | None = None,
+    force_zip64: bool = False,
+    max_shard_size: int | str | None = None,
+    sha256: bool = False,
+) -> None:
+    """Write a .mpk: optional spec, tensor members, then the manifest.
+
+    ``path`` is a path (written atomically) or a writable binary file object.
+    With ``max_shard_size`` a pack bigger than that is split (modelpack.split).
+    What the reader would refuse under the limits in force (see modelpack.limits)
+    is refused here first, with the same checks; tensor bytes come only after.
+    ``sha256`` records each tensor's SHA-256, hashed in the CRC-32's pass.
+    """
+    meta = _check_metadata(metadata)
+    spec = None if spec_text is None else spec_text.encode("utf-8")
+    payloads = _payloads(leaves)
+    with limits_at_save():
+        manifest.check_plan(tree_json, [(leaf.name, shape) for leaf, _, shape, _ in payloads],
+                            spec_size=None if spec is None else len(spec))
+    groups = [list(range(len(payloads)))]
+    if max_shard_size is not None:
+        if not isinstance(path, (str, os.PathLike)):
+            raise UnsupportedObjectError("max_shard_size needs a path: shards are files beside the index")
+        groups = split.plan_shards([p[3].nbytes for p in payloads], split.parse_size(max_shard_size))
+    bar = Progress(sum(p[3].nbytes for p in payloads), "saving", progress)
+    try:
+        if len(groups) == 1:
+            _write_one(path, tree_json, payloads, meta, spec, bar, force_zip64, sha256=sha256)
+        else:
+            _write_split(os.fspath(path), tree_json, payloads, groups, meta, spec, bar, force_zip64, sha256)
+    finally:
+        bar.close()
+
+
+def stream_pack(
+    path: Any,
+    tree_json: Any,
+    planned: Sequence[tuple[str, tuple[int, ...]]],
+    leaves: Iterable[tree.Leaf],
+    *,
+    metadata: Mapping[str, str] | None = None,
+    progress: bool | None = None,
+) -> None:
+    """Write a .mpk whose tensors come one at a time from ``leaves`` (names and shapes known up front).
+
+    Each leaf's bytes are written and dropped before the next is asked for,
+    so peak memory is about one tensor. A leaf that disagrees with ``planned``
+    aborts the write (the target is untouched).
+    """
+    meta = _check_metadata(metadata)
+    planned = list(planned)
+    with limits_at_save():
+        manifest.check_plan(tree_json, planned, spec_size=None)
+
+    def checked() -> Iterator[_Payload]:
+        expected = iter(planned)
+        count = 0
+        for leaf in leaves:
+            row, shape, data = _payload(leaf)
+            if (leaf.name, shape) != tuple(next(expected, (None, None))):
+                raise FormatError(f"streamed tensor {leaf.name!r} {list(shape)} is not the one planned",
+                                  where=leaf.where or leaf.name)
+            count += 1
+            yield leaf, row, shape, data
+            del leaf, data  # before the next leaf is made: peak memory stays at one tensor
+        if count != len(planned):
+            raise FormatError(f"{count} tensors written, {len(planned)} planned", where="archive")
+
+    bar = Progress(0, "saving", progress)
+    try:
+        _write_one(path, tree_json, checked(), meta, None, bar, False)  # type: ignore[arg-type]
+    finally:
+        bar.close()
+
+
+def _write_split(path: str, tree_json: Any, payloads: list[_Payload], groups: list[list[int]],
+                 meta: dict[str, str], spec: bytes | None, bar: Progress, force_zip64: bool, sha256: bool) -> None:
+    """Each shard atomically, then the index binding them (a crash before it leaves the old index)."""
+    names = split.shard_names(path, len(groups))
+    folder = os.path.dirname(path)
+    rows = []
+    for name, group in zip(names, groups):
+        part = [payloads[i] for i in group]
+        shard_tree = {p[0].name: {"$tensor": p[0].name} for p in part}
+        target = os.path.join(folder, name)
+        blob = _write_one(target, shard_tree, part, {}, None, bar, force_zip64, sha256=sha256)
+        rows.append({"file": name, "size": os.stat(target).st_size, "sha256": split.manifest_digest(blob)})
+    _write_one(path, tree_json, [], meta, spec, bar, force_zip64, shards=rows)
+
+
+def _write_one(target: Any, tree_json: Any, payloads: list[_Payload], meta: dict[str, str], spec: bytes | None,
+               bar: Progress, force_zip64: bool, shards: list[dict[str, Any]] | None = None,
+               sha256: bool = False) -> bytes:
+    """One .mpk to a path (atomically) or a file object; returns the manifest bytes."""
+    if isinstance(target, (str, os.PathLike)):
+        with _fs.atomic_write(target) as fd:
+            return _write_members(ZipWriter(fd, force_zip64=force_zip64), tree_json, payloads, meta, spec, bar,
+                                  shards, sha256)
+    if not hasattr(target, "write"):
+        raise UnsupportedObjectError(f"save needs a path or a writable binary file object; got "
+                                     f"{type(target).__name__}")
+    return _write_members(ZipWriter(target, force_zip64=force_zip64), tree_json, payloads, meta, spec, bar, shards,
+                          sha256)
+
+
+def _write_members(zw: ZipWriter, tree_json: Any, payloads: list[_Payload], meta: dict[str, str],
+                   spec: bytes | None, bar: Progress, shards: list[dict[str, Any]] | None,
+                   sha256: bool = False) -> bytes:
+    if spec is not None:
+        zw.add(manifest.SPEC, spec)
+    entries = []
+    for item in payloads:  # may be a generator (stream_pack): drop each tensor before the next is made
+        entries.append(_write_tensor(zw, *item, bar, sha256))
+        del item
+    body: dict[str, Any] = {
+        "format": manifest.FORMAT,
+        "version": manifest.VERSION,
+        "metadata": meta,
+        "tensors": entries,
+        "tree": tree_json,
+    }
+    if shards is not None:
+        body[split.SHARDS_KEY] = shards
+    blob = manifest.dumps(body)
+    with limits_at_save():
+        manifest.check_member_size(manifest.MANIFEST, len(blob))
+    zw.add(manifest.MANIFEST, blob)
+    zw.finish()
+    return blob
+
+
+def _write_tensor(zw: ZipWriter, leaf: tree.Leaf, row: DType, shape: tuple[int, ...],
+                  data: memoryview, bar: Progress, sha256: bool) -> dict[str, Any]:
+    head = npy_header(row.descr, shape)
+    member = zw.add(f"{leaf.name}.npy", head, data, align=True, progress=bar.update, sha256=sha256)
+    entry = {
+        "name": leaf.name,
+        "member": member.name,
+        "dtype": row.name,
+        "shape": list(shape),
+        "kind": leaf.kind,
+        "offset": member.data_offset + len(head),
+        "nbytes": data.nbytes,
+        "crc32": f"{member.crc:08x}",
+    }
+    if member.sha256 is not None:
+        entry[manifest.SHA256] = member.sha256
+    return entry
