@@ -57,6 +57,9 @@ class Limits:
     max_param_bytes: int = 1 << 40
     # Elements of any single saved scalar list/str in a tree (e.g. 10 M ints).
     max_tree_items: int = 10_000_000
+    # Elements one op of a rebuilt model may create from sizes in the spec (arange, full, expand,
+    # repeat...), checked before it allocates: 16 G elements (64 GiB of float32).
+    max_op_elements: int = 1 << 34
 
 
 _CURRENT: contextvars.ContextVar[Limits] = contextvars.ContextVar("modelpack_limits", default=Limits())

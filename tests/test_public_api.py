@@ -14,7 +14,7 @@ EXPECTED = {
     "open": "(path)",
     "verify": "(path, *, progress=None)",
     "validate": "(spec, *, shapes=False, source=None)",
-    "export": "(model, path, example_inputs, *, metadata=None, name=None, dynamic_dims=None, atol=0.0)",
+    "export": "(model, path, example_inputs, *, metadata=None, name=None, dynamic_dims=None, dynamic_shapes=None, capture=None, atol=0.0)",
     "load_model": "(path, *, map_location=None, mmap=True, strict=True, outputs=None)",
     "build": "(spec, *, device=None)",
     "load_weights": "(module, path, *, prefix=None, rename=None, strict=True, assign=False)",
