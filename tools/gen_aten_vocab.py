@@ -111,6 +111,8 @@ def _probes() -> list[tuple[Any, tuple[Any, ...]]]:
         (lambda a: (torch.zeros(a.shape, dtype=torch.long), torch.ones_like(a, dtype=torch.bool)), (x2,)),
         (lambda a: (a.lerp(a, 0.5), a.addcmul(a, a), a.addcdiv(a, a + 3), torch.hypot(a, a)), (x2,)),
         (lambda a: (a.logsumexp(-1), a.softmax(-1, dtype=torch.float32), a.mean(-1, keepdim=True)), (x2,)),
+        (lambda a: (torch.min(a, a * 2), torch.max(a, a * 2), a.max(), a.min(-1).values, a.clamp_min(0)), (x2,)),
+        (lambda a: (a.clamp_max(1), torch.full_like(a, 2.0).log(), a.abs().log() / 2.0, a.long() // 3), (x2,)),
     ]
     return mods + fns + methods
 
