@@ -119,7 +119,13 @@ def _fail_on_temp(monkeypatch, name: str, code: int) -> None:
     monkeypatch.setattr(os, name, call)
 
 
-FAILURES = [("write", errno.ENOSPC), ("fsync", errno.EIO), ("open", errno.EACCES), ("replace", errno.EIO)]
+FAILURES = [("write", errno.ENOSPC), ("writev", errno.ENOSPC), ("fsync", errno.EIO), ("open", errno.EACCES),
+            ("replace", errno.EIO)]
+
+
+def _data(name: str) -> np.ndarray:
+    """Small members go out in one writev; a member of 1 MiB or more with os.write."""
+    return np.arange(1 << 18 if name == "write" else 1000)
 
 
 @pytest.mark.parametrize("name, code", FAILURES, ids=[f[0] for f in FAILURES])
@@ -127,7 +133,7 @@ def test_a_failed_save_names_the_users_path_not_the_temp(tmp_path, monkeypatch, 
     target = tmp_path / "x.mpk"
     _fail_on_temp(monkeypatch, name, code)
     with pytest.raises(OSError) as info:
-        modelpack.save({"v": np.arange(1000)}, target)
+        modelpack.save({"v": _data(name)}, target)
     monkeypatch.undo()
     e = info.value
     assert e.errno == code and isinstance(e, type(OSError(code, "x")))  # PermissionError for EACCES
@@ -141,7 +147,7 @@ def test_a_failed_checkpoint_names_the_checkpoint_not_the_temp(tmp_path, monkeyp
     ckpt = Checkpointer(tmp_path)
     _fail_on_temp(monkeypatch, name, code)
     with pytest.raises(CheckpointError, match=os.strerror(code)) as info:
-        ckpt.save(3, extra={"v": np.arange(1000)})
+        ckpt.save(3, extra={"v": _data(name)})
     assert "ckpt-000000000003.mpk" in str(info.value) and "mpk-tmp" not in str(info.value)
     assert info.value.__cause__.errno == code
 
