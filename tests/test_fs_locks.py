@@ -107,7 +107,12 @@ def _on_temp(fd_or_path) -> bool:
 
 
 def _fail_on_temp(monkeypatch, name: str, code: int) -> None:
-    """Make ``os.<name>`` raise ``code`` (as the kernel would word it) when it touches a temp file."""
+    """Make ``os.<name>`` raise ``code`` (as the kernel would word it) when it touches a temp file.
+
+    ``write`` covers ``writev`` too: the writer gathers small members into one writev.
+    """
+    if name == "write":
+        _fail_on_temp(monkeypatch, "writev", code)
     real = getattr(os, name)
 
     def call(first, *rest, **kw):
