@@ -23,15 +23,19 @@ class DottedTree:
         self.root: dict[Any, Any] = {}
         self.nodes = 0  # distinct non-empty prefixes of every name added
 
-    def add(self, name: str, value: Any = True) -> None:
-        node = self.root
-        for part in name.split("."):
+    def add(self, name: str, value: Any = True) -> int:
+        """Add ``name``; return how many of its proper prefixes (``a``, ``a.b`` for ``a.b.c``) are new."""
+        node, new = self.root, 0
+        parts = name.split(".")
+        for k, part in enumerate(parts, 1):
             child = node.get(part)
             if child is None:
                 child = node[part] = {}
                 self.nodes += 1
+                new += k < len(parts)
             node = child
         node[_END] = value
+        return new
 
     def prefixes(self, name: str) -> Iterator[tuple[int, Any]]:
         """``(k, value)`` for each added name equal to the first ``k`` parts of ``name`` (k < all

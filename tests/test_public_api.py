@@ -11,14 +11,14 @@ from conftest import run_python
 EXPECTED = {
     "save": "(obj, path, *, metadata=None, progress=None, max_shard_size=None, sha256=False)",
     "load": "(path, *, mmap=True, map_location=None, verify=False, progress=None, dtype=None, device_map=None, "
-            "framework=None)",
+            "framework=None, keys=None)",
     "save_bytes": "(obj, *, metadata=None)",
     "load_bytes": "(data, *, map_location=None, dtype=None, device_map=None)",
     "open": "(path)",
     "verify": "(path, *, progress=None)",
     "validate": "(spec, *, shapes=False, source=None)",
-    "export": "(model, path, example_inputs, *, metadata=None, name=None, dynamic_dims=None, atol=0.0, "
-              "max_shard_size=None)",
+    "export": "(model, path, example_inputs, *, metadata=None, name=None, dynamic_dims=None, dynamic_shapes=None, "
+              "capture=None, atol=0.0, max_shard_size=None)",
     "load_model": "(path, *, map_location=None, mmap=True, strict=True, outputs=None, dtype=None, device_map=None)",
     "build": "(spec, *, device=None)",
     "load_weights": "(module, path, *, prefix=None, rename=None, strict=True, assign=False)",

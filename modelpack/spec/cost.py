@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 from .. import limits
+from .._dotted import DottedTree
 from ..codec import dtype_by_name
 from ..errors import LimitError
 from ..vocab import LAYERS, REQUIRED
@@ -157,18 +158,12 @@ def spec_cost(expanded: Mapping[str, Any]) -> Cost:
 def _running(expanded: Mapping[str, Any]) -> Iterator[tuple[str, Cost]]:
     """(layer node name, the total up to and including it), in node order."""
     total = Cost()  # the root module
-    levels: set[str] = set()
+    levels = DottedTree()  # one dict lookup per part: no prefix string is built
     for node in expanded["nodes"]:
         if "layer" not in node:
             continue
         name = node["name"]
-        new_levels = 0
-        dot = name.find(".")
-        while dot != -1:
-            if name[:dot] not in levels:
-                levels.add(name[:dot])
-                new_levels += 1
-            dot = name.find(".", dot + 1)
+        new_levels = levels.add(name)
         total = total + layer_cost(node["layer"], node.get("args") or {}) + Cost(modules=new_levels)
         yield name, total
 
