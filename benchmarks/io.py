@@ -7,6 +7,11 @@ Run by hand, not in CI::
     python benchmarks/io.py --reps 3   # full sizes on a busy machine
     python benchmarks/io.py --cold     # drop the page cache before every load (needs root; evicts
                                        # every process's cache, so not while others benchmark)
+    python benchmarks/io.py --set issue12 [--dir /dev/shm]
+                                       # issue 12: 2,000 tensors (62.5 MiB) and 64 tensors (256 MiB),
+                                       # a 4-shard pack against one file, and per-tensor targets
+    python benchmarks/io.py --set issue12 --sharded-rss 4
+                                       # + peak RSS of save/load of a 4 GiB pack, max_shard_size=1GB
 
 The full run takes about 8 minutes on an idle 2-CPU VM with a ~500 MB/s disk;
 with other jobs on the machine it can take twice that (use ``--reps 3``).
@@ -99,6 +104,9 @@ class Case:
 
 FULL = (Case("big", 64, (2048, 2048)), Case("small", 5000, (64, 80)))
 QUICK = (Case("big", 64, (1024, 1024)), Case("small", 5000, (16, 64)))
+ISSUE12 = (Case("many", 2000, (64, 128)), Case("mid", 64, (1024, 1024)))  # 62.5 MiB and 256 MiB
+SETS = {"full": FULL, "quick": QUICK, "issue12": ISSUE12}
+SPLIT_VS_ONE = 1.1  # a 4-shard pack loads within 1.1x of the same data in one file
 WARMUP = Case("warmup", 3, (8, 8))
 
 
@@ -135,6 +143,12 @@ def save_raw_durable(tensors: dict[str, torch.Tensor], path: str) -> None:
     _fsync_path(os.path.dirname(path) or ".")
 
 
+def save_mp_split(tensors: dict[str, torch.Tensor], path: str, shards: int = 4) -> None:
+    """modelpack.save split into ``shards`` files (the cap is a quarter of the data)."""
+    total = sum(t.nbytes for t in tensors.values())
+    modelpack.save(tensors, path, max_shard_size=-(-total // shards))
+
+
 def save_torch_fsync(tensors: dict[str, torch.Tensor], path: str) -> None:
     torch.save(tensors, path)
     _fsync_path(path)
@@ -156,6 +170,7 @@ class Saver:
 
 SAVERS = (
     Saver("modelpack", "modelpack.save", lambda t, p: modelpack.save(t, p), "fsync+rename"),
+    Saver("modelpack_split", "modelpack.save, 4 shards", save_mp_split, "fsync+rename", rss=False),
     Saver("torch", "torch.save", torch.save, "none"),
     Saver("safetensors", "safetensors save_file", st_save_file, "none"),
     Saver("raw", "raw write", save_raw, "none", rss=False),
@@ -163,7 +178,14 @@ SAVERS = (
     Saver("torch_fsync", "torch.save + fsync", save_torch_fsync, "fsync", rss=False),
     Saver("st_fsync", "save_file + fsync", save_st_fsync, "fsync", rss=False),
 )
-SAVER = {s.key: s for s in SAVERS}
+SHARDED = Saver("modelpack_sharded", "modelpack.save, max_shard_size=1GB (a quarter below 4 GiB)",
+                lambda t, p: modelpack.save(t, p, max_shard_size=_shard_cap(t)), "fsync+rename")
+SAVER = {s.key: s for s in (*SAVERS, SHARDED)}
+
+
+def _shard_cap(tensors: dict[str, torch.Tensor]) -> int | str:
+    total = sum(t.nbytes for t in tensors.values())
+    return "1GB" if total >= 4 * C.GiB else -(-total // 4)
 
 
 # --------------------------------------------------------------------------- loaders
@@ -232,6 +254,8 @@ class Loader:
 
 LOADERS = (
     Loader("modelpack", "modelpack.load (mmap)", "modelpack", lambda p, c: modelpack.load(p), True),
+    Loader("modelpack_split", "modelpack.load (mmap), 4 shards", "modelpack_split", lambda p, c: modelpack.load(p),
+           True, rss=False),
     Loader("modelpack_read", "modelpack.load(mmap=False)", "modelpack",
            lambda p, c: modelpack.load(p, mmap=False), False),
     Loader("torch", "torch.load(weights_only, mmap)", "torch",
@@ -283,7 +307,7 @@ def run_rep(case: Case, tensors: Tensors, folder: Path, rep: int, cold: bool, ex
     for saver in _rotated(SAVERS, rep):
         path = _path(folder, case, saver.key)
         if os.path.exists(path):
-            os.unlink(path)
+            _remove(path)
         os.sync()  # untimed: start every save with no dirty pages pending
         dt, _ = C.timed(lambda: saver.fn(tensors, path))
         out.save.setdefault(saver.key, []).append(dt)
@@ -302,7 +326,16 @@ def run_rep(case: Case, tensors: Tensors, folder: Path, rep: int, cold: bool, ex
         if total != expected:
             out.bad_checksums.append(f"{case.key}/{loader.key}: {total!r} != {expected!r}")
     for saver in SAVERS:
-        os.unlink(_path(folder, case, saver.key))
+        _remove(_path(folder, case, saver.key))
+
+
+def _remove(path: str) -> None:
+    """A file, and the shards a split save put beside it."""
+    os.unlink(path)
+    folder, base = os.path.split(path)
+    for name in os.listdir(folder):
+        if name.startswith(base + "-") and name.endswith(".mpk"):
+            os.unlink(os.path.join(folder, name))
 
 
 def _load_and_touch(loader: Loader, path: str, case: Case) -> tuple[Tensors, float]:
@@ -457,7 +490,35 @@ def targets(case: Case, t: Results) -> list[tuple[str, bool | None, str]]:
         ok = None if above is None else above <= RSS_BUDGET
         out.append((f"peak RSS {op} <= 64 MiB above data", ok, "not measured" if above is None
                     else f"{C.fmt_mib(above, signed=True)} MiB"))
+    st_t = min(_med(t.touch, "st_file"), _med(t.touch, "st_open"))
+    split_o, split_t = _med(t.open, "modelpack_split"), _med(t.touch, "modelpack_split")
+    st_fs = _med(t.save, "st_fsync")
+    out += [
+        ("save <= safetensors save_file + fsync (same durability)", mp_save <= st_fs,
+         f"{C.fmt_s(mp_save)} vs {C.fmt_s(st_fs)}"),
+        ("load + touch (mmap) <= safetensors", mp_touch <= st_t, f"{C.fmt_s(mp_touch)} vs {C.fmt_s(st_t)}"),
+        (f"4 shards: mmap load <= {SPLIT_VS_ONE}x one file", split_o <= SPLIT_VS_ONE * mp_open,
+         f"{C.fmt_ratio(C.ratio(split_o, mp_open))}"),
+        (f"4 shards: load + touch <= {SPLIT_VS_ONE}x one file", split_t <= SPLIT_VS_ONE * mp_touch,
+         f"{C.fmt_ratio(C.ratio(split_t, mp_touch))}"),
+    ]
     return [(f"[{case.key}] {name}", ok, detail) for name, ok, detail in out]
+
+
+def sharded_rss(gib: float, folder: Path) -> None:
+    """Peak RSS above the data of saving, then loading and touching, a big pack written in shards."""
+    case = Case("sharded", max(4, round(gib * 64)), (2048, 2048))  # 16 MiB tensors
+    path = str(folder / "sharded.mpk")
+    base = {"case": case.key, "count": case.count, "shape": list(case.shape), "path": path}
+    os.sync()
+    save = _child(dict(base, op="save", who=SHARDED.key))
+    shards = len([n for n in os.listdir(folder) if n.startswith("sharded-")])
+    load = _child(dict(base, op="load", who="modelpack"))
+    _remove(path)
+    print(f"\n## Peak RSS, {case.title()}, saved in {shards} shards ({SHARDED.label})\n")
+    rows = [[op, C.fmt_mib(r["above_data"], signed=True), C.verdict(r["above_data"] <= RSS_BUDGET)]
+            for op, r in (("save", save), ("load + touch", load))]
+    print(C.markdown_table(["fresh process, one operation", "peak above data (MiB)", "<= 64 MiB"], rows))
 
 
 def report_summary(results: list[tuple[Case, Results]]) -> None:
@@ -512,7 +573,10 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--reps", type=int, help="repetitions (default 5, --quick 2)")
     p.add_argument("--dir", type=Path, help="parent folder for the files (default /tmp)")
     p.add_argument("--cold", action="store_true", help="sync + drop the page cache before each load (root)")
-    p.add_argument("--only", choices=[c.key for c in FULL], help="run one case")
+    p.add_argument("--only", choices=sorted({c.key for cases in SETS.values() for c in cases}), help="run one case")
+    p.add_argument("--set", choices=sorted(SETS), help="which cases (default full; --quick: quick)")
+    p.add_argument("--sharded-rss", type=float, metavar="GIB",
+                   help="also measure peak RSS of a sharded save and load of this many GiB")
     p.add_argument("--no-rss", action="store_true", help="skip the fresh-process peak RSS measurements")
     p.add_argument("--keep", action="store_true", help="keep the work folder")
     p.add_argument("--child", help=argparse.SUPPRESS)
@@ -528,7 +592,8 @@ def main(argv: list[str] | None = None) -> int:
         child_main(json.loads(args.child))
         return 0
     reps = args.reps or (2 if args.quick else 5)
-    cases = [c for c in (QUICK if args.quick else FULL) if args.only in (None, c.key)]
+    chosen = SETS[args.set or ("quick" if args.quick else "full")]
+    cases = [c for c in chosen if args.only in (None, c.key)]
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` removes the work folder
     folder = Path(tempfile.mkdtemp(prefix="modelpack-bench-", dir=args.dir or "/tmp"))
     start = time.perf_counter()
@@ -541,6 +606,8 @@ def main(argv: list[str] | None = None) -> int:
         for case, t in results:
             report_case(case, t, reps, args.cold)
         report_summary(results)
+        if args.sharded_rss:
+            sharded_rss(args.sharded_rss, folder)
     finally:
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)

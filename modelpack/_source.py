@@ -64,6 +64,9 @@ class Source:
         """The whole source as a writable copy-on-write uint8 array, or None where it cannot be mapped."""
         return None
 
+    def prefetch(self, start: int, end: int) -> None:
+        """A hint: bytes [start, end) are about to be read (a remote source fetches them in one request)."""
+
     def current_size(self) -> int:
         """The size now: a local file may shrink while open (mapped bytes past EOF are SIGBUS)."""
         return self.size
@@ -212,6 +215,7 @@ class _RangedSource(Source):
     def __init__(self, url: str) -> None:
         self.name = url
         self._blocks: list[tuple[int, bytes]] = []
+        self._last: tuple[int, bytes] = (0, b"")  # the latest prefetch: one member's header and data
         self._lock = threading.Lock()
         self.size, tail = self._tail(_TAIL)
         self._blocks.append((self.size - len(tail), tail))
@@ -228,7 +232,7 @@ class _RangedSource(Source):
         if end <= offset:
             return b""
         with self._lock:
-            for start, block in self._blocks:
+            for start, block in (self._last, *self._blocks):
                 if start <= offset and end <= start + len(block):
                     return block[offset - start : end - start]
         fetch_end = min(max(end, offset + _READ_AHEAD), self.size)
@@ -242,6 +246,12 @@ class _RangedSource(Source):
                 while sum(len(b) for _, b in self._blocks) > _CACHE_TOTAL and len(self._blocks) > 2:
                     del self._blocks[1]  # the oldest after the tail
         return data[: end - offset]
+
+    def prefetch(self, start: int, end: int) -> None:
+        end = min(end, self.size)
+        data = self._fetch(start, end) if end > start else b""
+        with self._lock:
+            self._last = (start, data)
 
     def sibling(self, name: str) -> Source:
         if not SHARD_NAME_RE.fullmatch(name) or ".." in name:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, TextIO
 
 __all__ = ["printable", "EscapingWriter"]
@@ -48,6 +49,10 @@ class EscapingWriter:
     def write(self, text: str) -> int:
         self._target.write(printable(text, keep="\n"))
         return len(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
 
     def __getattr__(self, name: str) -> Any:  # flush, isatty, fileno, encoding...
         return getattr(self._target, name)

@@ -7,19 +7,20 @@ then writes tensor bytes once, straight from the caller's memory, one tensor at 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from . import _fs, limits, manifest, split, tree
-from .codec import DType, RawArray, npy_header, numpy_payload
-from .container import ZipWriter
+from ._zipwrite import ZipWriter
+from .codec import DType, RawArray, nbytes_of, npy_header, numpy_payload
 from .errors import FormatError, LimitError, UnsupportedObjectError
 
 __all__ = ["write_pack", "Progress", "limits_at_save"]
 
-_Payload = tuple[tree.Leaf, DType, tuple[int, ...], memoryview]
+_Payload = tuple[tree.Leaf, DType, tuple[int, ...], "memoryview | Callable[[], memoryview]"]
 
 
 class Progress:
@@ -55,15 +56,37 @@ def _payload(leaf: tree.Leaf) -> tuple[DType, tuple[int, ...], memoryview]:
 
 
 def _payloads(leaves: list[tree.Leaf]) -> list[_Payload]:
-    """Every leaf's payload; the torch adapter is looked up once per save, not per tensor."""
-    to_bytes: dict[str, Any] = {"torch": None}
-    if any(leaf.kind == "torch" for leaf in leaves):  # imported once, not per tensor
-        from .torch.tensors import torch_payload
+    """Each leaf's dtype row, shape and bytes; refuses unsavable kinds with their path before any write.
 
-        to_bytes["torch"] = torch_payload
-    return [(leaf, *_payload(leaf)) if isinstance(leaf.value, RawArray)
-            else (leaf, *(to_bytes.get(leaf.kind) or numpy_payload)(leaf.value, where=leaf.where or leaf.name))
-            for leaf in leaves]
+    Bytes are views of the caller's memory (or a converter's stored bytes); a torch
+    tensor that needs a copy (on a GPU, non-contiguous...) gets a function that
+    makes it when the tensor is written, so at most one copy is in flight.
+    """
+    if not any(leaf.kind == "torch" and not isinstance(leaf.value, RawArray) for leaf in leaves):
+        return [(leaf, *_payload(leaf)) for leaf in leaves]  # no torch import (converters stay torch-free)
+    from .torch.tensors import torch_payload, torch_plan  # imported once, not per tensor
+
+    out: list[_Payload] = []
+    for leaf in leaves:
+        where = leaf.where or leaf.name
+        if leaf.kind != "torch" or isinstance(leaf.value, RawArray):
+            out.append((leaf, *_payload(leaf)))
+            continue
+        row, shape, copies = torch_plan(leaf.value, where=where)
+        if copies:
+            out.append((leaf, row, shape, functools.partial(_copied, torch_payload, leaf.value, where)))
+        else:
+            out.append((leaf, *torch_payload(leaf.value, where=where)))
+    return out
+
+
+def _copied(torch_payload: Callable[..., Any], t: Any, where: str) -> memoryview:
+    return torch_payload(t, where=where)[2]  # type: ignore[no-any-return]
+
+
+def _nbytes(p: _Payload) -> int:
+    data = p[3]
+    return data.nbytes if isinstance(data, memoryview) else nbytes_of(p[2], p[1].itemsize)
 
 
 def _check_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
@@ -119,8 +142,8 @@ def write_pack(
     if max_shard_size is not None:
         if not isinstance(path, (str, os.PathLike)):
             raise UnsupportedObjectError("max_shard_size needs a path: shards are files beside the index")
-        groups = split.plan_shards([p[3].nbytes for p in payloads], split.parse_size(max_shard_size))
-    bar = Progress(sum(p[3].nbytes for p in payloads), "saving", progress)
+        groups = split.plan_shards([_nbytes(p) for p in payloads], split.parse_size(max_shard_size))
+    bar = Progress(sum(_nbytes(p) for p in payloads), "saving", progress)
     try:
         if len(groups) == 1:
             _write_one(path, tree_json, payloads, meta, spec, bar, force_zip64, sha256=sha256)
@@ -222,13 +245,16 @@ def _write_members(zw: ZipWriter, tree_json: Any, payloads: list[_Payload], meta
     blob = manifest.dumps(body)
     with limits_at_save():
         manifest.check_member_size(manifest.MANIFEST, len(blob))
+        manifest.check_containers(blob)
     zw.add(manifest.MANIFEST, blob)
     zw.finish()
     return blob
 
 
 def _write_tensor(zw: ZipWriter, leaf: tree.Leaf, row: DType, shape: tuple[int, ...],
-                  data: memoryview, bar: Progress, sha256: bool) -> dict[str, Any]:
+                  data: memoryview | Callable[[], memoryview], bar: Progress, sha256: bool) -> dict[str, Any]:
+    if not isinstance(data, memoryview):
+        data = data()  # the one copy in flight; dropped when this returns
     head = npy_header(row.descr, shape)
     member = zw.add(f"{leaf.name}.npy", head, data, align=True, progress=bar.update, sha256=sha256)
     entry = {

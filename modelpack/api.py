@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -22,15 +21,14 @@ from . import manifest, split, tree
 from ._source import Source, open_source
 from ._write import Progress, limits_at_save, stream_pack, write_pack
 from .codec import DTYPES, DType, dtype_by_name, npy_header, numpy_view
-from .container import Member, check_local_header, checksums, crc32, pread_exact, read_members
+from ._zipwrite import checksums
+from .container import Member, check_local_header, crc32, pread_exact, read_members
 from .errors import (
     FormatError,
     IntegrityError,
-    LimitError,
     MissingDependencyError,
     ModelPackError,
     NotAModelPackError,
-    UnsupportedObjectError,
 )
 
 __all__ = ["save", "save_bytes", "load", "load_bytes", "open", "verify", "Pack", "read_spec_text", "write_pack",
@@ -179,16 +177,21 @@ class Pack(Mapping[str, Any]):
 
     def _first_read(self, name: str) -> None:
         """What a remote source checks when a tensor is first read: its local header and .npy header."""
-        if self.source.lazy_headers and name not in self._header_checked:
+        m = self._tensor_members[name]
+        if self.source.lazy_headers and m.name not in self._header_checked:
+            self.source.prefetch(m.header_offset, m.data_offset + m.size)  # header and data: one request
             try:
-                self._check_npy_header(self.entries[name], self._tensor_members[name])
+                self._check_npy_header(self.entries[name], m)
             except ModelPackError as e:
                 raise e.with_context(source=self.path)
 
     @property
     def fd(self) -> int:
         """The open descriptor of a local file (other sources have none)."""
-        return self.source.fd  # type: ignore[attr-defined,no-any-return]
+        fd = getattr(self.source, "fd", None)
+        if fd is None:
+            raise ValueError(f"{self.path} is not a local file; it has no file descriptor")
+        return fd  # type: ignore[no-any-return]
 
     @property
     def file_bytes(self) -> int:
@@ -322,6 +325,24 @@ class Pack(Mapping[str, Any]):
             finish()
         return result
 
+    def select(self, keys: Iterable[str], *, mmap: bool = True, map_location: Any = None, dtype: Any = None,
+               device_map: Mapping[str, Any] | None = None, framework: str | None = None) -> dict[str, Any]:
+        """``{name: tensor}`` for the tensors named (see :meth:`tensor`); unknown names are a KeyError."""
+        names = [keys] if isinstance(keys, str) else list(keys)
+        missing = [n for n in names if n not in self.entries]
+        if missing:
+            raise KeyError(f"no tensor {missing[0]!r} in {self.path}; it has {len(self.entries)} tensors, "
+                           f"e.g. {', '.join(list(self.entries)[:5])}")
+        out = {}
+        for name in names:
+            where = device_for(name, device_map) if device_map else map_location
+            out[name] = self.tensor(name, mmap=mmap, map_location=where, dtype=dtype, framework=framework)
+        if map_location is not None or device_map:
+            from .torch.placement import finish
+
+            finish()
+        return out
+
     def _all(self, mmap: bool) -> dict[str, Any]:
         """Every tensor as :meth:`tensor` gives it, in one pass: one size check and one lookup per tensor."""
         out: dict[str, Any] = {}
@@ -329,12 +350,11 @@ class Pack(Mapping[str, Any]):
             out.update(shard._all(mmap))
         if not self._tensor_members:
             return out
-        for name in self._tensor_members:
-            self._first_read(name)
         mapped = mmap and self._map_source()
         self._check_size(next(iter(self._tensor_members)))
         to_torch = None
         for name in self._tensor_members:
+            self._first_read(name)  # a remote member's headers, checked (and its bytes fetched) first
             entry = self.entries[name]
             row = DTYPES[entry["dtype"]]
             arr = numpy_view(self._map, entry["offset"], row, entry["shape"]) if mapped else self._read(entry, row)
@@ -354,6 +374,8 @@ class Pack(Mapping[str, Any]):
         buf = bytearray(min(_READ_CHUNK, max(sizes, default=0)))
         try:
             for m in self.members.values():
+                if m.name in tensor_of:
+                    self._first_read(tensor_of[m.name])  # a remote member: headers checked, bytes fetched once
                 entry = self.entries[tensor_of[m.name]] if m.name in tensor_of else None
                 want_sha = None if entry is None else entry.get(manifest.SHA256)
                 skip = 0 if entry is None else entry["offset"] - m.data_offset
@@ -365,8 +387,6 @@ class Pack(Mapping[str, Any]):
                     )
                 if want_sha is not None and sha != want_sha:
                     raise IntegrityError("SHA-256 mismatch: the tensor's bytes changed", where=what, source=self.path)
-                if m.name in tensor_of:
-                    self._first_read(tensor_of[m.name])
         finally:
             bar.close()
         for shard in self.shards:
@@ -467,8 +487,13 @@ def load(
     dtype: Any = None,
     device_map: Mapping[str, Any] | None = None,
     framework: str | None = None,
+    keys: Iterable[str] | None = None,
 ) -> Any:
     """Load what :func:`save` wrote, from a path, URL, bytes or file object (see :class:`Pack`).
+
+    ``keys=[...]`` loads only those tensors (manifest names, as ``open(p).keys()``
+    lists them) and returns ``{name: tensor}``; a remote file then fetches only
+    their members.
 
     ``mmap=True`` returns copy-on-write views of a local file (no copy, writable,
     the file never changes, no file descriptor kept open); ``mmap=False``, and
@@ -484,6 +509,9 @@ def load(
     with Pack(path) as pack:
         if verify:
             pack.verify(progress=progress)
+        if keys is not None:
+            return pack.select(keys, mmap=mmap, map_location=map_location, dtype=dtype, device_map=device_map,
+                               framework=framework)
         return pack.load(mmap=mmap, map_location=map_location, dtype=dtype, device_map=device_map,
                          framework=framework)
 

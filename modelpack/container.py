@@ -1,4 +1,4 @@
-"""The .mpk zip: an aligned, STORED-only writer and a strict reader.
+"""The .mpk zip: the layout constants, the member record and a strict reader (the writer is modelpack._zipwrite).
 
 CPython's zipfile accepts duplicates, overlaps, prepended and trailing bytes
 and local headers that disagree with the central directory, so the reader does
@@ -12,14 +12,12 @@ every (offset, size) handed out lies inside the file, so mapping it is safe.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import re
 import stat
 import struct
-import threading
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from . import limits
 from .errors import FormatError, NotAModelPackError
@@ -28,7 +26,7 @@ if TYPE_CHECKING:
     from ._source import Source
 
 __all__ = [
-    "crc32", "Member", "ZipWriter", "read_members", "identify", "pread_exact", "check_member_count",
+    "crc32", "Member", "read_members", "identify", "pread_exact", "check_member_count",
     "check_member_name_length", "check_local_header", "ALIGN", "NPY_SUFFIX",
 ]
 
@@ -50,10 +48,7 @@ _Z64_ID = 0x0001
 _PAD_ID = 0x706D  # "mp": padding that aligns the member's data
 _DOS_TIME, _DOS_DATE = 0, (0 << 9) | (1 << 5) | 1  # 1980-01-01 00:00, fixed for determinism
 _U16, _U32 = 0xFFFF, 0xFFFFFFFF
-_SYNC_CRC_BYTES = 1 << 20
-_GATHER = 4 << 20  # members smaller than _SYNC_CRC_BYTES are written in batches of about this size
 _WINDOW = 512  # bytes read past a local header's name: extra field + .npy header, in one pread
-_CHUNK = 64 << 20
 _MAX_ZIP_NAME = _U16  # the name length field of a zip header is 16 bits
 _MAX_CD_EXTRA = 28  # a central directory entry's ZIP64 field: 4 + three 8-byte values
 MEMBER_NAME_RE = re.compile(rb"(manifest\.json|spec\.yaml|[A-Za-z0-9_][A-Za-z0-9_.\-]*\.npy)")
@@ -73,204 +68,6 @@ class Member:
     version: int = dataclasses.field(default=20, repr=False, compare=False)  # "version needed", as in the directory
     # hex SHA-256 of the body (the tensor's bytes, without the .npy header) when the writer was asked for it
     sha256: str | None = dataclasses.field(default=None, repr=False, compare=False)
-
-
-# --------------------------------------------------------------------------- writing
-
-
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data).cast("B")
-    while view.nbytes:
-        n = os.write(fd, view[:_CHUNK])
-        view = view[n:]
-
-
-def _write_obj(f: Any, data: bytes | memoryview) -> None:
-    view = memoryview(data).cast("B")
-    while view.nbytes:
-        n = f.write(view)
-        if n is None:  # a raw stream with nothing accepted yet (non-blocking); not ours to spin on
-            raise OSError("the file object accepted no bytes")
-        view = view[n:]
-
-
-_HASH_CHUNK = 1 << 20  # CRC-32 and SHA-256 take turns on each chunk while it is in cache: one pass
-
-
-def checksums(data: memoryview, crc: int, sha: "hashlib._Hash | None") -> int:
-    """CRC-32 of ``data`` continued from ``crc``, feeding ``sha`` the same bytes in the same pass."""
-    if sha is None:
-        return crc32(data, crc)
-    for start in range(0, data.nbytes, _HASH_CHUNK):
-        chunk = data[start : start + _HASH_CHUNK]
-        crc = crc32(chunk, crc)
-        sha.update(chunk)
-    return crc
-
-
-class _CrcJob:
-    """CRC-32 (and SHA-256 if asked) of a buffer on its own thread (both release the GIL), overlapping the write.
-
-    A plain thread, not an executor: executors refuse work during interpreter
-    shutdown, when a background checkpoint save may still be finishing.
-    """
-
-    def __init__(self, data: memoryview, start: int, sha: "hashlib._Hash | None") -> None:
-        self._value = start
-        self._sha = sha
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(data,), name="modelpack-crc", daemon=True)
-        self._thread.start()
-
-    def _run(self, data: memoryview) -> None:
-        try:
-            self._value = checksums(data, self._value, self._sha)
-        except BaseException as e:  # handed to the writer in result()
-            self._error = e
-
-    def result(self) -> int:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._value
-
-
-class ZipWriter:
-    """Append STORED members to an fd, then write the central directory.
-
-    Tensor data is written once, straight from the caller's memory; its CRC-32
-    is computed on a second thread at the same time and patched into the local
-    header afterwards (the writer owns a private temp file, so that is safe).
-    """
-
-    def __init__(self, fd: Any, *, force_zip64: bool = False) -> None:
-        """``fd``: a raw descriptor of a private temp file, or a writable binary file object.
-
-        A file object gets each member's CRC-32 before its header (no patching back).
-        """
-        self._fd = fd
-        self._raw_write: Callable[[Any], None] = (
-            (lambda data: _write_all(fd, data)) if isinstance(fd, int) else (lambda data: _write_obj(fd, data))
-        )
-        self._buf = bytearray()  # small members are gathered and written in one call
-        self._pos = 0
-        self._members: list[Member] = []
-        self._force64 = force_zip64
-
-    def _write(self, data: bytes | memoryview) -> None:
-        if self._buf:
-            self._flush()
-        self._raw_write(data)
-
-    def _gather(self, *parts: bytes | memoryview) -> None:
-        for part in parts:
-            self._buf += part
-        if len(self._buf) >= _GATHER:
-            self._flush()
-
-    def _flush(self) -> None:
-        buf, self._buf = self._buf, bytearray()
-        self._raw_write(buf)
-
-    def add(
-        self,
-        name: str,
-        head: bytes,
-        body: memoryview | bytes = b"",
-        *,
-        align: bool = False,
-        progress: Callable[[int], object] | None = None,
-        sha256: bool = False,
-    ) -> Member:
-        """Write one member whose content is ``head + body``; return where it went.
-
-        ``sha256`` also hashes ``body`` (not ``head``) in the same pass as the CRC-32.
-        """
-        body = memoryview(body).cast("B")
-        size = len(head) + body.nbytes
-        offset = self._pos
-        raw_name = name.encode("ascii")
-        z64 = self._force64 or size >= _U32
-        extra = struct.pack("<HHQQ", _Z64_ID, 16, size, size) if z64 else b""
-        if align:
-            data_start = offset + _LFH.size + len(raw_name) + len(extra) + 4
-            pad = (-(data_start + len(head))) % ALIGN
-            extra += struct.pack("<HH", _PAD_ID, pad) + b"\0" * pad
-        sha = hashlib.sha256() if sha256 else None
-        if body.nbytes < _SYNC_CRC_BYTES or not isinstance(self._fd, int):
-            crc = checksums(body, crc32(head), sha)
-            future = None
-        else:
-            crc = 0
-            future = _CrcJob(body, crc32(head), sha)
-        lfh = self._lfh(raw_name, extra, crc, size, z64)
-        if future is None:
-            small = body.nbytes < _SYNC_CRC_BYTES
-            if small:
-                self._gather(lfh, head, body)
-            else:
-                self._write(lfh + head)
-                for start in range(0, body.nbytes, _CHUNK):
-                    self._write(body[start : start + _CHUNK])
-            if progress:
-                progress(body.nbytes)
-        else:
-            self._write(lfh + head)
-            for start in range(0, body.nbytes, _CHUNK):
-                self._write(body[start : start + _CHUNK])
-                if progress:
-                    progress(min(_CHUNK, body.nbytes - start))
-            crc = future.result()
-            os.pwrite(self._fd, struct.pack("<I", crc), offset + 14)
-        data_offset = offset + len(lfh)
-        self._pos = data_offset + size
-        member = Member(name, offset, data_offset, size, crc, sha256=None if sha is None else sha.hexdigest())
-        self._members.append(member)
-        return member
-
-    def _lfh(self, raw_name: bytes, extra: bytes, crc: int, size: int, z64: bool) -> bytes:
-        sz = _U32 if z64 else size
-        version = 45 if z64 else 20
-        return (
-            _LFH.pack(_SIG_LFH, version, 0, 0, _DOS_TIME, _DOS_DATE, crc, sz, sz, len(raw_name), len(extra))
-            + raw_name
-            + extra
-        )
-
-    def finish(self) -> int:
-        """Write the central directory and end records; return the file size."""
-        cd = bytearray()
-        for m in self._members:
-            cd += self._cd_entry(m)
-        cd_offset, cd_size, count = self._pos, len(cd), len(self._members)
-        need64 = self._force64 or count >= _U16 or cd_offset >= _U32 or cd_size >= _U32
-        if need64:
-            z64_offset = cd_offset + cd_size
-            cd += _Z64_EOCD.pack(_SIG_Z64_EOCD, 44, 45, 45, 0, 0, count, count, cd_size, cd_offset)
-            cd += _Z64_LOC.pack(_SIG_Z64_LOC, 0, z64_offset, 1)
-            cd += _EOCD.pack(_SIG_EOCD, 0, 0, _U16, _U16, _U32, _U32, 0)
-        else:
-            cd += _EOCD.pack(_SIG_EOCD, 0, 0, count, count, cd_size, cd_offset, 0)
-        self._gather(cd)
-        self._flush()
-        self._pos += len(cd)
-        return self._pos
-
-    def _cd_entry(self, m: Member) -> bytes:
-        raw = m.name.encode("ascii")
-        size_64 = self._force64 or m.size >= _U32
-        off_64 = self._force64 or m.header_offset >= _U32
-        fields = ([m.size, m.size] if size_64 else []) + ([m.header_offset] if off_64 else [])
-        extra = struct.pack(f"<HH{len(fields)}Q", _Z64_ID, 8 * len(fields), *fields) if fields else b""
-        version = 45 if (size_64 or off_64) else 20
-        sz = _U32 if size_64 else m.size
-        off = _U32 if off_64 else m.header_offset
-        return (
-            _CDH.pack(_SIG_CDH, version, version, 0, 0, _DOS_TIME, _DOS_DATE, m.crc, sz, sz,
-                      len(raw), len(extra), 0, 0, 0, 0, off)
-            + raw
-            + extra
-        )
 
 
 # --------------------------------------------------------------------------- reading

@@ -22,7 +22,7 @@ from .errors import FormatError, UnsupportedObjectError
 
 __all__ = [
     "FORMAT", "VERSION", "MANIFEST", "SPEC", "dumps", "parse", "check", "check_plan", "check_member_size",
-    "TensorEntry", "check_tree", "SHA256",
+    "check_containers", "TensorEntry", "check_tree", "SHA256",
 ]
 
 FORMAT = "modelpack"
@@ -54,6 +54,12 @@ def check_member_size(member: str, size: int) -> None:
     """The cap on manifest.json or spec.yaml bytes: the reader checks it before reading, the writer before writing."""
     cap, what = _SIZE_CAPS[member]
     limits.check(cap, size, where=member, what=what)
+
+
+def check_containers(data: bytes) -> None:
+    """The cap on the manifest's JSON objects and arrays, counted in its bytes (reader and writer alike)."""
+    limits.check("max_manifest_containers", data.count(b"{") + data.count(b"["), where=MANIFEST,
+                 what="JSON objects and arrays (counted before parsing)")
 
 
 def check_plan(tree_json: Any, tensors: Sequence[tuple[str, Sequence[int]]], *, spec_size: int | None) -> None:
@@ -96,7 +102,12 @@ def _finite_float(text: str) -> float:
 
 
 def parse(data: bytes) -> dict[str, Any]:
-    """Parse manifest bytes strictly (no duplicate keys, no NaN) and check the top level."""
+    """Parse manifest bytes strictly (no duplicate keys, no NaN) and check the top level.
+
+    Objects and arrays are counted first (braces inside strings too: an over-count only), since
+    they cost ~25 times their size once parsed; the parse runs only under that cap.
+    """
+    check_containers(data)
     try:
         obj = json.loads(
             data.decode("utf-8"),

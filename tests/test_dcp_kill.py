@@ -48,7 +48,7 @@ def test_sigkill_mid_save_leaves_previous_checkpoint(tmp_path, seed):
     victim, kill_at = kill_plan(seed, 2)
     codes = run_group(2, save_killed, str(folder), 2, victim, kill_at, timeout=60, expect_ok=False)
     killed = codes[victim] == -9
-    assert killed or kill_at > 9, (codes, kill_at)  # every rank makes at least 9 counted calls
+    assert killed, (codes, kill_at)  # kill_plan picks a call the victim is sure to make
     got = _load(folder)
     if killed and victim == 1:  # the coordinator never had every result: no commit
         assert_same(got, plain_state(1))

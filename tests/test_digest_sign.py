@@ -210,3 +210,49 @@ def test_cli_sign_and_verify(tmp_path, keys, capsys):
                  "--public-key", str(other_pub)]) == 1
     assert "does not verify with this public key" in capsys.readouterr().err
     assert main(["verify", str(tmp_path / "m.mpk"), "--signature", str(tmp_path / "s.sig")]) == 2
+
+
+# --------------------------------------------------------------------------- split packs
+
+
+def _layers(seed):
+    rng = np.random.default_rng(seed)
+    return {f"layer{i}.weight": rng.standard_normal(1000).astype(np.float32) for i in range(6)}
+
+
+def test_digest_is_stable_across_split_and_unsplit(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    modelpack.save(_layers(0), tmp_path / "a" / "m.mpk")
+    modelpack.save(_layers(0), tmp_path / "b" / "m.mpk", max_shard_size=9000, sha256=True)
+    assert len(list((tmp_path / "b").iterdir())) > 2  # really split
+    assert modelpack.digest(tmp_path / "a" / "m.mpk") == modelpack.digest(tmp_path / "b" / "m.mpk")
+
+
+def test_re_splitting_needs_no_new_signature_and_a_swapped_shard_is_named(tmp_path, keys):
+    import shutil
+
+    from modelpack.sign import sign, verify_signature
+
+    (key, pub), _ = keys
+    for d in ("one", "split", "other"):
+        (tmp_path / d).mkdir()
+    modelpack.save(_layers(0), tmp_path / "one" / "m.mpk")
+    sig = sign(tmp_path / "one" / "m.mpk", key)
+    modelpack.save(_layers(0), tmp_path / "split" / "m.mpk", max_shard_size=9000)
+    assert verify_signature(tmp_path / "split" / "m.mpk", sig, pub) == modelpack.digest(tmp_path / "one" / "m.mpk")
+    # the same layout saved from other weights: its first shard is a well-formed stand-in for ours
+    modelpack.save(_layers(1), tmp_path / "other" / "m.mpk", max_shard_size=9000)
+    shard = "m-00001-of-00003.mpk"
+    assert {p.name for p in (tmp_path / "other").iterdir()} == {p.name for p in (tmp_path / "split").iterdir()}
+    shutil.copyfile(tmp_path / "other" / shard, tmp_path / "split" / shard)
+    with pytest.raises(IntegrityError, match=f"shard '{shard}' is not the one the index binds"):
+        verify_signature(tmp_path / "split" / "m.mpk", sig, pub)
+    # the index swapped too (a whole other pack of the same layout): every CRC and binding holds, the signature not
+    shutil.copyfile(tmp_path / "other" / "m.mpk", tmp_path / "split" / "m.mpk")
+    for name in ("m-00002-of-00003.mpk", "m-00003-of-00003.mpk"):
+        shutil.copyfile(tmp_path / "other" / name, tmp_path / "split" / name)
+    modelpack.verify(tmp_path / "split" / "m.mpk")
+    changed = "; ".join(f"tensor 'layer{i}.weight' changed" for i in range(6))
+    with pytest.raises(IntegrityError, match=changed):
+        verify_signature(tmp_path / "split" / "m.mpk", sig, pub)

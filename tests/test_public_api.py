@@ -11,7 +11,7 @@ from conftest import run_python
 EXPECTED = {
     "save": "(obj, path, *, metadata=None, progress=None, max_shard_size=None, sha256=False)",
     "load": "(path, *, mmap=True, map_location=None, verify=False, progress=None, dtype=None, device_map=None, "
-            "framework=None)",
+            "framework=None, keys=None)",
     "save_bytes": "(obj, *, metadata=None)",
     "load_bytes": "(data, *, map_location=None, dtype=None, device_map=None)",
     "open": "(path)",

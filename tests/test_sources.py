@@ -206,6 +206,13 @@ def test_inspect_of_a_1gib_remote_pack_is_cheap(tmp_path, server):
         assert t.shape == (1 << 20,) and not t.any()
         assert stats["requests"] - before["requests"] <= 3, stats  # the tail, the head, the tensor
         assert stats["bytes"] - before["bytes"] < (4 << 20) + (1 << 20), stats
+    before = dict(stats)
+    some = api.load(f"{url}/big.mpk", keys=["layer7.weight", "layer9.weight"])
+    assert sorted(some) == ["layer7.weight", "layer9.weight"] and not some["layer9.weight"].any()
+    assert stats["requests"] - before["requests"] <= 4, stats  # tail, head, two tensors
+    assert stats["bytes"] - before["bytes"] < (8 << 20) + (1 << 20), stats
+    with pytest.raises(KeyError, match="no tensor 'nope'"):
+        api.load(f"{url}/big.mpk", keys=["nope"])
 
 
 def test_http_round_trip_split_and_verify(tmp_path, server):

@@ -107,3 +107,20 @@ def test_exported_model_split_round_trip(tmp_path, torch):
     assert torch.equal(loaded(x), model(x))
     modelpack.verify(path)
     assert inspect.describe(path)["model"]
+
+
+def test_copies_are_made_one_at_a_time(tmp_path, torch, monkeypatch):
+    """Tensors that need a copy (here non-contiguous) are copied right before being written, one in flight."""
+    from modelpack import _write, _zipwrite
+
+    events = []
+    real_copy, real_add = _write._copied, _zipwrite.ZipWriter.add
+    monkeypatch.setattr(_write, "_copied", lambda *a: events.append("copy") or real_copy(*a))
+    monkeypatch.setattr(_zipwrite.ZipWriter, "add", lambda self, name, *a, **k: events.append(name) or
+                        real_add(self, name, *a, **k))
+    obj = {f"t{i}": torch.arange(12.0).reshape(3, 4).T * i for i in range(3)}  # transposed: not contiguous
+    api.save(obj, tmp_path / "m.mpk", max_shard_size=100)
+    tensor_events = [e for e in events if e != "manifest.json"]
+    assert tensor_events == ["copy", "t0.npy", "copy", "t1.npy", "copy", "t2.npy"]
+    out = api.load(tmp_path / "m.mpk")
+    assert all(torch.equal(out[k], v) for k, v in obj.items())

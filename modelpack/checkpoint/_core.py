@@ -129,8 +129,9 @@ class Checkpointer:
         return files[-1] if files else None
 
     def path_for(self, step: int) -> Path:
-        """Where the checkpoint of ``step`` lives (or will)."""
-        return self.directory / _files.file_name(self.prefix, _check_step(step))
+        """Where the checkpoint of ``step`` lives (or will): a .mpk file, or a .dcp folder in a distributed run."""
+        name = _files.file_name(self.prefix, _check_step(step))
+        return self.directory / (_dist.folder_name(name) if _dist.active() else name)
 
     # ------------------------------------------------------------------ saving
 
@@ -191,7 +192,7 @@ class Checkpointer:
     def _save_distributed(self, step: int, components: Mapping[str, Any], extra: Any,
                           generators: Mapping[str, Any] | None, rng: bool, blocking: bool) -> Path:
         """Every rank calls this; the checkpoint is the folder ``ckpt-<step>.dcp`` (see ``_dist``)."""
-        folder = self.directory / _dist.folder_name(_files.file_name(self.prefix, step))
+        folder = self.path_for(step)
         header = {"format": FORMAT, "version": VERSION, "step": step}
         state = _dist.collect(step, components, extra, generators, rng, header)
         coordinator = _dist.rank() == 0

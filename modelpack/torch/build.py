@@ -189,10 +189,11 @@ class SpecModule(nn.Module):
     def _state(self, path: tuple[str, ...]) -> torch.Tensor:
         """The tensor of a Parameter/Buffer node: registered at ``path`` itself (its state_dict key)."""
         parent, leaf = self._layer(path[:-1]), path[-1]
-        # from the registries, never getattr: an attribute of the same name cannot shadow it (torch.fx
-        # still records a get_attr on re-export: it finds registered tensors by identity)
-        found = parent._parameters.get(leaf)
-        return found if found is not None else parent._buffers[leaf]  # type: ignore[return-value]
+        if leaf not in parent._parameters and leaf not in parent._buffers:
+            raise KeyError(leaf)
+        # nn.Module.__getattr__ reads the registries only (a property or method of the same name cannot
+        # answer), and torch.fx, which patches it while tracing, records a get_attr on re-export
+        return nn.Module.__getattr__(parent, leaf)  # type: ignore[return-value]
 
     def _bind_inputs(self, inputs: tuple[Any, ...], named: dict[str, Any]) -> dict[str, Any]:
         names = self.input_names

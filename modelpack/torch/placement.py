@@ -19,6 +19,7 @@ from .tensors import torch_dtype
 __all__ = ["place", "finish", "resolve_dtype"]
 
 _pending: list[torch.Tensor] = []  # pinned sources of copies still in flight
+_PENDING_CAP = 256 << 20  # pinned bytes in flight before waiting: staging memory stays bounded
 
 
 def resolve_dtype(dtype: Any) -> torch.dtype | None:
@@ -55,6 +56,8 @@ def _to_cuda(t: torch.Tensor, dev: torch.device, target: torch.dtype | None) -> 
     pinned.copy_(t)
     out = pinned.to(dev, non_blocking=True)
     _pending.append(pinned)
+    if sum(p.nbytes for p in _pending) > _PENDING_CAP:
+        finish()
     return out
 
 

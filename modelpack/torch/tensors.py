@@ -84,6 +84,20 @@ def _refusal(t: torch.Tensor) -> str | None:
     return None
 
 
+def torch_plan(t: torch.Tensor, *, where: str = "") -> tuple[DType, tuple[int, ...], bool]:
+    """Row and shape of a savable tensor (refusals raised here), and whether its bytes need a copy.
+
+    The writer plans every tensor first and makes a copy (GPU, non-contiguous, lazily negated
+    data) only right before writing it, so at most one copy is in flight.
+    """
+    why = _refusal(t)
+    if why is not None:
+        raise UnsupportedObjectError(why, where=where or None)
+    row = dtype_row(t.dtype, where=where)
+    direct = row.numpy_native and t.device.type == "cpu" and t.is_contiguous() and not (t.is_conj() or t.is_neg())
+    return row, tuple(t.shape), not direct
+
+
 def torch_payload(t: torch.Tensor, *, where: str = "") -> tuple[DType, tuple[int, ...], memoryview]:
     """Row, shape and C-order bytes of a tensor; copies only non-contiguous, non-CPU or lazily negated data."""
     why = _refusal(t)

@@ -2,7 +2,7 @@
 
 OUT/open: whole valid files (tensor trees, ZIP64, a spec member, a model file when torch is
 there); OUT/load: the same files behind mode byte 0, and their manifests behind mode byte 1;
-OUT/validate: every spec under examples/ and tests/data/specs/ behind mode bytes 0 and 1.
+OUT/validate and OUT/model: every spec under examples/ and tests/data/specs/ behind mode bytes 0 and 1.
 Everything is built here from code; nothing is downloaded.
 """
 
@@ -74,7 +74,7 @@ def _manifest(data: bytes) -> bytes:
 
 
 def main(out: Path) -> None:
-    for sub in ("open", "load", "validate"):
+    for sub in ("open", "load", "validate", "model"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         files = _files(Path(tmp))
@@ -90,6 +90,8 @@ def main(out: Path) -> None:
         text = path.read_bytes()
         (out / "validate" / f"text-{path.stem}").write_bytes(b"\0" + text)
         (out / "validate" / f"pack-{path.stem}").write_bytes(b"\1" + text)
+        (out / "model" / f"build-{path.stem}").write_bytes(b"\0" + text)
+        (out / "model" / f"pack-{path.stem}").write_bytes(b"\1" + text)
     print(f"seeds: {sum(1 for _ in out.rglob('*') if _.is_file())} files under {out}")
 
 

@@ -33,6 +33,7 @@ def _deep(depth: int) -> Any:
 CASES: dict[str, tuple[int, Callable[[], bytes], str | None]] = {
     "max_members": (2, lambda: mpk().bytes(), "central directory"),
     "max_manifest_bytes": (64, lambda: mpk().bytes(), "manifest.json"),
+    "max_manifest_containers": (2, lambda: mpk().bytes(), "manifest.json"),
     "max_spec_bytes": (3, lambda: mpk(spec=b"a: 1\n").bytes(), "spec.yaml"),
     "max_tensors": (1, lambda: mpk().bytes(), "manifest.json.tensors"),
     "max_dims": (1, lambda: mpk().bytes(), "tensor 'a'"),
