@@ -71,6 +71,9 @@ class Limits:
     # Values in the args of all nodes after block expansion: a block parameter's literal counts once
     # per node that uses it, since each node's args are checked and built on their own.
     max_spec_values: int = 4_000_000
+    # Elements one op of a rebuilt model may create from sizes in the spec (arange, full, expand,
+    # repeat...), checked before it allocates: 16 G elements (64 GiB of float32).
+    max_op_elements: int = 1 << 34
 
 
 _CURRENT: contextvars.ContextVar[Limits] = contextvars.ContextVar("modelpack_limits", default=Limits())

@@ -38,11 +38,21 @@ def test_bindings_are_literal_not_looked_up():
 
     import modelpack.torch.bindings as bindings
 
-    calls = {node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", "")
-             for node in ast.walk(ast.parse(Path(bindings.__file__).read_text()))
-             if isinstance(node, ast.Call)}
+    tree = ast.parse(Path(bindings.__file__).read_text())
+    resolver = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "aten_overload")
+    inside = {id(n) for n in ast.walk(resolver)}
+
+    def names(nodes):
+        return {node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", "")
+                for node in nodes if isinstance(node, ast.Call)}
+
+    calls = names(n for n in ast.walk(tree) if id(n) not in inside)
     assert not calls & {"getattr", "__import__", "import_module", "eval", "exec"}
-    assert calls == {"MappingProxyType"}
+    assert calls == {"MappingProxyType", "aten_overload"}
+    # the one resolver: names of the literal ATen table only, on torch.ops.aten only
+    assert names(ast.walk(resolver)) <= {"getattr", "split", "KeyError"}
+    with pytest.raises(KeyError):
+        bindings.aten_overload("aten.system")
 
 
 TORCH_LAYERS = sorted(n for n, e in LAYERS.items() if e.impl == "torch")

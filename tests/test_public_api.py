@@ -17,8 +17,8 @@ EXPECTED = {
     "open": "(path)",
     "verify": "(path, *, progress=None)",
     "validate": "(spec, *, shapes=False, source=None)",
-    "export": "(model, path, example_inputs, *, metadata=None, name=None, dynamic_dims=None, atol=0.0, "
-              "max_shard_size=None)",
+    "export": "(model, path, example_inputs, *, metadata=None, name=None, dynamic_dims=None, dynamic_shapes=None, "
+              "capture=None, atol=0.0, max_shard_size=None)",
     "load_model": "(path, *, map_location=None, mmap=True, strict=True, outputs=None, dtype=None, device_map=None)",
     "build": "(spec, *, device=None)",
     "load_weights": "(module, path, *, prefix=None, rename=None, strict=True, assign=False)",

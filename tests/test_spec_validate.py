@@ -56,7 +56,7 @@ def test_examples_validate_without_findings(path: Path) -> None:
     spec = load_spec(path)
     assert path.read_text().startswith("# yaml-language-server: $schema=../../schemas/modelpack-spec.schema.json\n")
     assert list(iter_findings(spec.data, spec.positions)) == []
-    assert validate(path)["modelpack"] == 1
+    assert validate(path)["modelpack"] == 2  # version-1 examples are migrated on load
 
 
 def test_validate_returns_the_data_and_accepts_dicts_and_json(tmp_path: Path) -> None:
@@ -302,7 +302,7 @@ def test_module_attribute_list_matches_torch() -> None:
 
 @pytest.mark.parametrize(
     ("version", "message"),
-    [("2", "spec version 2 is newer than this modelpack supports (supported: 1)"),
+    [("3", "spec version 3 is newer than this modelpack supports (supported: 1, 2)"),
      ("0", "spec version 0 is not a known version"), ("'1'", "must be an integer, got '1'"),
      ("true", "must be an integer, got True"), ("1.0", "must be an integer")],
 )
@@ -318,7 +318,7 @@ def test_migrations_run_step_by_step_and_are_explicit() -> None:
 
     steps = {1: v1_to_v2}
     assert supported_versions(steps, current=2) == [1, 2]
-    assert supported_versions() == [1]
+    assert supported_versions() == [1, 2]
     doc = {"modelpack": 1, "name": "m"}
     assert migrate(doc, migrations=steps, current=2) == {"modelpack": 2, "renamed": "m"}
     assert doc == {"modelpack": 1, "name": "m"}  # the input is not modified
@@ -328,6 +328,13 @@ def test_migrations_run_step_by_step_and_are_explicit() -> None:
 
 
 # --------------------------------------------------------------------------- level 3: shapes hook
+
+
+def test_version_1_documents_migrate_to_version_2() -> None:
+    """The real step: version 2 only added rows, so a version-1 document is renumbered, nothing else."""
+    assert MLP.startswith("modelpack: 1")
+    assert validate(MLP)["modelpack"] == 2
+    assert migrate({"modelpack": 1, "nodes": [1]}) == {"modelpack": 2, "nodes": [1]}
 
 
 def test_shapes_are_skipped_with_a_warning_without_the_checker(monkeypatch: pytest.MonkeyPatch) -> None:

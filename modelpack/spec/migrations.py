@@ -4,8 +4,10 @@ An older spec is never read by a laxer code path: it is rewritten, one version
 at a time, by the function registered for its version, and the result is then
 validated as a current spec. ``MIGRATIONS`` maps a version ``v`` to the function
 turning a version-``v`` document into a version-``v + 1`` one; each step gets a
-test with a real old document. Version 1 is the first format, so there are no
-steps yet.
+test with a real old document.
+
+1 -> 2: version 2 adds the generated ATen op rows (``op: aten.linear``...); every
+version-1 row is unchanged, so a version-1 document only changes its number.
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ CURRENT_VERSION = VOCAB_VERSION
 
 Migration = Callable[[dict[str, Any]], dict[str, Any]]
 
-MIGRATIONS: Mapping[int, Migration] = MappingProxyType({})
+
+
+def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 2 only adds rows: the document is the same, under the new number."""
+    return {**data, "modelpack": 2}
+
+
+MIGRATIONS: Mapping[int, Migration] = MappingProxyType({1: _v1_to_v2})
 
 
 def supported_versions(migrations: Mapping[int, Migration] = MIGRATIONS,

@@ -265,7 +265,8 @@ def _build(published: bool) -> dict[str, Any]:
         "description": "A model architecture drawn from modelpack's closed vocabulary (see docs/SPEC.md).",
         "type": "object",
         "properties": {
-            "modelpack": {"const": VOCAB_VERSION, "description": "spec format version"},
+            "modelpack": {"enum": list(range(1, VOCAB_VERSION + 1)),
+                          "description": "spec format version (older ones are migrated on load)"},
             "name": {"type": "string", "minLength": 1},
             "inputs": {"type": "object", "propertyNames": _ref("identifier"),
                        "additionalProperties": _ref("input"), "minProperties": 1},

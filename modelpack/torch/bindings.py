@@ -27,9 +27,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..vocab.aten import ATEN_OPS
 from . import ops
 
-__all__ = ["LAYER_BINDINGS", "OP_BINDINGS", "POSITIONAL_ARGS"]
+__all__ = ["LAYER_BINDINGS", "OP_BINDINGS", "POSITIONAL_ARGS", "aten_overload"]
+
+
+def aten_overload(row: str) -> Any:
+    """The ATen overload a generated row names (``aten.add.Tensor`` -> ``torch.ops.aten.add.Tensor``).
+
+    Only ever called with the names of the literal ATen table (vocab/aten.py),
+    never with a name read from a file, so the reachable callables are exactly
+    the table's rows.
+    """
+    if row not in ATEN_OPS:
+        raise KeyError(f"{row!r} is not a row of the generated ATen table")
+    _, op, *overload = row.split(".")
+    return getattr(getattr(torch.ops.aten, op), overload[0] if overload else "default")
+
 
 LAYER_BINDINGS: Mapping[str, Callable[..., Any]] = MappingProxyType({
     "Linear": nn.Linear,
@@ -140,6 +155,8 @@ OP_BINDINGS: Mapping[str, Callable[..., object]] = MappingProxyType({
     "shifted_window_attention": ops.shifted_window_attention,
     "relative_position_bias": ops.relative_position_bias,
     "patch_merging_pad": ops.patch_merging_pad,
+    # version 2: the generated ATen rows, each bound to its own overload
+    **{row: aten_overload(row) for row in ATEN_OPS},
 })
 
 # Arguments passed positionally after the inputs, in this order (the callable takes no keywords).

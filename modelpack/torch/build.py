@@ -23,6 +23,7 @@ from .. import limits
 from ..errors import BuildError, ModelPackError
 from ..vocab import LAYERS, OPS, REQUIRED
 from ..vocab.types import _Entry
+from ._aten import aten_kwargs, allocates, device_mode, guarded
 from .bindings import LAYER_BINDINGS, OP_BINDINGS, POSITIONAL_ARGS
 
 __all__ = ["build", "build_validated", "SpecModule", "Namespace", "Step", "prepare", "subgraph", "needed_nodes",
@@ -65,6 +66,7 @@ class Step(NamedTuple):
     extra: tuple[Any, ...]  # arguments passed positionally after the inputs (getitem index)
     kwargs: Mapping[str, Any]  # arguments passed by keyword
     has_refs: bool  # extra/kwargs hold {ref: name} values to resolve per call
+    device: str = ""  # ATen rows: "factory"/"input" when torch needs a device the file never stores
 
 
 class Namespace(nn.Module):
@@ -168,10 +170,24 @@ class SpecModule(nn.Module):
             return self._layer(step.path)(*args)
         if step.what in _TRAINING_OPS:
             kwargs = {**kwargs, "training": self.training}
+        if step.device:
+            kwargs = {**kwargs, "device": self._device_for(step, args, env)}
         if step.what in _WHOLE_OPS and args and isinstance(args[0], torch.fx.Proxy):
             # traced (re-export): one node, not the Python inside modelpack's implementation
             return args[0].tracer.create_proxy("call_function", step.fn, (*args, *extra), kwargs)
         return step.fn(*args, *extra, **kwargs)
+
+    def _device_for(self, step: Step, args: list[Any], env: dict[str, Any]) -> torch.device:
+        """Where a created tensor goes: the first input's device, else the model's (never the file's)."""
+        if step.device == "input" and isinstance(args[0], torch.Tensor):
+            return args[0].device
+        for name in self.input_names:
+            value = env.get(name)
+            if isinstance(value, torch.Tensor):
+                return value.device
+        for tensor in self.parameters():
+            return tensor.device
+        return torch.device("cpu")
 
     def _owned(self, guard: tuple[tuple[tuple[str, ...], type], ...], value: Any) -> bool:
         """The in-place plan still holds: the layers it relied on were not swapped, the value is a plain tensor."""
@@ -501,8 +517,12 @@ def _op_step(name: str, entry: _Entry, inputs: Sequence[str], args: dict[str, An
     kwargs = {k: v for k, v in args.items() if k not in positional}
     has_refs = any(True for _ in _refs(list(args.values())))
     variadic = entry.inputs[1] is None
-    return Step(name, "op", entry.name, (), OP_BINDINGS[entry.name], tuple(inputs), variadic, extra, kwargs,
-                has_refs)
+    fn, device = OP_BINDINGS[entry.name], ""
+    if entry.impl == "aten":
+        kwargs, device = aten_kwargs(entry, kwargs), device_mode(entry)
+        if allocates(entry):
+            fn = guarded(name, fn, device == "factory")
+    return Step(name, "op", entry.name, (), fn, tuple(inputs), variadic, extra, kwargs, has_refs, device)
 
 
 def _construct(what: str, args: dict[str, Any], device: Any) -> nn.Module:

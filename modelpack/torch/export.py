@@ -33,6 +33,8 @@ from .. import tree
 from ..api import write_pack
 from ..errors import ExportError, SpecError
 from ..spec.names import identifier_problem
+from ..vocab import VOCAB_VERSION
+from ._export_capture import capture_spec, state_for
 from ._export_graph import GraphSpec, graph_to_spec
 from ._export_layers import is_layer_type
 from ._spec_text import spec_to_yaml
@@ -41,9 +43,16 @@ from .build import SpecModule, build_validated, prepare
 from .compare import Mismatch, compare_tensors
 from .tensors import dtype_row
 
-__all__ = ["export", "export_spec", "ReproductionWarning"]
+__all__ = ["export", "export_spec", "ReproductionWarning", "CaptureFallbackWarning"]
 
 _BATCH = "batch"
+# "auto": torch.export, then the fx tracer where torch.export gives up; "export"/"fx": that path only
+_CAPTURES = ("auto", "export", "fx")
+DEFAULT_CAPTURE = "auto"
+
+
+class CaptureFallbackWarning(UserWarning):
+    """torch.export could not capture the model (the message says why); the fx tracer exported it."""
 
 
 class ReproductionWarning(UserWarning):
@@ -70,6 +79,8 @@ def export(
     metadata: Mapping[str, str] | None = None,
     name: str | None = None,
     dynamic_dims: Mapping[str, Mapping[int, str]] | None = None,
+    dynamic_shapes: Any = None,
+    capture: str | None = None,
     atol: float = 0.0,
     max_shard_size: int | str | None = None,
 ) -> None:
@@ -82,8 +93,17 @@ def export(
     mode and without gradients (materialising Lazy modules); the model's
     train/eval flags are restored afterwards.
 
+    The model is captured with ``torch.export`` (non-strict) and its ATen IR
+    interpreted as is; calls of vocabulary layers fold back into layer nodes.
+    Only when torch.export cannot capture the model (or its IR holds an op
+    outside the vocabulary) does export fall back to the torch.fx tracer, with
+    a :class:`CaptureFallbackWarning` saying why. ``capture="export"`` or
+    ``"fx"`` forces one path (default ``"auto"``: torch.export, then fx).
+
     ``dynamic_dims`` names the sizes that may vary, per input: ``{"x": {0:
-    "batch", 1: "seq"}}``; by default dim 0 of every input is ``batch``. ``name``
+    "batch", 1: "seq"}}``; ``dynamic_shapes`` takes torch.export's own
+    (``Dim``) form instead. By default torch.export keeps every size symbolic
+    that the model allows (``Dim.AUTO``). ``name``
     defaults to the class name. ``metadata`` (str -> str) goes to the manifest.
     ``max_shard_size`` (``"2GB"``) splits a bigger model into shards beside
     ``path``, as :func:`modelpack.save` does.
@@ -94,8 +114,8 @@ def export(
     bit-exact). Nothing is written then.
     """
     model = _unwrap(model)
-    text, _ = export_spec(model, example_inputs, name=name, dynamic_dims=dynamic_dims, atol=atol)
-    tree_json, leaves = tree.encode(model.state_dict())
+    text, _, state = _export(model, example_inputs, name, dynamic_dims, dynamic_shapes, atol, capture)
+    tree_json, leaves = tree.encode(state)
     write_pack(path, tree_json, leaves, spec_text=text, metadata=metadata, max_shard_size=max_shard_size)
 
 
@@ -105,13 +125,61 @@ def export_spec(
     *,
     name: str | None = None,
     dynamic_dims: Mapping[str, Mapping[int, str]] | None = None,
+    dynamic_shapes: Any = None,
+    capture: str | None = None,
     atol: float = 0.0,
 ) -> tuple[str, dict[str, Any]]:
     """Everything :func:`export` does except writing: the checked spec as YAML text and as data."""
-    model = _unwrap(model)
+    text, spec, _ = _export(_unwrap(model), example_inputs, name, dynamic_dims, dynamic_shapes, atol, capture)
+    return text, spec
+
+
+def _export(model: nn.Module, example_inputs: Any, name: str | None,
+            dynamic_dims: Mapping[str, Mapping[int, str]] | None, dynamic_shapes: Any,
+            atol: float, capture: str | None) -> tuple[str, dict[str, Any], dict[str, torch.Tensor]]:
+    """The torch.export path, else (with a warning saying why) the fx path: text, spec, tensors."""
+    how = DEFAULT_CAPTURE if capture is None else capture
+    if how not in _CAPTURES:
+        raise ExportError(f"capture={how!r}; choose one of {', '.join(map(repr, _CAPTURES))}")
     call = _example_call(model, example_inputs)
     expected = _reference_run(model, call)
     _check_materialised(model)
+    if how == "fx":
+        return (*_export_traced(model, name, call, expected, dynamic_dims, atol), model.state_dict())
+    try:
+        return _export_captured(model, name, call, expected, dynamic_dims, dynamic_shapes, atol)
+    except ExportError as captured_error:
+        if dynamic_shapes is not None or how == "export":
+            raise
+        reason = captured_error.message
+    try:
+        text, spec = _export_traced(model, name, call, expected, dynamic_dims, atol)
+    except ExportError as e:
+        e.message += f" (torch.export was tried first: {reason})"
+        e.args = (e._render(),)
+        raise
+    warnings.warn(f"{type(model).__name__}: exported with the torch.fx tracer, because the torch.export path "
+                  f"failed: {reason}", CaptureFallbackWarning, stacklevel=3)
+    return text, spec, model.state_dict()
+
+
+def _export_captured(model: nn.Module, name: str | None, call: _Call, expected: Any,
+                     dynamic_dims: Mapping[str, Mapping[int, str]] | None, dynamic_shapes: Any,
+                     atol: float) -> tuple[str, dict[str, Any], dict[str, torch.Tensor]]:
+    with _eval_mode(model):
+        captured = capture_spec(model, call.args, call.kwargs, call.tensors, dynamic_dims, dynamic_shapes)
+    spec = {"modelpack": VOCAB_VERSION, "name": name or _model_name(model), "inputs": captured.inputs,
+            "nodes": captured.graph.nodes, "outputs": captured.graph.outputs}
+    text = spec_to_yaml(spec)
+    prepared = _validated(text, captured.graph)
+    keys = list(build_validated(prepared, device="meta").state_dict())
+    state = state_for(model, keys, captured.extra)
+    _check_reproduces(model, prepared, call, expected, atol, state=state)
+    return text, spec, state
+
+
+def _export_traced(model: nn.Module, name: str | None, call: _Call, expected: Any,
+                   dynamic_dims: Mapping[str, Mapping[int, str]] | None, atol: float) -> tuple[str, dict[str, Any]]:
     graph = trace(model, call.args, call.kwargs)
     converted = graph_to_spec(graph, model, list(call.tensors))
     spec = _document(model, name, call, converted, dynamic_dims)
@@ -233,7 +301,7 @@ def _check_materialised(model: nn.Module) -> None:
 def _document(model: nn.Module, name: str | None, call: _Call, converted: GraphSpec,
               dynamic_dims: Mapping[str, Mapping[int, str]] | None) -> dict[str, Any]:
     return {
-        "modelpack": 1,
+        "modelpack": VOCAB_VERSION,
         "name": name or _model_name(model),
         "inputs": {k: _input_decl(k, t, dynamic_dims) for k, t in call.tensors.items()},
         "nodes": converted.nodes,
@@ -283,18 +351,19 @@ def _node_origin(e: SpecError, converted: GraphSpec) -> str:
 # ----------------------------------------------------------------------------- reproduction
 
 
-def _check_reproduces(model: nn.Module, spec: dict[str, Any], call: _Call, expected: Any, atol: float) -> None:
+def _check_reproduces(model: nn.Module, spec: dict[str, Any], call: _Call, expected: Any, atol: float,
+                      state: dict[str, torch.Tensor] | None = None) -> None:
     """Rebuild from the spec on the meta device, give it the original's tensors, compare outputs."""
     rebuilt = build_validated(spec, device="meta")
-    _adopt_weights(rebuilt, model)
+    _adopt_weights(rebuilt, model, state)
     with torch.no_grad():
         got = rebuilt.eval()(*call.tensors.values())
     _compare(expected, got, atol)
 
 
-def _adopt_weights(rebuilt: nn.Module, model: nn.Module) -> None:
+def _adopt_weights(rebuilt: nn.Module, model: nn.Module, state: dict[str, torch.Tensor] | None = None) -> None:
     """The original's tensors themselves (no copy) in the rebuilt model; mismatched keys refused."""
-    state = model.state_dict()
+    state = model.state_dict() if state is None else state
     want = rebuilt.state_dict(keep_vars=True)
     extra = [k for k in state if k not in want]
     missing = [k for k in want if k not in state]

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from .aten import ATEN_OPS
 from .types import REQUIRED, Arg, LayerDef, OpDef, freeze_table
 
 __all__ = ["VOCAB_VERSION", "LAYERS", "OPS"]
 
 # The spec format version this table defines; a row's `since` is at most this.
-VOCAB_VERSION = 1
+VOCAB_VERSION = 2
 
 _R = REQUIRED
 _POOL_OMIT = ("return_indices",)  # would change the number of outputs
@@ -318,4 +319,6 @@ OPS: Mapping[str, OpDef] = freeze_table([
     _own("relative_position_bias", "Swin: table[index] as a (1, heads, N, N) bias; inputs (table, index)",
          Arg("window_size", "int_list", minimum=1, length=2), inputs=(2, 2)),
     _own("patch_merging_pad", "Swin: pad H, W to even and concatenate the 2x2 neighbours on channels"),
+    # ---- version 2: the ATen ops of torch.export's IR, generated (vocab/aten.py, tools/gen_aten_vocab.py)
+    *ATEN_OPS.values(),
 ])

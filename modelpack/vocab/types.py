@@ -93,7 +93,8 @@ class _Entry:
     # the interpreter passes training=<the module's mode> (dropout-like ops; never read from the file)
     training: bool = False
     # "torch": bound to the torch callable of the same name; "modelpack": implemented in
-    # modelpack.torch.ops (library helpers, shape values, the state-holding Parameter/Buffer rows)
+    # modelpack.torch.ops (library helpers, shape values, the state-holding Parameter/Buffer rows);
+    # "aten": the ATen overload ``torch.ops.aten.<op>.<overload>`` the row was generated from (vocab/aten.py)
     impl: str = "torch"
 
     def __post_init__(self) -> None:

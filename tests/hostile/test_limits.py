@@ -46,8 +46,8 @@ CASES: dict[str, tuple[int, Callable[[], bytes], str | None]] = {
 
 def test_every_container_cap_is_covered() -> None:
     """A new cap must come with a case here (or in the spec suite, for the spec-only caps)."""
-    spec_caps = {"max_nodes", "max_yaml_aliases", "max_param_bytes",
-                 "max_spec_values", "max_modules", "max_key_bytes"}  # test_growth.py, test_spec_cost.py
+    spec_caps = {"max_nodes", "max_yaml_aliases", "max_param_bytes", "max_spec_values", "max_modules",
+                 "max_key_bytes", "max_op_elements"}  # test_growth.py, test_spec_cost.py, test_ops.py
     fields = {f.name for f in dataclasses.fields(limits.Limits)}
     assert fields - spec_caps == set(CASES) | {"max_name_length"}
 

@@ -109,7 +109,7 @@ CASES: list[tuple[str, str | bytes, str, str | None, int | None]] = [
     ("nul-byte", BASE.encode() + b"name: a\x00b\n", "control characters", None, 8),
     # ---- top level, versions
     ("unknown-top-key", BASE + "evil: 1\n", "unknown key 'evil'", "evil", 8),
-    ("future-version", edit("modelpack: 1", "modelpack: 2"), "newer than this modelpack supports", "modelpack", 1),
+    ("future-version", edit("modelpack: 1", "modelpack: 3"), "newer than this modelpack supports", "modelpack", 1),
     ("version-0", edit("modelpack: 1", "modelpack: 0"), "not a known version", "modelpack", 1),
     ("version-string", edit("modelpack: 1", "modelpack: '1'"), "must be an integer", "modelpack", 1),
     ("version-float", edit("modelpack: 1", "modelpack: 1.0"), "must be an integer", "modelpack", 1),

@@ -1,0 +1,99 @@
+"""Calling the generated ATen rows: argument literals to torch values, device, size checks.
+
+A row of ``vocab/aten.py`` is one ATen overload. Its spec arguments are
+literals; this module turns the two that need it into torch values (dtype
+names, memory formats), decides where created tensors live (never stored in a
+file: they follow the model's inputs and parameters), and wraps the ops that
+allocate from sizes written in the spec so that the output's element count is
+checked against :mod:`modelpack.limits` *before* anything is allocated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+from .. import limits
+from ..codec import dtype_by_name
+from ..vocab.types import _Entry
+from .tensors import torch_dtype
+
+__all__ = ["aten_kwargs", "device_mode", "guarded", "allocates"]
+
+_MEMORY_FORMATS = {"contiguous_format": torch.contiguous_format, "preserve_format": torch.preserve_format,
+                   "channels_last": torch.channels_last, "channels_last_3d": torch.channels_last_3d}
+# ops whose output size comes from arguments (not only from the input's own size): checked first
+_SIZED = ("expand", "repeat", "index_select", "new_", "tile", "repeat_interleave", "upsample_", "constant_pad_nd",
+          "pad", "broadcast_to", "linspace", "im2col", "col2im", "reflection_pad", "replication_pad")
+
+
+def aten_kwargs(entry: _Entry, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The row's keyword arguments with dtype names and memory formats as torch values."""
+    out = dict(kwargs)
+    for arg in entry.args:
+        value = out.get(arg.name)
+        if isinstance(value, str) and arg.type == "dtype":
+            out[arg.name] = torch_dtype(dtype_by_name(value))
+        elif isinstance(value, str) and arg.name == "memory_format":
+            out[arg.name] = _MEMORY_FORMATS[value]
+    return out
+
+
+def device_mode(entry: _Entry) -> str:
+    """"factory": creates tensors from nothing (goes where the model lives); "input": torch requires a
+    device and it is the first input's; "": torch's own rule (the inputs' device) applies."""
+    if "device" not in entry.omitted:
+        return ""
+    if entry.inputs == (0, 0):
+        return "factory"
+    return "input" if "Device device," in entry.doc else ""
+
+
+def allocates(entry: _Entry) -> bool:
+    """Whether the op's output size depends on numbers in the spec (so it is checked before running)."""
+    base = entry.name.removeprefix("aten.")
+    return entry.inputs == (0, 0) or any(base.startswith(p) for p in _SIZED)
+
+
+def guarded(name: str, fn: Callable[..., Any], factory: bool) -> Callable[..., Any]:
+    """``fn``, first run on the meta device (no memory) to size its output against the limits."""
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        _check_size(name, fn, args, kwargs, factory)
+        return fn(*args, **kwargs)
+
+    run.__name__ = getattr(fn, "__name__", name)
+    run.__wrapped__ = fn  # type: ignore[attr-defined]
+    return run
+
+
+def _check_size(name: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                factory: bool) -> None:
+    meta_kwargs = {k: _meta(v) for k, v in kwargs.items()}
+    if factory:
+        meta_kwargs["device"] = torch.device("meta")
+    try:
+        with torch.no_grad():
+            out = fn(*[_meta(a) for a in args], **meta_kwargs)
+    except (RuntimeError, NotImplementedError, TypeError, ValueError):
+        return  # sizes that depend on data (masks): bounded by the inputs; the real call reports errors
+    total = sum(t.numel() for t in _tensors(out))
+    limits.check("max_op_elements", total, where=name, what=f"elements {name} would create")
+
+
+def _meta(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("meta")
+    if isinstance(value, (list, tuple)):
+        return type(value)(_meta(v) for v in value)
+    return value
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _tensors(v)]
+    return []

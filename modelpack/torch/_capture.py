@@ -1,0 +1,370 @@
+"""torch.export capture: an ExportedProgram's default ATen IR -> spec nodes, outputs and extra tensors.
+
+The program is interpreted as ``torch.export.export`` returns it (before
+``run_decompositions``): the IR that reproduces eager outputs bit for bit. Each
+ATen call becomes an ``aten.*`` op node (vocabulary version 2); parameters and
+buffers become ``Parameter``/``Buffer`` nodes named by their state_dict keys,
+lifted constants and non-persistent buffers become ``Buffer`` nodes whose
+tensors the file stores too; SymInt arithmetic becomes ``size``/``add``/``mul``
+nodes, so the model runs at other sizes. Calls of vocabulary layers are then
+folded back into layer nodes (:mod:`._fold`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import operator
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import fx, nn
+from torch.export import ExportedProgram
+from torch.export.graph_signature import InputKind
+
+from ..errors import ExportError
+from ..spec.names import name_problem
+from ..vocab import OPS
+from ._export_graph import GraphSpec
+from ._fold import fold_layers
+from .tensors import dtype_row
+
+__all__ = ["Captured", "capture", "program_to_spec", "row_name"]
+
+# calls that check or constrain, and compute nothing a spec needs
+_DROPPED = {"aten._assert_tensor_metadata", "aten._assert_scalar", "aten.sym_constrain_range_for_size",
+            "aten.sym_constrain_range", "aten._assert_async.msg", "aten._assert_async"}
+# SymInt arithmetic (operator.* on sizes) -> the vocabulary's int-capable ops
+_SYM_OPS: Mapping[Any, tuple[str, dict[str, Any]]] = {
+    operator.add: ("add", {}), operator.sub: ("sub", {}), operator.mul: ("mul", {}),
+    operator.floordiv: ("div", {"rounding_mode": "floor"}), operator.truediv: ("div", {}),
+    operator.neg: ("neg", {}), operator.pow: ("pow", {}),
+}
+_MEMORY_FORMATS = {torch.contiguous_format: "contiguous_format", torch.preserve_format: "preserve_format",
+                   torch.channels_last: "channels_last", torch.channels_last_3d: "channels_last_3d"}
+
+
+@dataclasses.dataclass
+class Captured:
+    """What capture gave: the graph as spec data, and tensors the file stores beyond the state_dict."""
+
+    graph: GraphSpec
+    extra_state: dict[str, torch.Tensor]  # lifted constants, non-persistent buffers: node name -> tensor
+    state_keys: list[str]  # every tensor the rebuilt model holds (state_dict keys), in node order
+    sizes: dict[str, str]  # symbol (s0) -> the size label used in the spec's input shapes
+
+
+def row_name(target: Any) -> str:
+    """The vocabulary row of an ATen overload: ``aten.add.Tensor``, ``aten.linear``."""
+    op, _, overload = target.name().partition("::")[2].partition(".")
+    return f"aten.{op}" if overload in ("", "default") else f"aten.{op}.{overload}"
+
+
+def capture(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
+            dynamic_shapes: Any) -> ExportedProgram:
+    """``torch.export.export`` (non-strict), in-place ops functionalized; ExportError when torch gives up."""
+    try:
+        program = torch.export.export(model, args, kwargs, dynamic_shapes=dynamic_shapes, strict=False)
+    except Exception as e:
+        raise ExportError(f"torch.export could not capture {type(model).__name__}: {type(e).__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else ''}") from e
+    if any(_mutates(n) for n in program.graph.nodes):
+        program = program.run_decompositions({})  # functionalize only: no op is decomposed
+    return program
+
+
+def _mutates(node: fx.Node) -> bool:
+    target = node.target
+    return node.op == "call_function" and isinstance(target, torch._ops.OpOverload) and target._schema.is_mutable
+
+
+def program_to_spec(program: ExportedProgram, model: nn.Module, input_names: list[str | None]) -> Captured:
+    """Spec nodes for ``program``; ``input_names`` gives each user input its spec name (None: a constant)."""
+    converter = _Converter(program, model, input_names)
+    converter.run()
+    nodes, renames = fold_layers(converter.nodes, converter.meta, model, converter.outputs_used())
+    outputs = converter.outputs
+    if isinstance(outputs, dict):
+        outputs = {k: renames.get(v, v) for k, v in outputs.items()}
+    else:
+        outputs = [renames.get(v, v) for v in outputs]
+    graph = GraphSpec(nodes, outputs, converter.sources)
+    return Captured(graph, converter.extra_state, [n["name"] for n in nodes if n.get("layer") in ("Parameter",
+                                                                                                    "Buffer")],
+                    converter.sizes)
+
+
+class _Converter:
+    """One walk over the program's graph, naming each fx value by its spec node."""
+
+    def __init__(self, program: ExportedProgram, model: nn.Module, input_names: list[str | None]) -> None:
+        self.program = program
+        self.model = model
+        self.input_names = input_names
+        self.value: dict[fx.Node, Any] = {}  # fx node -> spec name (or a literal for constant inputs)
+        self.nodes: list[dict[str, Any]] = []
+        self.meta: dict[str, dict[str, Any]] = {}  # spec node name -> {"stack": nn_module_stack, "fx": node}
+        self.sources: dict[str, str] = {}
+        self.extra_state: dict[str, torch.Tensor] = {}
+        self.sizes: dict[str, str] = {}
+        self.outputs: list[str] | dict[str, str] = []
+        self.state = dict(model.state_dict(keep_vars=True))
+
+    # ------------------------------------------------------------------ walk
+
+    def run(self) -> None:
+        self._placeholders()
+        for node in self.program.graph.nodes:
+            if node.op == "call_function":
+                self._call(node)
+            elif node.op == "output":
+                self._output(node)
+            elif node.op != "placeholder":
+                raise ExportError(f"the exported graph holds a {node.op} node ({node.name}); modelpack reads "
+                                  "call_function nodes only")
+
+    def outputs_used(self) -> set[str]:
+        return set(self.outputs.values() if isinstance(self.outputs, dict) else self.outputs)
+
+    def _placeholders(self) -> None:
+        by_name = {n.name: n for n in self.program.graph.nodes if n.op == "placeholder"}
+        user = iter(self.input_names)
+        for spec in self.program.graph_signature.input_specs:
+            node = by_name.get(getattr(spec.arg, "name", ""))
+            if spec.kind == InputKind.USER_INPUT:
+                name = next(user, None)
+                if node is not None:
+                    self.value[node] = name if name is not None else getattr(spec.arg, "value", None)
+            elif spec.kind in (InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR):
+                self.value[node] = _StateRef(spec.target, spec.kind, spec.persistent)
+            else:
+                raise ExportError(f"the exported program has a {spec.kind.name} input ({spec.target}); "
+                                  "modelpack cannot carry it")
+
+    def _state(self, ref: "_StateRef") -> str:
+        """The Parameter/Buffer node of a state tensor, added at its first use."""
+        name = ref.target
+        if name in self.meta:
+            return name
+        tensor = self._tensor(ref)
+        parameter = ref.kind == InputKind.PARAMETER
+        args: dict[str, Any] = {"shape": list(tensor.shape)}
+        dtype = dtype_row(tensor.dtype, where=name).name
+        if dtype != "float32":
+            args["dtype"] = dtype
+        if parameter and not tensor.requires_grad:
+            args["requires_grad"] = False
+        node = {"name": name, "layer": "Parameter" if parameter else "Buffer", "args": args, "in": []}
+        self._emit(node, None)
+        if name not in self.state:
+            self.extra_state[name] = tensor.detach()
+        return name
+
+    def _tensor(self, ref: "_StateRef") -> torch.Tensor:
+        if ref.target in self.state:
+            return self.state[ref.target]
+        constant = self.program.constants.get(ref.target)
+        if isinstance(constant, torch.Tensor):
+            return constant
+        raise ExportError(f"the exported program reads {ref.target!r}, which is neither in the state_dict nor "
+                          "a lifted tensor constant")
+
+    # ------------------------------------------------------------------ calls
+
+    def _call(self, node: fx.Node) -> None:
+        target = node.target
+        if target is operator.getitem:
+            self._add(node, "getitem", [self._ref(node.args[0])], {"index": node.args[1]})
+        elif target in _SYM_OPS:
+            op, extra = _SYM_OPS[target]
+            inputs = [self._operand(a, node) for a in node.args]
+            self._add(node, op, inputs, dict(extra))
+        elif isinstance(target, torch._ops.OpOverload):
+            self._aten(node, target)
+        else:
+            raise ExportError(f"the exported graph calls {getattr(target, '__name__', target)!r}, which modelpack "
+                              "cannot express (higher-order ops such as cond/while_loop are not supported)",
+                              where=_module_path(node))
+
+    def _aten(self, node: fx.Node, target: Any) -> None:
+        row = row_name(target)
+        packet = row.rsplit(".", 1)[0] if row.count(".") == 2 else row
+        if row in _DROPPED or packet in _DROPPED:
+            return
+        if _is_identity(row, node):  # a full slice, a cast to the same dtype, an alias: the input itself
+            self.value[node] = self._ref(node.args[0])
+            return
+        if row == "aten.sym_size.int":
+            self._add(node, "size", [self._ref(node.args[0])], {"dim": node.args[1]})
+            return
+        if row == "aten.to.device":  # the device is never stored: .to(x.device, dtype) is a dtype cast
+            row, target = "aten.to.dtype", torch.ops.aten.to.dtype
+            args = list(node.args)
+            node_args, node_kwargs = (args[0], *args[2:]), dict(node.kwargs)
+        else:
+            node_args, node_kwargs = node.args, dict(node.kwargs)
+        if row not in OPS:
+            raise ExportError(f"{target.name()} is not in the modelpack vocabulary (version 2): the rule-generated "
+                              "ATen table (vocab/aten.py) has no row for it", where=_module_path(node))
+        entry = OPS[row]
+        bound = _bind(target, node_args, node_kwargs)
+        names = [a.name for a in target._schema.arguments]
+        low, high = entry.inputs
+        if high is None:
+            inputs = [self._operand(v, node) for v in bound[names[0]]]
+            rest = names[1:]
+        else:
+            inputs = [self._operand(bound[n], node) for n in names[:low]]
+            rest = names[low:]
+        args: dict[str, Any] = {}
+        for name in rest:
+            if name in entry.omitted or name not in bound:
+                continue
+            arg = entry.arg(name)
+            value = self._literal(bound[name], node)
+            if arg is not None and not arg.required and _same(value, arg.default):
+                continue
+            args[name] = value
+        self._add(node, row, inputs, args)
+
+    def _operand(self, value: Any, node: fx.Node) -> str:
+        """An operand: a node, or a literal (``add(x, 0)``, SymInt arithmetic) as a ``scalar`` node."""
+        if isinstance(value, fx.Node):
+            return self._ref(value)
+        name = self._fresh(f"{node.name}_const")
+        self._emit({"name": name, "op": "scalar", "in": [], "args": {"value": value}}, node)
+        return name
+
+    def _literal(self, value: Any, node: fx.Node) -> Any:
+        """An argument as spec data: nodes as ``{ref:}``, dtypes by name, lists recursively."""
+        if isinstance(value, fx.Node):
+            return {"ref": self._ref(value)}
+        if isinstance(value, (list, tuple)):
+            return [self._literal(v, node) for v in value]
+        if isinstance(value, torch.dtype):
+            return dtype_row(value, where=node.name).name
+        if isinstance(value, torch.memory_format):
+            return _MEMORY_FORMATS[value]
+        if isinstance(value, (torch.device, torch.layout)):
+            return None
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value
+        raise ExportError(f"{node.name}: argument {value!r} ({type(value).__name__}) cannot be written in a spec",
+                          where=_module_path(node))
+
+    def _ref(self, value: Any) -> str:
+        if not isinstance(value, fx.Node):
+            raise ExportError(f"expected a tensor value, got the literal {value!r}")
+        name = self.value.get(value)
+        if isinstance(name, _StateRef):
+            return self._state(name)
+        if not isinstance(name, str):
+            raise ExportError(f"{value.name} has no value in the spec (a constant input {name!r} used as a tensor?)")
+        return name
+
+    def _add(self, node: fx.Node, op: str, inputs: list[str], args: dict[str, Any]) -> None:
+        name = self._fresh(node.name)
+        spec: dict[str, Any] = {"name": name, "op": op, "in": inputs}
+        if args:
+            spec["args"] = args
+        self.value[node] = name
+        self._emit(spec, node)
+
+    def _emit(self, spec: dict[str, Any], node: fx.Node | None) -> None:
+        self.nodes.append(spec)
+        stack = dict(node.meta.get("nn_module_stack") or {}) if node is not None else {}
+        self.meta[spec["name"]] = {"stack": stack, "fx": node}
+        if node is not None:
+            path = _module_path(node)
+            self.sources[spec["name"]] = f"module {path or '(root)'}"
+
+    def _fresh(self, base: str) -> str:
+        if name_problem(base):  # fx names ops after their target: `to`, `float` would shadow Module attributes
+            base = f"{base}_op"
+        name, i = base, 1
+        while name in self.meta:
+            name, i = f"{base}_{i}", i + 1
+        return name
+
+    # ------------------------------------------------------------------ outputs
+
+    def _output(self, node: fx.Node) -> None:
+        values = list(node.args[0])
+        names = [self._output_name(v) for v in values]
+        out_spec = self.program.call_spec.out_spec
+        keys = _output_keys(out_spec, len(names))
+        self.outputs = dict(zip(keys, names)) if keys is not None else names
+
+    def _output_name(self, value: Any) -> str:
+        if not isinstance(value, fx.Node):
+            raise ExportError(f"the model returns the constant {value!r}; a spec's outputs are tensors")
+        return self._ref(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class _StateRef:
+    target: str
+    kind: Any
+    persistent: bool | None
+
+
+_FULL = 2**62  # `x[:, 1:]` slices to the end with end=sys.maxsize
+
+
+def _is_identity(row: str, node: fx.Node) -> bool:
+    """Whether the call returns its first input unchanged (the same values; no kernel needed)."""
+    args, kwargs = node.args, node.kwargs
+    if row in ("aten.alias", "aten.lift_fresh_copy", "aten.detach"):
+        return isinstance(args[0], fx.Node)
+    if row == "aten.dropout":
+        return args[2] is False if len(args) > 2 else kwargs.get("train") is False
+    if row == "aten.slice.Tensor":
+        start = args[2] if len(args) > 2 else kwargs.get("start")
+        end = args[3] if len(args) > 3 else kwargs.get("end")
+        step = args[4] if len(args) > 4 else kwargs.get("step", 1)
+        return start in (None, 0) and (end is None or (isinstance(end, int) and end >= _FULL)) and step == 1
+    if row in ("aten.to.dtype", "aten.to.dtype_layout"):
+        source = args[0].meta.get("val") if isinstance(args[0], fx.Node) else None
+        dtype = args[1] if len(args) > 1 else kwargs.get("dtype")
+        plain = not kwargs.get("copy") and kwargs.get("memory_format") is None and (len(args) < 4 or not args[3])
+        return source is not None and getattr(source, "dtype", None) == dtype and plain
+    return False
+
+
+def _bind(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Argument name -> value for one call, by the overload's schema."""
+    names = [a.name for a in target._schema.arguments]
+    bound = dict(zip(names, args))
+    bound.update(kwargs)
+    return bound
+
+
+def _same(value: Any, default: Any) -> bool:
+    if isinstance(value, bool) or isinstance(default, bool):
+        return type(value) is type(default) and value == default
+    if isinstance(value, list) and isinstance(default, (list, tuple)):
+        return list(value) == list(default)
+    return type(value) in (int, float, str, type(None)) and value == default
+
+
+def _module_path(node: fx.Node) -> str | None:
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return None
+    path = list(stack.values())[-1][0]
+    return path or None
+
+
+def _output_keys(out_spec: Any, n: int) -> list[str] | None:
+    """Names for the outputs when the model returns a mapping (HF ModelOutput, dict); None for sequences."""
+    if out_spec is None:
+        return None
+    context = getattr(out_spec, "context", None)
+    children = out_spec.children() if hasattr(out_spec, "children") else []
+    is_mapping = isinstance(context, (list, tuple)) and all(isinstance(k, str) for k in context) and context
+    if not is_mapping:
+        return None
+    if len(context) != n or any(getattr(c, "num_leaves", 1) != 1 for c in children):
+        raise ExportError(f"the model returns nested outputs ({', '.join(context)}); a spec returns tensors "
+                          "by name: return one tensor per key")
+    return list(context)

@@ -1,0 +1,133 @@
+"""The torch.export path of ``modelpack.export``: example call -> program -> spec pieces and tensors.
+
+Which sizes may vary: by default every dimension of every input is
+``Dim.AUTO`` (torch.export keeps symbolic what the model allows, and
+specializes the rest); ``dynamic_dims`` ({input: {dim: label}}) or torch's own
+``dynamic_shapes`` narrow that. The spec's input shapes name each symbolic size
+(``batch`` for a leading one, else ``<input>_<dim>``; one name per symbol, so
+``input_ids`` and ``attention_mask`` share theirs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from torch.export.graph_signature import InputKind
+
+from ..errors import ExportError
+from ..spec.names import identifier_problem
+from ._capture import capture, program_to_spec
+from ._export_graph import GraphSpec
+from ._trace import InputSlot
+from .tensors import dtype_row
+
+__all__ = ["CaptureResult", "capture_spec", "state_for"]
+
+
+@dataclasses.dataclass
+class CaptureResult:
+    graph: GraphSpec
+    inputs: dict[str, dict[str, Any]]  # the spec's input declarations
+    extra: dict[str, torch.Tensor]  # tensors outside the state_dict (lifted constants...) by node name
+
+
+def capture_spec(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], tensors: Mapping[str, torch.Tensor],
+                 dynamic_dims: Mapping[str, Mapping[int, str]] | None, dynamic_shapes: Any) -> CaptureResult:
+    """Capture ``model`` on the example (InputSlots in args/kwargs stand for ``tensors``)."""
+    real_args = tuple(_fill(a, tensors) for a in args)
+    real_kwargs = {k: _fill(v, tensors) for k, v in kwargs.items()}
+    shapes = dynamic_shapes if dynamic_shapes is not None else _shapes(model, args, kwargs, tensors, dynamic_dims)
+    program = capture(model, real_args, real_kwargs, shapes)
+    leaves = torch.utils._pytree.tree_leaves((args, kwargs), is_leaf=lambda v: isinstance(v, InputSlot))
+    names = [leaf.name if isinstance(leaf, InputSlot) else None for leaf in leaves]
+    captured = program_to_spec(program, model, names)
+    labels = _labels(program, names, dynamic_dims)
+    inputs = {name: _declaration(name, tensors[name], shape) for name, shape in labels.items()}
+    return CaptureResult(captured.graph, inputs, captured.extra_state)
+
+
+def _fill(value: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
+    return tensors[value.name] if isinstance(value, InputSlot) else value
+
+
+def _shapes(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], tensors: Mapping[str, torch.Tensor],
+            dynamic_dims: Mapping[str, Mapping[int, str]] | None) -> Any:
+    """torch.export's dynamic_shapes for the call: AUTO everywhere, or Dims named by ``dynamic_dims``."""
+    dims: dict[str, Any] = {}
+
+    def spec_of(value: Any) -> Any:
+        if not isinstance(value, InputSlot):
+            return None
+        t = tensors[value.name]
+        if dynamic_dims is None:
+            return {d: torch.export.Dim.AUTO for d in range(t.dim())} or None
+        given = dynamic_dims.get(value.name, {})
+        for d, label in given.items():
+            if not isinstance(d, int) or not -t.dim() <= d < t.dim():
+                raise ExportError(f"dynamic_dims: dim {d!r} of input {value.name!r} is out of range "
+                                  f"(it has {t.dim()} dims)")
+            problem = identifier_problem(str(label), "size")
+            if problem:
+                raise ExportError(f"dynamic_dims for input {value.name!r}: {problem}")
+        return {d % t.dim(): dims.setdefault(label, torch.export.Dim(label)) for d, label in given.items()} or None
+
+    bound = inspect.signature(model.forward).bind(*args, **kwargs)
+    out: dict[str, Any] = {}
+    for pname, value in bound.arguments.items():
+        kind = bound.signature.parameters[pname].kind
+        if kind is inspect.Parameter.VAR_POSITIONAL:
+            out[pname] = tuple(spec_of(v) for v in value)
+        elif kind is inspect.Parameter.VAR_KEYWORD:
+            out[pname] = {k: spec_of(v) for k, v in value.items()}
+        else:
+            out[pname] = spec_of(value)
+    return out
+
+
+def _labels(program: Any, names: list[str | None], dynamic_dims: Mapping[str, Mapping[int, str]] | None
+            ) -> dict[str, list[int | str]]:
+    """Each input's shape as the spec writes it: ints, and a name per symbolic size."""
+    placeholders = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
+    user = [s for s in program.graph_signature.input_specs if s.kind == InputKind.USER_INPUT]
+    symbols: dict[str, str] = {}
+    out: dict[str, list[int | str]] = {}
+    for spec, name in zip(user, names):
+        if name is None:
+            continue
+        val = placeholders[spec.arg.name].meta["val"]
+        shape: list[int | str] = []
+        for d, size in enumerate(val.shape):
+            if isinstance(size, int) or size.node.expr.is_number:  # static, or specialized by torch.export
+                shape.append(int(size))
+                continue
+            expr = str(size.node.expr)
+            if expr not in symbols:
+                given = (dynamic_dims or {}).get(name, {})
+                label = given.get(d) or given.get(d - val.dim()) or ("batch" if d == 0 else f"{name}_{d}")
+                if label in symbols.values():
+                    label = f"{label}_{len(symbols)}"
+                problem = identifier_problem(label, "size")
+                if problem or not expr.isidentifier():
+                    raise ExportError(f"input {name!r} dim {d} has the size {expr}, which a spec cannot name")
+                symbols[expr] = label
+            shape.append(symbols[expr])
+        out[name] = shape
+    return out
+
+
+def _declaration(name: str, tensor: torch.Tensor, shape: list[int | str]) -> dict[str, Any]:
+    return {"shape": shape, "dtype": dtype_row(tensor.dtype, where=f"input {name!r}").name}
+
+
+def state_for(model: nn.Module, keys: list[str], extra: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The tensors of the rebuilt model's state_dict ``keys``: the original's, then the captured extras."""
+    own = model.state_dict()
+    missing = [k for k in keys if k not in own and k not in extra]
+    if missing:
+        raise ExportError(f"the captured program reads tensors the model does not hold: {', '.join(missing[:5])}")
+    return {k: own[k] if k in own else extra[k] for k in keys}
