@@ -60,5 +60,5 @@ def assert_linear(fn: Callable[[Any], Any], make_input: Callable[[int], Any], n:
     measure(fn, small, how, expect)  # warm caches and lazy imports outside the measure
     a = measure(fn, small, how, expect)
     b = measure(fn, large, how, expect)
-    assert b <= bound * a, f"work grew {b / a:.1f}x for 8x the input ({how}: {a:.0f} -> {b:.0f}); bound {bound}x"
+    assert b <= bound * a, f"work grew {b / a:.1f}x for 8x the input ({how}: {a:.4g} -> {b:.4g}); bound {bound}x"
     return a, b
