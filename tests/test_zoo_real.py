@@ -152,9 +152,16 @@ def test_control_flow_on_data_fails_with_module_line_and_advice():
         export_spec(_Branches(), torch.ones(2, 2))
 
 
-def test_tensor_created_in_forward_fails_with_advice():
+def test_tensor_created_in_forward_fails_with_advice_on_the_fx_path():
     with pytest.raises(ExportError, match="baked into the trace as a constant.*register it as a parameter"):
-        export_spec(_Captured(), torch.ones(2, 2))
+        export_spec(_Captured(), torch.ones(2, 2), capture="fx")
+
+
+def test_tensor_created_in_forward_exports_through_torch_export(tmp_path):
+    """By default the fx failure falls through to torch.export, which lifts the constant into the file."""
+    x = torch.randn(3, 2)
+    modelpack.export(_Captured(), tmp_path / "c.mpk", torch.ones(2, 2))
+    assert torch.equal(modelpack.load_model(tmp_path / "c.mpk")(x), _Captured()(x))
 
 
 def test_batch_size_stays_symbolic_through_shape_arithmetic(tmp_path):

@@ -58,7 +58,7 @@ def load_hf_model(src: str | os.PathLike[str]) -> Any:
 
 def hf_model_to_mpk(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, sha256: bool = False,
                     progress: bool | None = None, seq_len: int = 8) -> None:
-    """Build, load and export: the example input is ``input_ids`` of shape [1, seq_len]."""
+    """Build, load and export: the example input is ``input_ids`` of shape [2, seq_len] (no KV cache)."""
     import torch
 
     from ..torch.export import export
@@ -68,7 +68,10 @@ def hf_model_to_mpk(src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
                            "pack); convert, then re-save the weights with sha256=True", source=os.fspath(src))
     model = load_hf_model(src)
     vocab = int(getattr(model.config, "vocab_size", 2) or 2)
-    ids = torch.arange(seq_len).reshape(1, seq_len) % vocab
+    # batch 2: torch.export specialises a size of 1, and the batch should stay symbolic
+    example: dict[str, Any] = {"input_ids": torch.arange(2 * seq_len).reshape(2, seq_len) % vocab}
+    if hasattr(model.config, "use_cache"):
+        example["use_cache"] = False  # the forward pass itself, without a KV cache object in its outputs
     del progress  # the exporter shows no progress bar
-    export(model, dst, example_inputs=(ids,), metadata={"converted_from": "transformers",
-                                                        "architecture": type(model).__name__})
+    export(model, dst, example_inputs=example, metadata={"converted_from": "transformers",
+                                                         "architecture": type(model).__name__})

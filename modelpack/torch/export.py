@@ -43,16 +43,12 @@ from .build import SpecModule, build_validated, prepare
 from .compare import Mismatch, compare_tensors
 from .tensors import dtype_row
 
-__all__ = ["export", "export_spec", "ReproductionWarning", "CaptureFallbackWarning"]
+__all__ = ["export", "export_spec", "ReproductionWarning"]
 
 _BATCH = "batch"
 # "auto": torch.export, then the fx tracer where torch.export gives up; "export"/"fx": that path only
 _CAPTURES = ("auto", "export", "fx")
 DEFAULT_CAPTURE = "auto"
-
-
-class CaptureFallbackWarning(UserWarning):
-    """torch.export could not capture the model (the message says why); the fx tracer exported it."""
 
 
 class ReproductionWarning(UserWarning):
@@ -93,12 +89,12 @@ def export(
     mode and without gradients (materialising Lazy modules); the model's
     train/eval flags are restored afterwards.
 
-    The model is captured with ``torch.export`` (non-strict) and its ATen IR
-    interpreted as is; calls of vocabulary layers fold back into layer nodes.
-    Only when torch.export cannot capture the model (or its IR holds an op
-    outside the vocabulary) does export fall back to the torch.fx tracer, with
-    a :class:`CaptureFallbackWarning` saying why. ``capture="export"`` or
-    ``"fx"`` forces one path (default ``"auto"``: torch.export, then fx).
+    The model is captured with the torch.fx tracer where it can be (a
+    layer-level spec that keeps mode-dependent code and the original
+    state_dict keys); where fx cannot trace it (data-dependent Python, as in
+    transformers) with ``torch.export`` (non-strict), whose ATen IR is written
+    as is, with calls of vocabulary layers folded back into layer nodes.
+    ``capture="export"`` or ``"fx"`` forces one path (default ``"auto"``).
 
     ``dynamic_dims`` names the sizes that may vary, per input: ``{"x": {0:
     "batch", 1: "seq"}}``; ``dynamic_shapes`` takes torch.export's own
@@ -137,7 +133,7 @@ def export_spec(
 def _export(model: nn.Module, example_inputs: Any, name: str | None,
             dynamic_dims: Mapping[str, Mapping[int, str]] | None, dynamic_shapes: Any,
             atol: float, capture: str | None) -> tuple[str, dict[str, Any], dict[str, torch.Tensor]]:
-    """The torch.export path, else (with a warning saying why) the fx path: text, spec, tensors."""
+    """The fx path, else the torch.export path (``capture`` forces one): text, spec, tensors."""
     how = DEFAULT_CAPTURE if capture is None else capture
     if how not in _CAPTURES:
         raise ExportError(f"capture={how!r}; choose one of {', '.join(map(repr, _CAPTURES))}")
@@ -146,21 +142,22 @@ def _export(model: nn.Module, example_inputs: Any, name: str | None,
     _check_materialised(model)
     if how == "fx":
         return (*_export_traced(model, name, call, expected, dynamic_dims, atol), model.state_dict())
+    if how == "export" or dynamic_shapes is not None:
+        return _export_captured(model, name, call, expected, dynamic_dims, dynamic_shapes, atol)
+    # "auto": the fx tracer first where it captures the model, since its layer-level specs keep what
+    # the torch.export path does not yet (mode-dependent code such as dropout and stochastic depth,
+    # the original state_dict keys in every case, re-export to the same spec); torch.export for the rest
+    # (data-dependent Python such as transformers' masks), both checked bit-exact before writing
+    try:
+        return (*_export_traced(model, name, call, expected, dynamic_dims, atol), model.state_dict())
+    except ExportError as traced_error:
+        reason = traced_error.message
     try:
         return _export_captured(model, name, call, expected, dynamic_dims, dynamic_shapes, atol)
-    except ExportError as captured_error:
-        if dynamic_shapes is not None or how == "export":
-            raise
-        reason = captured_error.message
-    try:
-        text, spec = _export_traced(model, name, call, expected, dynamic_dims, atol)
     except ExportError as e:
-        e.message += f" (torch.export was tried first: {reason})"
+        e.message += f" (the torch.fx tracer was tried first: {reason})"
         e.args = (e._render(),)
         raise
-    warnings.warn(f"{type(model).__name__}: exported with the torch.fx tracer, because the torch.export path "
-                  f"failed: {reason}", CaptureFallbackWarning, stacklevel=3)
-    return text, spec, model.state_dict()
 
 
 def _export_captured(model: nn.Module, name: str | None, call: _Call, expected: Any,
