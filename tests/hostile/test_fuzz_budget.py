@@ -56,13 +56,17 @@ def test_cpu_budget_stops_a_loop_in_process() -> None:
 
 
 def test_seed_specs_pass_every_reader_within_budget() -> None:
-    pytest.importorskip("torch")
+    torch = pytest.importorskip("torch")
     import _model_pack
 
     seeds = _model_pack.seeds()
-    _model_pack.preload()
-    for name, data in seeds.items():
-        # the 2 s budget is the fuzzer's; a shared CI machine gets ten times that here
-        outcome = _budget.run_forked(_model_pack.check, data, seconds=20)
-        assert not outcome.finding, (name, outcome)
+    threads = torch.get_num_threads()
+    try:
+        _model_pack.preload()  # sets one torch thread, as the fuzzer runs: this process's setting is restored
+        for name, data in seeds.items():
+            # the 2 s budget is the fuzzer's; a shared CI machine gets ten times that here
+            outcome = _budget.run_forked(_model_pack.check, data, seconds=20)
+            assert not outcome.finding, (name, outcome)
+    finally:
+        torch.set_num_threads(threads)  # later tests compare with subprocesses on the default threads
     assert len(seeds) >= 3 * 25
