@@ -47,14 +47,10 @@ def test_sigkill_mid_save_leaves_previous_checkpoint(tmp_path, seed):
     _single(dcp.save, plain_state(1), storage_writer=MpkStorageWriter(folder))
     victim, kill_at = kill_plan(seed, 2)
     codes = run_group(2, save_killed, str(folder), 2, victim, kill_at, timeout=60, expect_ok=False)
-    killed = codes[victim] == -9
-    assert killed, (codes, kill_at)  # kill_plan picks a call the victim is sure to make
+    assert codes[victim] == -9, (codes, kill_at)  # kill_plan picks a call the victim is sure to make
     got = _load(folder)
-    if killed and victim == 1:  # the coordinator never had every result: no commit
+    if victim == 1:  # the coordinator never had every result: no commit
         assert_same(got, plain_state(1))
-    elif not killed:
-        assert codes == [0, 0], codes
-        assert_same(got, plain_state(2))
     else:
         assert got["step"] in (1, 2)
         assert_same(got, plain_state(got["step"]))

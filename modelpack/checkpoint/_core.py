@@ -181,13 +181,7 @@ class Checkpointer:
         except (OSError, ModelPackError) as e:
             message = f"could not write the checkpoint of step {step}: {reason(e)}"
             raise CheckpointError(message, source=str(path)) from e
-        try:
-            self._prune((step,))
-        except OSError as e:
-            raise CheckpointError(
-                f"the checkpoint of step {step} is saved, but removing old checkpoints failed: {reason(e)}",
-                source=str(path),
-            ) from e
+        self._prune_after(step, path)
 
     def _save_distributed(self, step: int, components: Mapping[str, Any], extra: Any,
                           generators: Mapping[str, Any] | None, rng: bool, blocking: bool) -> Path:
@@ -214,14 +208,17 @@ class Checkpointer:
 
     def _after_commit(self, step: int, folder: Path) -> None:
         """Only the coordinator prunes, and only once the new checkpoint is committed."""
-        if _dist.rank() != 0:
-            return
+        if _dist.rank() == 0:
+            self._prune_after(step, folder)
+
+    def _prune_after(self, step: int, saved: Path) -> None:
+        """Retention once ``saved`` is in place; a failure here leaves the new checkpoint saved and says so."""
         try:
             self._prune((step,))
         except OSError as e:
             raise CheckpointError(
                 f"the checkpoint of step {step} is saved, but removing old checkpoints failed: {reason(e)}",
-                source=str(folder),
+                source=str(saved),
             ) from e
 
     def _prune(self, pinned: tuple[int, ...]) -> list[Path]:

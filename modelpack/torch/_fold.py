@@ -21,6 +21,7 @@ from torch import nn
 from ..errors import ExportError
 from ..vocab import LAYERS
 from ._export_layers import LAYER_TYPES, layer_args
+from .build import arg_refs
 
 __all__ = ["fold_layers"]
 
@@ -97,19 +98,7 @@ def _readers(nodes: list[dict[str, Any]]) -> dict[str, set[str]]:
 
 
 def _reads(node: Mapping[str, Any]) -> list[str]:
-    return list(node.get("in", [])) + list(_refs(node.get("args")))
-
-
-def _refs(value: Any) -> Iterable[str]:
-    if isinstance(value, dict):
-        if len(value) == 1 and isinstance(value.get("ref"), str):
-            yield value["ref"]
-        else:
-            for v in value.values():
-                yield from _refs(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _refs(v)
+    return list(node.get("in", [])) + list(arg_refs(node.get("args")))
 
 
 def _fold(path: str, members: list[str], module: nn.Module, nodes: list[dict[str, Any]],

@@ -250,7 +250,7 @@ def release_plan(steps: Sequence[Step], outputs: Iterable[str]) -> tuple[tuple[s
         for name in step.inputs:
             last[name] = i
         if step.has_refs:
-            for name in _refs([step.extra, dict(step.kwargs)]):
+            for name in arg_refs([step.extra, dict(step.kwargs)]):
                 last[name] = i
     plan: list[list[str]] = [[] for _ in steps]
     for name, i in last.items():
@@ -272,7 +272,7 @@ def inplace_plan(steps: Sequence[Step], outputs: Iterable[str]) -> dict[str, tup
     keep = set(outputs)
     readers: dict[str, int] = {}
     for step in steps:
-        names = list(step.inputs) + (list(_refs([step.extra, dict(step.kwargs)])) if step.has_refs else [])
+        names = list(step.inputs) + (list(arg_refs([step.extra, dict(step.kwargs)])) if step.has_refs else [])
         for name in names:
             readers[name] = readers.get(name, 0) + 1
     owned: dict[str, tuple[tuple[tuple[str, ...], type], ...]] = {}  # exclusively owned value -> its guard
@@ -364,20 +364,21 @@ def needed_nodes(spec: dict[str, Any], outputs: Iterable[str]) -> list[str]:
         keep.add(name)
         node = by_name[name]
         todo.extend(node["in"])
-        todo.extend(_refs(node.get("args")))
+        todo.extend(arg_refs(node.get("args")))
     return [n["name"] for n in spec["nodes"] if n["name"] in keep]
 
 
-def _refs(value: Any) -> Iterable[str]:
+def arg_refs(value: Any) -> Iterable[str]:
+    """Every node name that ``{ref: name}`` values inside node arguments point at (nested dicts, lists, tuples)."""
     if isinstance(value, dict):
         if len(value) == 1 and isinstance(value.get("ref"), str):
             yield value["ref"]
         else:
             for v in value.values():
-                yield from _refs(v)
+                yield from arg_refs(v)
     elif isinstance(value, (list, tuple)):
         for v in value:
-            yield from _refs(v)
+            yield from arg_refs(v)
 
 
 def subgraph(spec: dict[str, Any], outputs: Sequence[str]) -> dict[str, Any]:
@@ -396,7 +397,7 @@ def subgraph(spec: dict[str, Any], outputs: Sequence[str]) -> dict[str, Any]:
                          f"outputs must name nodes or inputs of the spec (nodes: {_preview(spec)})")
     names = set(needed_nodes(spec, outputs))
     nodes = [n for n in spec["nodes"] if n["name"] in names]
-    reads = {ref for n in nodes for ref in (*n["in"], *_refs(n.get("args")))} | set(outputs)
+    reads = {ref for n in nodes for ref in (*n["in"], *arg_refs(n.get("args")))} | set(outputs)
     cut = {k: v for k, v in spec.items() if k not in ("nodes", "outputs", "inputs")}
     cut["inputs"] = {k: v for k, v in spec["inputs"].items() if k in reads}
     cut["nodes"] = nodes
@@ -515,7 +516,7 @@ def _op_step(name: str, entry: _Entry, inputs: Sequence[str], args: dict[str, An
     positional = POSITIONAL_ARGS.get(entry.name, ())
     extra = tuple(args[k] for k in positional)
     kwargs = {k: v for k, v in args.items() if k not in positional}
-    has_refs = any(True for _ in _refs(list(args.values())))
+    has_refs = any(True for _ in arg_refs(list(args.values())))
     variadic = entry.inputs[1] is None
     fn, device = OP_BINDINGS[entry.name], ""
     if entry.impl == "aten":
