@@ -451,3 +451,39 @@ def test_every_vocabulary_layer_and_op_is_exportable():
              *ATTRIBUTE_RULES.values())
     ops = {r.op for r in rules} | {"getitem", "index", "scalar"}  # written by the converter itself
     assert ops == {n for n, e in OPS.items() if e.impl != "aten"}  # ATen rows: the torch.export path
+
+
+class _Cache:
+    """A stand-in for a KV cache object: state a model hands back beside its tensors."""
+
+    def __init__(self) -> None:
+        self.keys: list[torch.Tensor] = []
+
+
+class _WithCache(nn.Module):
+    """Returns a tensor and a Python object; the first call's cache starts as an empty [0] tensor."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+        self.empty = torch.tensor([])  # a plain attribute: torch.export lifts it as a constant
+
+    def forward(self, x: torch.Tensor) -> dict[str, object]:
+        cache = _Cache()
+        k = torch.cat([self.empty, self.proj(x)], dim=-1)  # torch skips a [0] operand
+        cache.keys.append(k)
+        return {"y": k.relu() * 2, "cache": cache}
+
+
+def test_an_object_output_is_left_out_with_a_warning_and_the_tensors_kept(tmp_path) -> None:
+    from modelpack.torch.export import ExportWarning
+
+    torch.manual_seed(0)
+    model, x = _WithCache().eval(), torch.randn(3, 4)
+    with pytest.warns(ExportWarning, match=r"'cache' \(_Cache\) is a Python object, not a tensor.*returns 'y'"):
+        modelpack.export(model, tmp_path / "m.mpk", x, capture="export")
+    rebuilt = modelpack.load_model(tmp_path / "m.mpk")
+    assert list(rebuilt.state_dict()) == list(model.state_dict())  # the skipped empty constant is not stored
+    got = rebuilt(torch.randn(5, 4) * 0 + x[:1])
+    assert list(got) == ["y"] and torch.equal(got["y"], model(x[:1].expand(5, 4))["y"])
+    assert "forward" not in vars(model)  # the instance is left as it was

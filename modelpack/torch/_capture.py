@@ -27,6 +27,7 @@ from ..spec.names import name_problem
 from ..vocab import OPS
 from ._export_graph import GraphSpec
 from ._fold import fold_layers
+from .build import arg_refs
 from .tensors import dtype_row
 
 __all__ = ["Captured", "capture", "program_to_spec", "row_name"]
@@ -40,6 +41,8 @@ _SYM_OPS: Mapping[Any, tuple[str, dict[str, Any]]] = {
     operator.floordiv: ("div", {"rounding_mode": "floor"}), operator.truediv: ("div", {}),
     operator.neg: ("neg", {}), operator.pow: ("pow", {}),
 }
+# ops functionalization emits that are a table op under another name (same schema, same result)
+_SAME_AS = {"aten._unsafe_view": "view"}
 _MEMORY_FORMATS = {torch.contiguous_format: "contiguous_format", torch.preserve_format: "preserve_format",
                    torch.channels_last: "channels_last", torch.channels_last_3d: "channels_last_3d"}
 
@@ -82,6 +85,7 @@ def program_to_spec(program: ExportedProgram, model: nn.Module, input_names: lis
     """Spec nodes for ``program``; ``input_names`` gives each user input its spec name (None: a constant)."""
     converter = _Converter(program, model, input_names)
     converter.run()
+    converter.prune()
     nodes, renames = fold_layers(converter.nodes, converter.meta, model, converter.outputs_used())
     outputs = converter.outputs
     if isinstance(outputs, dict):
@@ -122,6 +126,18 @@ class _Converter:
             elif node.op != "placeholder":
                 raise ExportError(f"the exported graph holds a {node.op} node ({node.name}); modelpack reads "
                                   "call_function nodes only")
+
+    def prune(self) -> None:
+        """Drop nodes nothing reads (left by a skipped ``cat`` operand); state_dict tensors always stay."""
+        live = self.outputs_used()
+        for node in reversed(self.nodes):
+            if node["name"] in live or (node.get("layer") in ("Parameter", "Buffer") and node["name"] in self.state):
+                live.add(node["name"])
+                live.update(node.get("in", []))
+                live.update(arg_refs(node.get("args")))
+        self.nodes = [n for n in self.nodes if n["name"] in live]
+        self.meta = {k: v for k, v in self.meta.items() if k in live}
+        self.extra_state = {k: v for k, v in self.extra_state.items() if k in live}
 
     def outputs_used(self) -> set[str]:
         return set(self.outputs.values() if isinstance(self.outputs, dict) else self.outputs)
@@ -197,6 +213,9 @@ class _Converter:
         if row == "aten.sym_size.int":
             self._add(node, "size", [self._ref(node.args[0])], {"dim": node.args[1]})
             return
+        if row in _SAME_AS:  # another name for a table op with the same schema and kernel
+            target = getattr(torch.ops.aten, _SAME_AS[row]).default
+            row = row_name(target)
         if row == "aten.to.device":  # the device is never stored: .to(x.device, dtype) is a dtype cast
             row, target = "aten.to.dtype", torch.ops.aten.to.dtype
             args = list(node.args)
@@ -211,7 +230,13 @@ class _Converter:
         names = [a.name for a in target._schema.arguments]
         low, high = entry.inputs
         if high is None:
-            inputs = [self._operand(v, node) for v in bound[names[0]]]
+            values = bound[names[0]]
+            if row == "aten.cat":
+                values = [v for v in values if not _legacy_empty(v, node)]
+                if len(values) == 1 and isinstance(values[0], fx.Node):  # nothing joined: the value itself
+                    self.value[node] = self._ref(values[0])
+                    return
+            inputs = [self._operand(v, node) for v in values]
             rest = names[1:]
         else:
             inputs = [self._operand(bound[n], node) for n in names[:low]]
@@ -329,6 +354,14 @@ def _is_identity(row: str, node: fx.Node) -> bool:
         plain = not kwargs.get("copy") and kwargs.get("memory_format") is None and (len(args) < 4 or not args[3])
         return source is not None and getattr(source, "dtype", None) == dtype and plain
     return False
+
+
+def _legacy_empty(value: Any, cat: fx.Node) -> bool:
+    """A ``cat`` operand of shape [0] that adds nothing: torch skips it (an empty KV cache's first update)."""
+    val = value.meta.get("val") if isinstance(value, fx.Node) else None
+    out = cat.meta.get("val")
+    return (isinstance(val, torch.Tensor) and isinstance(out, torch.Tensor) and val.dim() == 1
+            and isinstance(val.shape[0], int) and val.shape[0] == 0 and val.dtype == out.dtype and out.dim() > 1)
 
 
 def _bind(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:

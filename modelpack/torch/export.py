@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import inspect
 import os
 import warnings
@@ -43,7 +44,7 @@ from .build import SpecModule, build_validated, prepare
 from .compare import Mismatch, compare_tensors
 from .tensors import dtype_row
 
-__all__ = ["export", "export_spec", "ReproductionWarning"]
+__all__ = ["export", "export_spec", "ExportWarning", "ReproductionWarning"]
 
 _BATCH = "batch"
 # "auto": torch.export, then the fx tracer where torch.export gives up; "export"/"fx": that path only
@@ -53,6 +54,10 @@ DEFAULT_CAPTURE = "auto"
 
 class ReproductionWarning(UserWarning):
     """The rebuilt model matched within ``atol`` but not bit for bit (the message says by how much)."""
+
+
+class ExportWarning(UserWarning):
+    """Export left something out of the file that the model returns (the message names it)."""
 
 
 @dataclasses.dataclass
@@ -140,6 +145,17 @@ def _export(model: nn.Module, example_inputs: Any, name: str | None,
     call = _example_call(model, example_inputs)
     expected = _reference_run(model, call)
     _check_materialised(model)
+    objects = _object_outputs(expected)
+    if objects:
+        expected = {k: v for k, v in expected.items() if k not in objects}
+        with _outputs_without(model, objects):
+            return _export_dispatch(model, name, call, expected, dynamic_dims, dynamic_shapes, atol, how)
+    return _export_dispatch(model, name, call, expected, dynamic_dims, dynamic_shapes, atol, how)
+
+
+def _export_dispatch(model: nn.Module, name: str | None, call: _Call, expected: Any,
+                     dynamic_dims: Mapping[str, Mapping[int, str]] | None, dynamic_shapes: Any,
+                     atol: float, how: str) -> tuple[str, dict[str, Any], dict[str, torch.Tensor]]:
     if how == "fx":
         return (*_export_traced(model, name, call, expected, dynamic_dims, atol), model.state_dict())
     if how == "export" or dynamic_shapes is not None:
@@ -283,6 +299,49 @@ def _reference_run(model: nn.Module, call: _Call) -> Any:
             return _call_values(model, call, call.tensors)
         except Exception as e:
             raise ExportError(f"the model failed on the example inputs: {type(e).__name__}: {e}") from e
+
+
+_PLAIN_OUTPUTS = (torch.Tensor, tuple, list, dict, int, float, bool, str, type(None))
+
+
+def _object_outputs(expected: Any) -> list[str]:
+    """Named outputs that are Python objects rather than tensors (a transformers KV cache), with a warning.
+
+    A spec returns tensors; an object returned beside them is state for the
+    caller's next call (``past_key_values``), not a result. Such outputs are left
+    out of the spec rather than failing the whole export; everything else the
+    model returns is kept and checked bit for bit.
+    """
+    if not isinstance(expected, Mapping):
+        return []
+    objects = [k for k, v in expected.items() if not isinstance(v, _PLAIN_OUTPUTS)]
+    if objects:
+        kinds = ", ".join(f"{k!r} ({type(expected[k]).__name__})" for k in objects)
+        warnings.warn(f"export: the output {kinds} is a Python object, not a tensor, and is left out of the "
+                      f"spec; the rebuilt model returns {', '.join(repr(k) for k in expected if k not in objects)}",
+                      ExportWarning, stacklevel=4)
+    return objects
+
+
+@contextlib.contextmanager
+def _outputs_without(model: nn.Module, drop: list[str]) -> Iterator[None]:
+    """Call ``model`` with the named outputs ``drop`` removed (its own forward, on this instance only)."""
+    original = model.forward
+
+    @functools.wraps(original)
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        out = original(*args, **kwargs)
+        return {k: v for k, v in out.items() if k not in drop} if isinstance(out, Mapping) else out
+
+    had = "forward" in vars(model)
+    model.forward = forward  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        if had:
+            model.forward = original  # type: ignore[method-assign]
+        else:
+            del model.forward
 
 
 def _check_materialised(model: nn.Module) -> None:

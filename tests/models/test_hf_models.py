@@ -80,3 +80,24 @@ def test_a_decoder_fine_tunes_after_reload(tmp_path: Path) -> None:
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] * 0.9, losses
+
+
+def test_a_decoder_exported_with_its_kv_cache_on_keeps_only_the_logits(tmp_path: Path) -> None:
+    """use_cache defaults to True: the cache object is left out (with a warning), and nothing it held lands in the file."""
+    from modelpack.torch.export import ExportWarning
+
+    build, make_inputs, _ = MODELS["llama"]
+    torch.manual_seed(0)
+    model = build().eval()
+    assert model.config.use_cache
+    with pytest.warns(ExportWarning, match=r"is a Python object, not a tensor, and is left out of the spec"):
+        modelpack.export(model, tmp_path / "m.mpk", make_inputs(2, 8))
+    rebuilt = modelpack.load_model(tmp_path / "m.mpk")
+    kept, original = set(rebuilt.state_dict()), set(model.state_dict())
+    # every original key, and beyond them only the model's own non-persistent buffers (the RoPE table):
+    # no emptied cache tensor stored as a lifted buffer
+    assert original <= kept and kept - original <= {name for name, _ in model.named_buffers()}, kept ^ original
+    inputs = make_inputs(3, 5)
+    with torch.no_grad():
+        got, want = rebuilt(**inputs), model(**inputs)
+    assert list(got) == ["logits"] and torch.equal(got["logits"], want.logits)
