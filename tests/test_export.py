@@ -487,3 +487,19 @@ def test_an_object_output_is_left_out_with_a_warning_and_the_tensors_kept(tmp_pa
     got = rebuilt(torch.randn(5, 4) * 0 + x[:1])
     assert list(got) == ["y"] and torch.equal(got["y"], model(x[:1].expand(5, 4))["y"])
     assert "forward" not in vars(model)  # the instance is left as it was
+
+
+def test_a_layer_that_computes_more_than_its_row_says_stays_as_its_ops(tmp_path) -> None:
+    """A forward hook doubles the Linear's output: folded to a Linear node it would not reproduce, so
+    export keeps that call as its exact ops instead of approximating it."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU()).eval()
+    model[0].register_forward_hook(lambda module, inputs, out: out * 2)
+    x = torch.randn(2, 4)
+    modelpack.export(model, tmp_path / "m.mpk", x, capture="export")
+    spec = parse_yaml(read_spec_text(tmp_path / "m.mpk"))[0]
+    assert not any(n.get("layer") == "Linear" for n in spec["nodes"])
+    assert any(n.get("op") == "aten.linear" for n in spec["nodes"])
+    rebuilt = modelpack.load_model(tmp_path / "m.mpk")
+    assert list(rebuilt.state_dict()) == list(model.state_dict())
+    assert torch.equal(rebuilt(x), model(x))

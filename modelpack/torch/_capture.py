@@ -81,12 +81,17 @@ def _mutates(node: fx.Node) -> bool:
     return node.op == "call_function" and isinstance(target, torch._ops.OpOverload) and target._schema.is_mutable
 
 
-def program_to_spec(program: ExportedProgram, model: nn.Module, input_names: list[str | None]) -> Captured:
-    """Spec nodes for ``program``; ``input_names`` gives each user input its spec name (None: a constant)."""
+def program_to_spec(program: ExportedProgram, model: nn.Module, input_names: list[str | None],
+                    fold: bool = True) -> Captured:
+    """Spec nodes for ``program``; ``input_names`` gives each user input its spec name (None: a constant);
+    ``fold=False`` leaves layer calls as their ops."""
     converter = _Converter(program, model, input_names)
     converter.run()
     converter.prune()
-    nodes, renames = fold_layers(converter.nodes, converter.meta, model, converter.outputs_used())
+    if fold:
+        nodes, renames = fold_layers(converter.nodes, converter.meta, model, converter.outputs_used())
+    else:
+        nodes, renames = converter.nodes, {}
     outputs = converter.outputs
     if isinstance(outputs, dict):
         outputs = {k: renames.get(v, v) for k, v in outputs.items()}
