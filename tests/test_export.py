@@ -503,3 +503,28 @@ def test_a_layer_that_computes_more_than_its_row_says_stays_as_its_ops(tmp_path)
     rebuilt = modelpack.load_model(tmp_path / "m.mpk")
     assert list(rebuilt.state_dict()) == list(model.state_dict())
     assert torch.equal(rebuilt(x), model(x))
+
+
+class _Rotary(nn.Module):
+    """A table kept out of the state_dict (register_buffer(persistent=False)), as RoPE caches are."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(8, 8)
+        self.register_buffer("inv_freq", torch.arange(8.0) / 8, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x) * self.inv_freq.cos()
+
+
+def test_a_non_persistent_buffer_stays_out_of_state_dict_and_its_values_travel(tmp_path) -> None:
+    torch.manual_seed(0)
+    model, x = _Rotary().eval(), torch.randn(3, 8)
+    modelpack.export(model, tmp_path / "m.mpk", x, capture="export")
+    nodes = {n["name"]: n for n in parse_yaml(read_spec_text(tmp_path / "m.mpk"))[0]["nodes"]}
+    assert nodes["inv_freq"]["args"]["persistent"] is False
+    assert "inv_freq" in modelpack.load(tmp_path / "m.mpk")  # the file holds it
+    rebuilt = modelpack.load_model(tmp_path / "m.mpk")
+    assert list(rebuilt.state_dict()) == list(model.state_dict()) == ["proj.weight", "proj.bias"]
+    assert torch.equal(dict(rebuilt.named_buffers())["inv_freq"], model.inv_freq)
+    assert torch.equal(rebuilt(x), model(x))

@@ -175,6 +175,8 @@ class _Converter:
             args["dtype"] = dtype
         if parameter and not tensor.requires_grad:
             args["requires_grad"] = False
+        if not parameter and name not in self.state:  # a non-persistent buffer, a lifted constant
+            args["persistent"] = False
         node = {"name": name, "layer": "Parameter" if parameter else "Buffer", "args": args, "in": []}
         self._emit(node, None)
         if name not in self.state:

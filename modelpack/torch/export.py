@@ -40,7 +40,7 @@ from ._export_graph import GraphSpec, graph_to_spec
 from ._export_layers import is_layer_type
 from ._spec_text import spec_to_yaml
 from ._trace import InputSlot, trace
-from .build import SpecModule, build_validated, prepare
+from .build import SpecModule, build_validated, held_tensors, prepare
 from .compare import Mismatch, compare_tensors
 from .tensors import dtype_row
 
@@ -203,7 +203,7 @@ def _export_program(model: nn.Module, name: str | None, call: _Call, expected: A
             "nodes": captured.graph.nodes, "outputs": captured.graph.outputs}
     text = spec_to_yaml(spec)
     prepared = _validated(text, captured.graph)
-    keys = list(build_validated(prepared, device="meta").state_dict())
+    keys = list(held_tensors(build_validated(prepared, device="meta")))
     state = state_for(model, keys, captured.extra)
     _check_reproduces(model, prepared, call, expected, atol, state=state)
     return text, spec, state
@@ -438,15 +438,22 @@ def _check_reproduces(model: nn.Module, spec: dict[str, Any], call: _Call, expec
 def _adopt_weights(rebuilt: nn.Module, model: nn.Module, state: dict[str, torch.Tensor] | None = None) -> None:
     """The original's tensors themselves (no copy) in the rebuilt model; mismatched keys refused."""
     state = model.state_dict() if state is None else state
-    want = rebuilt.state_dict(keep_vars=True)
+    want = held_tensors(rebuilt)
     extra = [k for k in state if k not in want]
     missing = [k for k in want if k not in state]
     if extra or missing:
         raise ExportError(_key_mismatch(extra, missing))
+    persistent = rebuilt.state_dict(keep_vars=True)
     try:
-        rebuilt.load_state_dict(state, strict=True, assign=True)
+        rebuilt.load_state_dict({k: v for k, v in state.items() if k in persistent}, strict=True, assign=True)
     except RuntimeError as e:
         raise ExportError(f"the spec's layers do not fit the model's tensors: {e}") from e
+    for key in want.keys() - persistent.keys():  # non-persistent buffers: load_state_dict skips them
+        *path, leaf = key.split(".")
+        owner = rebuilt
+        for part in path:
+            owner = owner._modules[part]  # type: ignore[assignment]
+        owner._buffers[leaf] = state[key]
 
 
 def _key_mismatch(extra: list[str], missing: list[str]) -> str:
