@@ -528,3 +528,31 @@ def test_a_non_persistent_buffer_stays_out_of_state_dict_and_its_values_travel(t
     assert list(rebuilt.state_dict()) == list(model.state_dict()) == ["proj.weight", "proj.bias"]
     assert torch.equal(dict(rebuilt.named_buffers())["inv_freq"], model.inv_freq)
     assert torch.equal(rebuilt(x), model(x))
+
+
+class _Drops(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.drop, self.b = nn.Linear(8, 8), nn.Dropout(0.5), nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(F.dropout(self.drop(self.a(x)), 0.3, self.training))
+
+
+def test_dropout_captured_in_eval_mode_follows_the_live_mode_after_reload(tmp_path) -> None:
+    """torch.export sees dropout(train=False) in eval mode; the rebuilt model drops out again after .train()."""
+    torch.manual_seed(0)
+    model, x = _Drops(), torch.randn(4, 8)
+    modelpack.export(model, tmp_path / "m.mpk", x, capture="export")
+    nodes = parse_yaml(read_spec_text(tmp_path / "m.mpk"))[0]["nodes"]
+    assert [n.get("layer") or n.get("op") for n in nodes] == ["Linear", "Dropout", "dropout", "Linear"]
+    rebuilt = modelpack.load_model(tmp_path / "m.mpk")
+    for mode in (True, False):
+        model.train(mode), rebuilt.train(mode)
+        torch.manual_seed(1)
+        want = model(x)
+        torch.manual_seed(1)
+        assert torch.equal(rebuilt(x), want), mode
+    model.train()
+    torch.manual_seed(1)
+    assert not torch.equal(model(x), rebuilt.eval()(x))  # dropout really is active in train mode

@@ -214,6 +214,11 @@ class _Converter:
         packet = row.rsplit(".", 1)[0] if row.count(".") == 2 else row
         if row in _DROPPED or packet in _DROPPED:
             return
+        if row == "aten.dropout" and _dropout_p(node) > 0:
+            # captured in eval mode as dropout(train=False): the live mode decides again in the rebuilt
+            # model (nn.Dropout, F.dropout(x, p, self.training)), so .train() drops out as the original does
+            self._add(node, "dropout", [self._ref(node.args[0])], {"p": _dropout_p(node)})
+            return
         if _is_identity(row, node):  # a full slice, a cast to the same dtype, an alias: the input itself
             self.value[node] = self._ref(node.args[0])
             return
@@ -343,13 +348,17 @@ class _StateRef:
 _FULL = 2**62  # `x[:, 1:]` slices to the end with end=sys.maxsize
 
 
+def _dropout_p(node: fx.Node) -> float:
+    return float(node.args[1] if len(node.args) > 1 else node.kwargs.get("p", 0.0))
+
+
 def _is_identity(row: str, node: fx.Node) -> bool:
     """Whether the call returns its first input unchanged (the same values; no kernel needed)."""
     args, kwargs = node.args, node.kwargs
     if row in ("aten.alias", "aten.lift_fresh_copy", "aten.detach"):
         return isinstance(args[0], fx.Node)
     if row == "aten.dropout":
-        return args[2] is False if len(args) > 2 else kwargs.get("train") is False
+        return _dropout_p(node) == 0
     if row == "aten.slice.Tensor":
         start = args[2] if len(args) > 2 else kwargs.get("start")
         end = args[3] if len(args) > 3 else kwargs.get("end")
