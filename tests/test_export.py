@@ -556,3 +556,32 @@ def test_dropout_captured_in_eval_mode_follows_the_live_mode_after_reload(tmp_pa
     model.train()
     torch.manual_seed(1)
     assert not torch.equal(model(x), rebuilt.eval()(x))  # dropout really is active in train mode
+
+
+class _TiedTwice(nn.Module):
+    """An embedding, an output layer sharing its weight, and a third key for it that forward never calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shared = nn.Embedding(20, 8)
+        self.embed = nn.Embedding(20, 8)
+        self.embed.weight = self.shared.weight
+        self.norm = nn.LayerNorm(8)
+        self.head = nn.Linear(8, 20, bias=False)
+        self.head.weight = self.shared.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(self.embed(ids)))
+
+
+def test_tied_weights_keep_every_key_and_stay_one_tensor_through_torch_export(tmp_path) -> None:
+    torch.manual_seed(0)
+    model, ids = _TiedTwice().eval(), torch.randint(0, 20, (2, 5))
+    modelpack.export(model, tmp_path / "m.mpk", ids, capture="export")
+    layers = {n["name"]: n.get("layer") for n in parse_yaml(read_spec_text(tmp_path / "m.mpk"))[0]["nodes"]}
+    assert layers["embed"] == "Embedding" and layers["head"] == "Linear"  # both calls fold, each owning the tie
+    rebuilt = modelpack.load_model(tmp_path / "m.mpk")
+    assert set(rebuilt.state_dict()) == set(model.state_dict())
+    weights = [p for _, p in rebuilt.named_parameters(remove_duplicate=False) if p.shape == (20, 8)]
+    assert len(weights) == 3 and all(w is weights[0] for w in weights)  # one Parameter under three keys
+    assert torch.equal(rebuilt(ids), model(ids))

@@ -53,7 +53,6 @@ class Captured:
 
     graph: GraphSpec
     extra_state: dict[str, torch.Tensor]  # lifted constants, non-persistent buffers: node name -> tensor
-    state_keys: list[str]  # every tensor the rebuilt model holds (state_dict keys), in node order
     sizes: dict[str, str]  # symbol (s0) -> the size label used in the spec's input shapes
 
 
@@ -97,10 +96,8 @@ def program_to_spec(program: ExportedProgram, model: nn.Module, input_names: lis
         outputs = {k: renames.get(v, v) for k, v in outputs.items()}
     else:
         outputs = [renames.get(v, v) for v in outputs]
-    graph = GraphSpec(nodes, outputs, converter.sources)
-    return Captured(graph, converter.extra_state, [n["name"] for n in nodes if n.get("layer") in ("Parameter",
-                                                                                                    "Buffer")],
-                    converter.sizes)
+    graph = GraphSpec([*nodes, *_tied_keys(nodes, model)], outputs, converter.sources)
+    return Captured(graph, converter.extra_state, converter.sizes)
 
 
 class _Converter:
@@ -168,17 +165,8 @@ class _Converter:
         if name in self.meta:
             return name
         tensor = self._tensor(ref)
-        parameter = ref.kind == InputKind.PARAMETER
-        args: dict[str, Any] = {"shape": list(tensor.shape)}
-        dtype = dtype_row(tensor.dtype, where=name).name
-        if dtype != "float32":
-            args["dtype"] = dtype
-        if parameter and not tensor.requires_grad:
-            args["requires_grad"] = False
-        if not parameter and name not in self.state:  # a non-persistent buffer, a lifted constant
-            args["persistent"] = False
-        node = {"name": name, "layer": "Parameter" if parameter else "Buffer", "args": args, "in": []}
-        self._emit(node, None)
+        # not in the state_dict: a non-persistent buffer, a lifted constant
+        self._emit(_state_node(name, tensor, ref.kind == InputKind.PARAMETER, name in self.state), None)
         if name not in self.state:
             self.extra_state[name] = tensor.detach()
         return name
@@ -336,6 +324,40 @@ class _Converter:
         if not isinstance(value, fx.Node):
             raise ExportError(f"the model returns the constant {value!r}; a spec's outputs are tensors")
         return self._ref(value)
+
+
+def _state_node(name: str, tensor: torch.Tensor, parameter: bool, persistent: bool = True) -> dict[str, Any]:
+    """The ``Parameter``/``Buffer`` node holding ``tensor`` under its state_dict key ``name``."""
+    args: dict[str, Any] = {"shape": list(tensor.shape)}
+    dtype = dtype_row(tensor.dtype, where=name).name
+    if dtype != "float32":
+        args["dtype"] = dtype
+    if parameter and not tensor.requires_grad:
+        args["requires_grad"] = False
+    if not parameter and not persistent:
+        args["persistent"] = False
+    return {"name": name, "layer": "Parameter" if parameter else "Buffer", "args": args, "in": []}
+
+
+def _tied_keys(nodes: list[dict[str, Any]], model: nn.Module) -> list[dict[str, Any]]:
+    """State nodes for the original's keys that forward never reads but that are tied to a tensor it does.
+
+    T5's ``shared.weight`` is the encoder's embedding under a second key: the
+    rebuilt model holds it too (one tensor in the file, one Parameter after
+    loading), so its state_dict keeps every key of the original's.
+    """
+    modules = dict(model.named_modules())
+    state = model.state_dict(keep_vars=True)
+    held: set[str] = set()
+    for node in nodes:
+        layer = node.get("layer")
+        if layer in ("Parameter", "Buffer"):
+            held.add(node["name"])
+        elif layer is not None and node["name"] in modules:
+            held.update(f"{node['name']}.{k}" for k in modules[node["name"]].state_dict(keep_vars=True))
+    ids = {id(state[k]) for k in held if k in state}
+    return [_state_node(k, t, isinstance(t, nn.Parameter)) for k, t in state.items()
+            if k not in held and id(t) in ids and not name_problem(k)]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -45,6 +45,14 @@ def _outputs(result) -> dict:
     return {k: v for k, v in result.items() if isinstance(v, torch.Tensor)}
 
 
+def _ties(model: torch.nn.Module) -> set[frozenset[str]]:
+    """Groups of state_dict keys that name one tensor."""
+    groups: dict[int, set[str]] = {}
+    for key, t in model.state_dict(keep_vars=True).items():
+        groups.setdefault(id(t), set()).add(key)
+    return {frozenset(g) for g in groups.values() if len(g) > 1}
+
+
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_exports_and_reloads_bit_exactly_at_two_shapes(name: str, tmp_path: Path) -> None:
     build, make_inputs, fixed = MODELS[name]
@@ -58,6 +66,9 @@ def test_exports_and_reloads_bit_exactly_at_two_shapes(name: str, tmp_path: Path
         with torch.no_grad():
             cases.append((inputs, _outputs(model(**inputs, **fixed))))
     torch.save(cases, tmp_path / "cases.pt")
+    rebuilt = modelpack.load_model(tmp_path / "m.mpk")
+    assert set(rebuilt.state_dict()) == set(model.state_dict())
+    assert _ties(rebuilt) == _ties(model)  # GPT-2's lm_head and wte, T5's shared and embed_tokens: one tensor
     done = run_python(_CHECK, str(tmp_path / "m.mpk"), str(tmp_path / "cases.pt"), timeout=300)
     assert done.returncode == 0 and "OK 2" in done.stdout, done.stderr[-3000:]
 
