@@ -222,8 +222,8 @@ def _parser() -> argparse.ArgumentParser:
     ve.add_argument("--signature", metavar="SIG", help="also check this model-signing bundle (with --public-key)")
     ve.add_argument("--public-key", metavar="PUB", help="the signer's EC public key (PEM)")
 
-    i = sub.add_parser("inspect", help="show what a .mpk holds")
-    i.add_argument("file", metavar="FILE", help="the .mpk file to describe")
+    i = sub.add_parser("inspect", help="show what a .mpk, or a distributed checkpoint folder, holds")
+    i.add_argument("file", metavar="FILE", help="the .mpk file (or DCP checkpoint folder) to describe")
     i.add_argument("--json", action="store_true", help="machine-readable output")
 
     r = sub.add_parser("run", help="run a packed model on .npy inputs")

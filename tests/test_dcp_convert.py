@@ -215,3 +215,17 @@ def test_a_source_that_ends_early_aborts_the_copy(folder, tmp_path, monkeypatch)
     with pytest.raises(modelpack.FormatError, match="ends early"):
         consolidate(folder, tmp_path / "one.mpk")
     assert not (tmp_path / "one.mpk").exists()
+
+
+def test_cli_inspect_a_folder(folder):
+    code, text = _cli("inspect", str(folder))
+    assert code == 0 and "distributed checkpoint, 1 shards" in text
+    assert "model.w" in text and "[4, 3]" in text and "non-tensor values" in text
+    code, text = _cli("inspect", "--json", str(folder))
+    import json
+
+    info = json.loads(text)
+    assert len(info["shards"]) == 1 and info["tensor_count"] == 6
+    w = next(t for t in info["tensors"] if t["name"] == "model.w")
+    assert w == {"name": "model.w", "dtype": "float32", "shape": [4, 3], "chunks": 1, "shards": 1, "numel": 12,
+                 "nbytes": 48}
