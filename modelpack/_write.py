@@ -275,7 +275,8 @@ def _write_members(zw: ZipWriter, tree_json: Any, payloads: list[_Payload], meta
 
 
 def _write_tensor(zw: ZipWriter, leaf: tree.Leaf, row: DType, shape: tuple[int, ...],
-                  data: memoryview | Callable[[], memoryview], bar: Progress, sha256: bool) -> dict[str, Any]:
+                  data: "memoryview | CopiedArray | Callable[[], memoryview]", bar: Progress,
+                  sha256: bool) -> dict[str, Any]:
     head = npy_header(row.descr, shape)
     if isinstance(data, CopiedArray):
         if sha256:
