@@ -229,3 +229,12 @@ def test_cli_inspect_a_folder(folder):
     w = next(t for t in info["tensors"] if t["name"] == "model.w")
     assert w == {"name": "model.w", "dtype": "float32", "shape": [4, 3], "chunks": 1, "shards": 1, "numel": 12,
                  "nbytes": 48}
+
+
+def test_copied_and_assembled_outputs_are_the_same_bytes(folder, tmp_path, monkeypatch):
+    from modelpack.dcp import _convert
+
+    consolidate(folder, tmp_path / "copied.mpk")
+    monkeypatch.setattr(_convert, "_copied", lambda t, packs: None)  # every tensor through memory
+    consolidate(folder, tmp_path / "assembled.mpk")
+    assert (tmp_path / "copied.mpk").read_bytes() == (tmp_path / "assembled.mpk").read_bytes()
