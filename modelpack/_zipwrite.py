@@ -56,7 +56,11 @@ _NO_KERNEL_COPY = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, er
 
 
 def _copy_range(r: FileRange, out: int, progress: Callable[[int], object] | None) -> None:
-    """Append ``r`` to ``out`` in the kernel; read and write it back where the file systems refuse that."""
+    """Append ``r`` to ``out`` in the kernel; read and write it back where the file systems refuse that.
+
+    A kernel copy that stops short (some file systems answer 0 for files they
+    cannot copy) is retried by reading; a read that ends early is an error.
+    """
     pos, end = r.offset, r.offset + r.nbytes
     kernel = True
     while pos < end:
@@ -68,14 +72,14 @@ def _copy_range(r: FileRange, out: int, progress: Callable[[int], object] | None
             except OSError as e:
                 if e.errno not in _NO_KERNEL_COPY:
                     raise
-                kernel = False
+            kernel = n > 0
         if not kernel:
             data = os.pread(r.fd, want, pos)
             _write_all(out, data)
             n = len(data)
         if n <= 0:
-            raise FormatError(f"the source file ends early: {end - pos:,} bytes missing at offset {pos:,} "
-                              "(truncated while open?)")
+            raise FormatError(f"the file ends early: {end - pos:,} bytes missing at offset {pos:,} (truncated "
+                              "while open?)", source=r.path or None)
         pos += n
         if progress:
             progress(n)

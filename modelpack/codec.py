@@ -141,12 +141,13 @@ class RawArray:
 
 
 class FileRange(NamedTuple):
-    """``nbytes`` bytes at ``offset`` of the open file ``fd``, whose CRC-32 the caller already knows."""
+    """``nbytes`` bytes at ``offset`` of the open file ``fd`` (at ``path``), whose CRC-32 the caller already knows."""
 
     fd: int
     offset: int
     nbytes: int
     crc32: int
+    path: str = ""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -193,14 +193,17 @@ def test_crc32_arithmetic_matches_zlib():
         assert crc32_tail(zlib.crc32(a + b), zlib.crc32(a), lb) == zlib.crc32(b)
 
 
-def test_copy_falls_back_where_the_kernel_refuses(folder, tmp_path, monkeypatch):
+def _refuse(*args):
     import errno
+
+    raise OSError(errno.EXDEV, "cross-device")
+
+
+@pytest.mark.parametrize("kernel_copy", [_refuse, lambda *args: 0], ids=["refused", "copies-nothing"])
+def test_copy_falls_back_where_the_kernel_refuses(folder, tmp_path, monkeypatch, kernel_copy):
     import os
 
-    def refuse(*args):
-        raise OSError(errno.EXDEV, "cross-device")
-
-    monkeypatch.setattr(os, "copy_file_range", refuse)
+    monkeypatch.setattr(os, "copy_file_range", kernel_copy)
     out = tmp_path / "one.mpk"
     consolidate(folder, out)
     assert _same(modelpack.load(out), _expected())
@@ -208,11 +211,21 @@ def test_copy_falls_back_where_the_kernel_refuses(folder, tmp_path, monkeypatch)
         pack.verify()
 
 
-def test_a_source_that_ends_early_aborts_the_copy(folder, tmp_path, monkeypatch):
+def test_a_shard_truncated_while_open_aborts_the_copy(folder, tmp_path, monkeypatch):
     import os
 
-    monkeypatch.setattr(os, "copy_file_range", lambda *args: 0)  # what a shard truncated while open gives
-    with pytest.raises(modelpack.FormatError, match="ends early"):
+    from modelpack.dcp import _convert
+
+    opened = _convert._layout.check_shards
+
+    def open_then_truncate(root, doc):
+        packs = opened(root, doc)
+        for name in doc.shards:
+            os.truncate(root / name, 100)
+        return packs
+
+    monkeypatch.setattr(_convert._layout, "check_shards", open_then_truncate)
+    with pytest.raises(modelpack.FormatError, match=r"shard-\w+-0\.mpk: the file ends early"):
         consolidate(folder, tmp_path / "one.mpk")
     assert not (tmp_path / "one.mpk").exists()
 

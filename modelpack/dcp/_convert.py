@@ -187,7 +187,7 @@ def _file_range(pack: api.Pack, name: str) -> FileRange:
     entry = pack.entries[name]
     head = npy_header(dtype_by_name(entry["dtype"]).descr, entry["shape"])  # the reader checked it is the stored one
     body_crc = crc32_tail(int(entry["crc32"], 16), crc32(head), entry["nbytes"])
-    return FileRange(pack.fd, entry["offset"], entry["nbytes"], body_crc)
+    return FileRange(pack.fd, entry["offset"], entry["nbytes"], body_crc, pack.path)
 
 
 def _assemble(t: _layout.TensorDoc, packs: dict[int, api.Pack]) -> torch.Tensor:
