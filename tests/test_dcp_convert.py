@@ -251,3 +251,9 @@ def test_copied_and_assembled_outputs_are_the_same_bytes(folder, tmp_path, monke
     monkeypatch.setattr(_convert, "_copied", lambda t, packs: None)  # every tensor through memory
     consolidate(folder, tmp_path / "assembled.mpk")
     assert (tmp_path / "copied.mpk").read_bytes() == (tmp_path / "assembled.mpk").read_bytes()
+
+
+def test_cli_convert_refuses_a_bad_shard_size(folder, tmp_path, capsys):
+    code, _ = _cli("convert", str(folder), str(tmp_path / "o.mpk"), "--max-shard-size", "lots")
+    assert code == 1 and "is not a size such as" in capsys.readouterr().err
+    assert not (tmp_path / "o.mpk").exists()
