@@ -585,3 +585,38 @@ def test_tied_weights_keep_every_key_and_stay_one_tensor_through_torch_export(tm
     weights = [p for _, p in rebuilt.named_parameters(remove_duplicate=False) if p.shape == (20, 8)]
     assert len(weights) == 3 and all(w is weights[0] for w in weights)  # one Parameter under three keys
     assert torch.equal(rebuilt(ids), model(ids))
+
+
+class _SelfAttention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.mha = nn.MultiheadAttention(16, 4, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mha(x, x, x, need_weights=False)[0]
+
+
+def test_a_layers_forward_keyword_is_kept_so_the_same_kernel_runs(tmp_path) -> None:
+    """need_weights=False picks another attention kernel; dropped, the rebuilt model differs under autograd."""
+    torch.manual_seed(0)
+    model, x = _SelfAttention().eval(), torch.randn(2, 5, 16)
+    modelpack.export(model, tmp_path / "m.mpk", x)
+    node = next(n for n in parse_yaml(read_spec_text(tmp_path / "m.mpk"))[0]["nodes"] if n["name"] == "mha")
+    assert node["layer"] == "MultiheadAttention" and node["args"]["need_weights"] is False
+    rebuilt = modelpack.load_model(tmp_path / "m.mpk")
+    assert torch.equal(rebuilt(x), model(x))  # autograd on: no fast path, the need_weights=False kernel
+    again, _ = export_spec(rebuilt, x)  # and the rebuilt model exports to the same node
+    assert "need_weights: false" in again
+
+
+def test_a_forward_keyword_the_row_cannot_say_is_refused() -> None:
+    class _Masked(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.mha = nn.MultiheadAttention(16, 4, batch_first=True)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.mha(x, x, x, is_causal=False)[0]
+
+    with pytest.raises(ExportError, match=r"keyword arguments \(is_causal\).*can say need_weights"):
+        export_spec(_Masked(), torch.randn(2, 5, 16), capture="fx")

@@ -167,7 +167,7 @@ class SpecModule(nn.Module):
         if step.kind == "layer":
             if step.what in _STATE_LAYERS:
                 return self._state(step.path)
-            return self._layer(step.path)(*args)
+            return self._layer(step.path)(*args, **kwargs)
         if step.what in _TRAINING_OPS:
             kwargs = {**kwargs, "training": self.training}
         if step.device:
@@ -466,7 +466,10 @@ def _node(node: dict[str, Any], device: Any) -> tuple[Step, nn.Module | None]:
         entry = _entry(kind, what)
         args = _arguments(entry, node.get("args") or {}, allow_refs=kind == "op")
         if kind == "layer":
-            return _layer_step(name, what, node["in"]), _construct(what, args, device)
+            calls = {a.name for a in entry.args if a.call}
+            call = {k: v for k, v in args.items() if k in calls and v != entry.arg(k).default}
+            built = _construct(what, {k: v for k, v in args.items() if k not in calls}, device)
+            return _layer_step(name, what, node["in"], call), built
         return _op_step(name, entry, node["in"], args), None
     except ModelPackError as e:
         raise BuildError(f"while building node {name!r} ({kind} {what}): {e}") from e
@@ -511,8 +514,9 @@ def _freeze(value: Any, allow_refs: bool, where: str) -> Any:
     return value
 
 
-def _layer_step(name: str, what: str, inputs: Sequence[str]) -> Step:
-    return Step(name, "layer", what, tuple(name.split(".")), None, tuple(inputs), False, (), {}, False)
+def _layer_step(name: str, what: str, inputs: Sequence[str], call: Mapping[str, Any] | None = None) -> Step:
+    """A layer call: the module at the node's path, with the row's forward keywords (``call``) the node sets."""
+    return Step(name, "layer", what, tuple(name.split(".")), None, tuple(inputs), False, (), dict(call or {}), False)
 
 
 def _op_step(name: str, entry: _Entry, inputs: Sequence[str], args: dict[str, Any]) -> Step:
