@@ -4,6 +4,8 @@ Members are appended to a private temp file's descriptor (or a writable file
 object) and the central directory and end records written last. Small members
 are gathered and written with one ``writev``; a big member's CRC-32 is computed
 on a second thread while it is written and patched into its header afterwards.
+A copied member (``add_copied``) takes byte ranges of other files whose CRC-32s
+are known: the kernel copies them, and their CRC-32s are joined, not recomputed.
 """
 
 from __future__ import annotations
