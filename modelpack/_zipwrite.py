@@ -77,7 +77,7 @@ def _copy_range(r: FileRange, out: int, progress: Callable[[int], object] | None
     cannot copy) is retried by reading; a read that ends early is an error.
     """
     pos, end = r.offset, r.offset + r.nbytes
-    kernel = True
+    kernel = hasattr(os, "copy_file_range")  # Linux only: elsewhere, read and write
     while pos < end:
         want = min(end - pos, _CHUNK)
         n = 0
