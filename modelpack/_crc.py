@@ -9,6 +9,8 @@ zlib's reflected order (bit 31 is x^0).
 
 from __future__ import annotations
 
+import functools
+
 __all__ = ["crc32_combine", "crc32_tail"]
 
 _POLY = 0xEDB88320  # x^32 + x^26 + ... + 1, reflected
@@ -29,14 +31,26 @@ def _mulmod(a: int, b: int) -> int:
     return out
 
 
+@functools.cache
+def _powers() -> tuple[int, ...]:
+    """x^(8 * 2^k) modulo the polynomial for k = 0..63: one factor per set bit of a byte count."""
+    out = [_X8]
+    for _ in range(63):
+        out.append(_mulmod(out[-1], out[-1]))
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=4096)  # tensors repeat a few sizes: most shifts are looked up
 def _shift(n: int) -> int:
     """x^(8n) modulo the polynomial: what appending ``n`` bytes does to a CRC."""
-    out, base = _ONE, _X8
-    while n:
-        if n & 1:
-            out = _mulmod(out, base)
-        base = _mulmod(base, base)
-        n >>= 1
+    if not 0 <= n < 1 << 64:
+        raise ValueError(f"byte count {n} is outside 0..2**64")
+    out = _ONE
+    for k, power in enumerate(_powers()):
+        if n >> k == 0:
+            break
+        if n >> k & 1:
+            out = _mulmod(out, power)
     return out
 
 

@@ -4,6 +4,8 @@ Members are appended to a private temp file's descriptor (or a writable file
 object) and the central directory and end records written last. Small members
 are gathered and written with one ``writev``; a big member's CRC-32 is computed
 on a second thread while it is written and patched into its header afterwards.
+A copied member (``add_copied``) takes byte ranges of other files whose CRC-32s
+are known: the kernel copies them, and their CRC-32s are joined, not recomputed.
 """
 
 from __future__ import annotations
@@ -55,6 +57,19 @@ def _writev_all(fd: int, parts: list[bytes | memoryview]) -> None:
 _NO_KERNEL_COPY = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF)
 
 
+def _ends_early(r: FileRange, pos: int) -> FormatError:
+    return FormatError(f"the file ends early: {r.offset + r.nbytes - pos:,} bytes missing at offset {pos:,} "
+                       "(truncated while open?)", source=r.path or None)
+
+
+def _read_range(r: FileRange) -> bytes:
+    """A small range's bytes, read whole."""
+    data = os.pread(r.fd, r.nbytes, r.offset)
+    if len(data) != r.nbytes:  # a regular file answers short only at its end
+        raise _ends_early(r, r.offset + len(data))
+    return data
+
+
 def _copy_range(r: FileRange, out: int, progress: Callable[[int], object] | None) -> None:
     """Append ``r`` to ``out`` in the kernel; read and write it back where the file systems refuse that.
 
@@ -62,7 +77,7 @@ def _copy_range(r: FileRange, out: int, progress: Callable[[int], object] | None
     cannot copy) is retried by reading; a read that ends early is an error.
     """
     pos, end = r.offset, r.offset + r.nbytes
-    kernel = True
+    kernel = hasattr(os, "copy_file_range")  # Linux only: elsewhere, read and write
     while pos < end:
         want = min(end - pos, _CHUNK)
         n = 0
@@ -78,8 +93,7 @@ def _copy_range(r: FileRange, out: int, progress: Callable[[int], object] | None
             _write_all(out, data)
             n = len(data)
         if n <= 0:
-            raise FormatError(f"the file ends early: {end - pos:,} bytes missing at offset {pos:,} (truncated "
-                              "while open?)", source=r.path or None)
+            raise _ends_early(r, pos)
         pos += n
         if progress:
             progress(n)
@@ -234,8 +248,10 @@ class ZipWriter:
 
         The ranges are copied file to file by the kernel (``copy_file_range``,
         or read and written back where the file systems refuse it); their
-        CRC-32s are joined arithmetically, so no byte passes through memory.
-        Needs a descriptor (the bytes go at its current position).
+        CRC-32s are joined arithmetically, so no byte is checksummed again. A
+        small member is read instead and written with its neighbours (one
+        system call per range beats a kernel copy each). Needs a descriptor
+        (the bytes go at its current position).
         """
         if not isinstance(self._fd, int):
             raise TypeError("copied members need a file descriptor, not a file object")
@@ -247,9 +263,14 @@ class ZipWriter:
         raw_name = name.encode("ascii")
         z64, extra = self._extra(offset, raw_name, len(head), size, align)
         lfh = self._lfh(raw_name, extra, crc, size, z64)
-        self._write(lfh + head)
-        for r in ranges:
-            _copy_range(r, self._fd, progress)
+        if size < _SYNC_CRC_BYTES:
+            self._gather(lfh, head, *(_read_range(r) for r in ranges))
+            if progress:
+                progress(size - len(head))
+        else:
+            self._write(lfh + head)
+            for r in ranges:
+                _copy_range(r, self._fd, progress)
         self._pos = offset + len(lfh) + size
         member = Member(name, offset, offset + len(lfh), size, crc)
         self._members.append(member)

@@ -284,6 +284,9 @@ class _Lookup:
         return self.tensor(name)
 
 
+_NUMBERS = frozenset({int, float, bool, type(None)})  # leaves with nothing to check: no call per value
+
+
 def decode(tree: Any, tensor: Callable[[str], Any]) -> Any:
     """Rebuild the object; ``tensor(name)`` returns the loaded tensor for a name."""
     return _decode(tree, _Lookup(tensor), (), 0)
@@ -297,7 +300,7 @@ def _decode(node: Any, tensor: _Lookup, where: _Where, depth: int) -> Any:
     if node is None or isinstance(node, (bool, str, int, float)):
         return node
     if isinstance(node, list):
-        return [_decode(v, tensor, (where, i), depth + 1) for i, v in enumerate(node)]
+        return [v if type(v) in _NUMBERS else _decode(v, tensor, (where, i), depth + 1) for i, v in enumerate(node)]
     if not isinstance(node, dict):
         raise _bad(f"unexpected JSON value of type {type(node).__name__}", where)
     if len(node) == 1 and "$tensor" in node:  # the most common node: one tensor reference
@@ -307,7 +310,7 @@ def _decode(node: Any, tensor: _Lookup, where: _Where, depth: int) -> Any:
         return tensor.tensor(value)
     tags = [k for k in node if k.startswith("$")]
     if not tags:
-        return {k: _decode(v, tensor, (where, k), depth + 1) for k, v in node.items()}
+        return {k: v if type(v) in _NUMBERS else _decode(v, tensor, (where, k), depth + 1) for k, v in node.items()}
     if len(node) != 1 or tags[0] not in _TAGS:
         raise _bad(f"unknown tagged object with keys {sorted(node)[:5]}; known tags: {', '.join(_TAGS)}", where)
     tag, value = tags[0], node[tags[0]]
