@@ -21,6 +21,7 @@ from torch import nn
 
 from .. import limits
 from ..errors import BuildError, ModelPackError
+from ..spec.shapes import check_size_bounds, size_bounds
 from ..vocab import LAYERS, OPS, REQUIRED
 from ..vocab.types import _Entry
 from ._aten import aten_kwargs, allocates, device_mode, guarded
@@ -83,7 +84,7 @@ class Namespace(nn.Module):
 class _Interpreter:
     """What SpecModule's forward reads besides its children (see ``SpecModule.__init__``)."""
 
-    __slots__ = ("spec", "input_names", "steps", "output_keys", "output_refs", "release", "inplace")
+    __slots__ = ("spec", "input_names", "steps", "output_keys", "output_refs", "release", "inplace", "bounds")
 
     def __init__(self, *values: Any) -> None:
         for name, value in zip(self.__slots__, values, strict=True):
@@ -110,7 +111,8 @@ class SpecModule(nn.Module):
             spec, tuple(spec["inputs"]), steps, tuple(outputs) if isinstance(outputs, dict) else None, refs,
             # names whose value is dead after each step: freed at once, so activations reuse warm
             # memory and the peak is the live set, not the sum of every intermediate value
-            release_plan(steps, refs), inplace_plan(steps, refs))
+            release_plan(steps, refs), inplace_plan(steps, refs),
+            size_bounds(spec))  # the sizes torch.export found the model supports, checked per call
 
     # read through the reserved key (class-level properties: an instance attribute cannot hide them)
     spec = property(lambda self: self.__modelpack__.spec, doc="the expanded, validated spec")
@@ -130,6 +132,9 @@ class SpecModule(nn.Module):
 
     def forward(self, *inputs: Any, **named_inputs: Any) -> Any:
         env = self._bind_inputs(inputs, named_inputs)
+        bounds = self.__modelpack__.bounds
+        if bounds and not torch.compiler.is_compiling():
+            check_size_bounds(bounds, {k: v.shape for k, v in env.items() if isinstance(v, torch.Tensor)})
         if torch.compiler.is_compiling():
             for step, dead in zip(self._steps, self._release):
                 env[step.name] = self._run(step, env)
