@@ -52,15 +52,22 @@ def _libdeflate() -> Crc32 | None:
 
 def _via_address(fn: Any) -> Crc32:
     """``crc32(data, value=0)`` over any contiguous buffer, small ones through zlib."""
-    small = zlib.crc32
+    small, address_of, char_at = zlib.crc32, ctypes.addressof, ctypes.c_char.from_buffer
 
     def crc32(data: Any, value: int = 0) -> int:
-        if type(data) is bytes:
+        kind = type(data)
+        if kind is bytes:
             return small(data, value) if len(data) < _SMALL else fn(value, data, len(data))  # type: ignore[no-any-return]
-        arr = np.frombuffer(data, np.uint8)  # any buffer, read-only or not: its address, no copy
-        if arr.nbytes < _SMALL:
+        n = data.nbytes if kind is memoryview else len(data) if kind is bytearray else memoryview(data).nbytes
+        if n < _SMALL:
             return small(data, value)
-        return fn(value, arr.__array_interface__["data"][0], arr.nbytes)  # type: ignore[no-any-return]
+        try:  # the export is held (``pinned``) until the call returns: the memory cannot move meanwhile
+            pinned: Any = char_at(data)  # writable memory (tensors, arrays): the cheapest way to its address
+            address = address_of(pinned)
+        except TypeError:  # read-only: numpy finds the address of any buffer, no copy
+            pinned = np.frombuffer(data, np.uint8)
+            address = pinned.__array_interface__["data"][0]
+        return fn(value, address, n)  # type: ignore[no-any-return]
 
     return crc32
 

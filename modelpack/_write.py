@@ -64,19 +64,19 @@ def _payloads(leaves: list[tree.Leaf]) -> list[_Payload]:
     """
     if not any(leaf.kind == "torch" and not isinstance(leaf.value, RawArray) for leaf in leaves):
         return [(leaf, *_payload(leaf)) for leaf in leaves]  # no torch import (converters stay torch-free)
-    from .torch.tensors import torch_payload, torch_plan  # imported once, not per tensor
+    from .torch.tensors import torch_payload, torch_plan_view  # imported once, not per tensor
 
     out: list[_Payload] = []
     for leaf in leaves:
-        where = leaf.where or leaf.name
         if leaf.kind != "torch" or isinstance(leaf.value, RawArray):
             out.append((leaf, *_payload(leaf)))
             continue
-        row, shape, copies = torch_plan(leaf.value, where=where)
-        if copies:
+        where = leaf.where or leaf.name
+        row, shape, view = torch_plan_view(leaf.value, where=where)
+        if view is None:
             out.append((leaf, row, shape, functools.partial(_copied, torch_payload, leaf.value, where)))
         else:
-            out.append((leaf, *torch_payload(leaf.value, where=where)))
+            out.append((leaf, row, shape, view))
     return out
 
 
@@ -215,8 +215,11 @@ def _write_one(target: Any, tree_json: Any, payloads: list[_Payload], meta: dict
     """One .mpk to a path (atomically) or a file object; returns the manifest bytes."""
     if isinstance(target, (str, os.PathLike)):
         with _fs.atomic_write(target) as fd:
-            return _write_members(ZipWriter(fd, force_zip64=force_zip64), tree_json, payloads, meta, spec, bar,
-                                  shards, sha256)
+            zw = ZipWriter(fd, force_zip64=force_zip64)
+            try:
+                return _write_members(zw, tree_json, payloads, meta, spec, bar, shards, sha256)
+            finally:
+                zw.close()  # its writer thread is done before the descriptor is closed
     if not hasattr(target, "write"):
         raise UnsupportedObjectError(f"save needs a path or a writable binary file object; got "
                                      f"{type(target).__name__}")

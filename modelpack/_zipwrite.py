@@ -2,7 +2,8 @@
 
 Members are appended to a private temp file's descriptor (or a writable file
 object) and the central directory and end records written last. Small members
-are gathered and written with one ``writev``; a big member's CRC-32 is computed
+are gathered and written with one ``writev``, on a second thread while the next
+batch is prepared (``writev`` releases the GIL); a big member's CRC-32 is computed
 on a second thread while it is written and patched into its header afterwards.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import struct
 import threading
 from collections.abc import Callable
@@ -17,7 +19,7 @@ from typing import Any
 
 from .container import (
     _CDH, _DOS_DATE, _DOS_TIME, _EOCD, _LFH, _PAD_ID, _SIG_CDH, _SIG_EOCD, _SIG_LFH, _SIG_Z64_EOCD, _SIG_Z64_LOC,
-    _U16, _U32, _Z64_EOCD, _Z64_ID, _Z64_LOC, ALIGN, Member, crc32,
+    _U16, _U32, _Z64_EOCD, _Z64_ID, _Z64_LOC, ALIGN, Member, crc32, make_member,
 )
 
 __all__ = ["ZipWriter", "checksums"]
@@ -36,16 +38,65 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
 
 
 def _writev_all(fd: int, parts: list[bytes | memoryview]) -> None:
-    """Write every buffer in order with as few system calls as the kernel allows (short writes resumed)."""
-    views = [memoryview(p).cast("B") for p in parts]
+    """Write every buffer (bytes or byte views) in order with as few system calls as the kernel allows."""
+    views = parts
     i = 0
     while i < len(views):
         n = os.writev(fd, views[i : i + _MAX_IOV])
-        while i < len(views) and n >= views[i].nbytes:
-            n -= views[i].nbytes
+        while i < len(views) and n >= len(views[i]):
+            n -= len(views[i])
             i += 1
-        if n:
-            views[i] = views[i][n:]
+        if n:  # a short write: resume inside this buffer
+            views = list(views)
+            views[i] = memoryview(views[i])[n:]
+
+
+class _Flusher:
+    """Writes gathered batches on its own thread, in order, while the caller prepares the next one.
+
+    At most one batch waits while one is written (``queue`` bounded), so the
+    memory held is a few gathered batches of views, never the whole file.
+    An error is kept and raised to the caller at its next call.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._queue: queue.Queue[list[bytes | memoryview] | None] = queue.Queue(maxsize=1)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="modelpack-write", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            parts = self._queue.get()
+            try:
+                if parts is None:
+                    return
+                if self._error is None:
+                    _writev_all(self._fd, parts)
+            except BaseException as e:  # handed to the caller in check()
+                self._error = e
+            finally:
+                self._queue.task_done()
+
+    def put(self, parts: list[bytes | memoryview]) -> None:
+        self.check()
+        self._queue.put(parts)
+
+    def wait(self) -> None:
+        """Return once everything queued is written (or raise what failed)."""
+        self._queue.join()
+        self.check()
+
+    def check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        """Stop the thread; the descriptor is not written after this returns."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
 
 
 def _write_obj(f: Any, data: bytes | memoryview) -> None:
@@ -98,6 +149,10 @@ class _CrcJob:
         return self._value
 
 
+# the padding extra field for each pad length: an aligned member's data starts on an ALIGN boundary
+_PADDING = [struct.pack("<HH", _PAD_ID, pad) + b"\0" * pad for pad in range(ALIGN)]
+
+
 class ZipWriter:
     """Append STORED members to an fd, then write the central directory.
 
@@ -120,25 +175,43 @@ class ZipWriter:
         self._pos = 0
         self._members: list[Member] = []
         self._force64 = force_zip64
+        self._flusher: _Flusher | None = None  # started at the first full batch (small files never start it)
 
     def _write(self, data: bytes | memoryview) -> None:
-        if self._parts:
-            self._flush()
+        self._settle()
         self._raw_write(data)
 
-    def _gather(self, *parts: bytes | memoryview) -> None:
-        self._parts.extend(parts)
-        self._parts_size += sum(len(p) if isinstance(p, bytes) else p.nbytes for p in parts)
-        if self._parts_size >= _GATHER or len(self._parts) >= _MAX_IOV:
+    def _settle(self) -> None:
+        """Everything gathered or queued is in the file: the next write (or patch) may go straight to it."""
+        if self._parts:
             self._flush()
+        if self._flusher is not None:
+            self._flusher.wait()
 
-    def _flush(self) -> None:
+    def _gather(self, lfh: bytes, head: bytes, body: memoryview, size: int) -> None:
+        self._parts += (lfh, head, body)
+        self._parts_size += size
+        if self._parts_size >= _GATHER or len(self._parts) >= _MAX_IOV:
+            self._flush(background=True)
+
+    def _flush(self, background: bool = False) -> None:
         parts, self._parts, self._parts_size = self._parts, [], 0
-        if isinstance(self._fd, int):
-            _writev_all(self._fd, parts)
-        else:
+        if not isinstance(self._fd, int):
             for part in parts:
                 _write_obj(self._fd, part)
+        elif background:
+            if self._flusher is None:
+                self._flusher = _Flusher(self._fd)
+            self._flusher.put(parts)
+        else:
+            if self._flusher is not None:
+                self._flusher.wait()
+            _writev_all(self._fd, parts)
+
+    def close(self) -> None:
+        """Stop the background writer (after ``finish``, or on an error before the file is closed)."""
+        if self._flusher is not None:
+            self._flusher.close()
 
     def add(
         self,
@@ -154,7 +227,8 @@ class ZipWriter:
 
         ``sha256`` also hashes ``body`` (not ``head``) in the same pass as the CRC-32.
         """
-        body = memoryview(body).cast("B")
+        if type(body) is not memoryview or body.ndim != 1 or body.format != "B":
+            body = memoryview(body).cast("B")
         size = len(head) + body.nbytes
         offset = self._pos
         raw_name = name.encode("ascii")
@@ -162,8 +236,7 @@ class ZipWriter:
         extra = struct.pack("<HHQQ", _Z64_ID, 16, size, size) if z64 else b""
         if align:
             data_start = offset + _LFH.size + len(raw_name) + len(extra) + 4
-            pad = (-(data_start + len(head))) % ALIGN
-            extra += struct.pack("<HH", _PAD_ID, pad) + b"\0" * pad
+            extra += _PADDING[(-(data_start + len(head))) % ALIGN]
         sha = hashlib.sha256() if sha256 else None
         if body.nbytes < _SYNC_CRC_BYTES or not isinstance(self._fd, int):
             crc = checksums(body, crc32(head), sha)
@@ -175,7 +248,7 @@ class ZipWriter:
         if future is None:
             small = body.nbytes < _SYNC_CRC_BYTES
             if small:
-                self._gather(lfh, head, body)
+                self._gather(lfh, head, body, len(lfh) + size)
             else:
                 self._write(lfh + head)
                 for start in range(0, body.nbytes, _CHUNK):
@@ -192,7 +265,7 @@ class ZipWriter:
             os.pwrite(self._fd, struct.pack("<I", crc), offset + 14)
         data_offset = offset + len(lfh)
         self._pos = data_offset + size
-        member = Member(name, offset, data_offset, size, crc, sha256=None if sha is None else sha.hexdigest())
+        member = make_member(name, offset, data_offset, size, crc, sha256=None if sha is None else sha.hexdigest())
         self._members.append(member)
         return member
 
@@ -219,7 +292,7 @@ class ZipWriter:
             cd += _EOCD.pack(_SIG_EOCD, 0, 0, _U16, _U16, _U32, _U32, 0)
         else:
             cd += _EOCD.pack(_SIG_EOCD, 0, 0, count, count, cd_size, cd_offset, 0)
-        self._gather(bytes(cd))
+        self._parts.append(bytes(cd))
         self._flush()
         self._pos += len(cd)
         return self._pos

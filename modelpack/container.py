@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from ._source import Source
 
 __all__ = [
-    "crc32", "Member", "read_members", "identify", "pread_exact", "check_member_count",
+    "crc32", "Member", "make_member", "read_members", "identify", "pread_exact", "check_member_count",
     "check_member_name_length", "check_local_header", "ALIGN", "NPY_SUFFIX",
 ]
 
@@ -66,6 +66,17 @@ class Member:
     # hex SHA-256 of the body (the tensor's bytes, without the .npy header) when the writer was asked for it
     sha256: str | None = dataclasses.field(default=None, repr=False, compare=False)
 
+
+def make_member(name: str, header_offset: int, data_offset: int, size: int, crc: int, prefix: bytes = b"",
+                version: int = 20, sha256: str | None = None) -> Member:
+    """``Member(...)`` at less than half the cost (a frozen dataclass sets each field through a call)."""
+    m = _new(Member)
+    m.__dict__.update(name=name, header_offset=header_offset, data_offset=data_offset, size=size, crc=crc,
+                      prefix=prefix, version=version, sha256=sha256)
+    return m
+
+
+_new = object.__new__
 
 # --------------------------------------------------------------------------- reading
 
@@ -341,7 +352,7 @@ def _check_local_headers(src: Source, entries: Sequence[_Entry], cd_offset: int)
         if expected > cd_offset:
             raise FormatError("member data runs into the central directory", where=f"member {e.name!r}")
         prefix = window[fixed + elen : fixed + elen + e.size]
-        members.append(Member(e.name, e.header_offset, data_offset, e.size, e.crc, prefix, e.version))
+        members.append(make_member(e.name, e.header_offset, data_offset, e.size, e.crc, prefix, e.version))
     if expected != cd_offset:
         raise FormatError(f"{cd_offset - expected} unexplained bytes before the central directory", where="archive")
     return members
