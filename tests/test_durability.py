@@ -106,3 +106,51 @@ def test_live_writers_temp_files_are_not_removed(tmp_path):
     finally:
         os.close(fd)
     assert live.exists() and not dead.exists()
+
+
+def _many_small(n: int = 400, seed: int = 0) -> dict[str, np.ndarray]:
+    """Small members past several gathered batches, so the background writer thread runs."""
+    rng = np.random.default_rng(seed)
+    return {f"t{i}": rng.random(8192, np.float32) for i in range(n)}  # 32 KiB each, ~12 MiB in all
+
+
+def test_many_small_members_written_in_background_batches_load_back(tmp_path):
+    from modelpack import _zipwrite
+
+    obj = _many_small()
+    assert sum(a.nbytes for a in obj.values()) > 2 * _zipwrite._GATHER
+    target = tmp_path / "m.mpk"
+    modelpack.save(obj, target)
+    modelpack.verify(target)
+    out = modelpack.load(target)
+    assert all(np.array_equal(out[k], v) for k, v in obj.items())
+    with open(target, "rb") as f:  # same bytes as a file object gets (written on the caller's thread)
+        assert f.read() == modelpack.save_bytes(obj)
+
+
+def test_background_write_error_keeps_the_old_file_and_stops_the_thread(tmp_path, monkeypatch):
+    import threading
+
+    from modelpack import _zipwrite
+
+    target = tmp_path / "t.mpk"
+    modelpack.save({"v": np.arange(10)}, target)
+    before = target.read_bytes()
+    calls = []
+    real = os.writev
+
+    def full_disk(fd, buffers):
+        calls.append(threading.current_thread().name)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real(fd, buffers)
+
+    monkeypatch.setattr(_zipwrite.os, "writev", full_disk)
+    with pytest.raises(OSError, match="No space left") as err:
+        modelpack.save(_many_small(), target)
+    monkeypatch.undo()
+    assert "modelpack-write" in calls  # the failing write ran on the writer thread
+    assert err.value.filename == str(target)  # reported against the target, not the temp file
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["t.mpk"]
+    assert not [t for t in threading.enumerate() if t.name == "modelpack-write"]
