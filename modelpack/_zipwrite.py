@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .container import (
-    _CDH, _DOS_DATE, _DOS_TIME, _EOCD, _LFH, _PAD_ID, _SIG_CDH, _SIG_EOCD, _SIG_LFH, _SIG_Z64_EOCD, _SIG_Z64_LOC,
+    _CDH, _DOS_DATE, _DOS_TIME, _EOCD, _LFH, _PADDING, _SIG_CDH, _SIG_EOCD, _SIG_LFH, _SIG_Z64_EOCD, _SIG_Z64_LOC,
     _U16, _U32, _Z64_EOCD, _Z64_ID, _Z64_LOC, ALIGN, Member, crc32, make_member,
 )
 
@@ -149,10 +149,6 @@ class _CrcJob:
         return self._value
 
 
-# the padding extra field for each pad length: an aligned member's data starts on an ALIGN boundary
-_PADDING = [struct.pack("<HH", _PAD_ID, pad) + b"\0" * pad for pad in range(ALIGN)]
-
-
 class ZipWriter:
     """Append STORED members to an fd, then write the central directory.
 
@@ -236,7 +232,7 @@ class ZipWriter:
         extra = struct.pack("<HHQQ", _Z64_ID, 16, size, size) if z64 else b""
         if align:
             data_start = offset + _LFH.size + len(raw_name) + len(extra) + 4
-            extra += _PADDING[(-(data_start + len(head))) % ALIGN]
+            extra += _PADDING[4 + (-(data_start + len(head))) % ALIGN]  # one padding field
         sha = hashlib.sha256() if sha256 else None
         if body.nbytes < _SYNC_CRC_BYTES or not isinstance(self._fd, int):
             crc = checksums(body, crc32(head), sha)

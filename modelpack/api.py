@@ -123,8 +123,14 @@ class Pack(Mapping[str, Any]):
         self._tensor_members = manifest.check(self.manifest, members)
         self.entries: dict[str, dict[str, Any]] = {e["name"]: e for e in self.manifest["tensors"]}
         if not self.source.lazy_headers:
+            members_of = self._tensor_members
             for name, entry in self.entries.items():
-                self._check_npy_header(entry, self._tensor_members[name])
+                m = members_of[name]
+                row = DTYPES[entry["dtype"]]  # manifest.check proved the name is in the table
+                head = npy_header(row.descr, entry["shape"])
+                # the common case without a call; _check_npy_header decides (and names) anything else
+                if not (m.prefix.startswith(head) and (row.numpy_native or entry["kind"] == "torch")):
+                    self._check_npy_header(entry, m)
         self.spec_text: str | None = self._read_spec()
         if split.SHARDS_KEY in self.manifest:
             self._join_shards()
@@ -353,11 +359,17 @@ class Pack(Mapping[str, Any]):
         mapped = mmap and self._map_source()
         self._check_size(next(iter(self._tensor_members)))
         to_torch = None
+        lazy, whole, entries = self.source.lazy_headers, self._map, self.entries
         for name in self._tensor_members:
-            self._first_read(name)  # a remote member's headers, checked (and its bytes fetched) first
-            entry = self.entries[name]
+            if lazy:
+                self._first_read(name)  # a remote member's headers, checked (and its bytes fetched) first
+            entry = entries[name]
             row = DTYPES[entry["dtype"]]
-            arr = numpy_view(self._map, entry["offset"], row, entry["shape"]) if mapped else self._read(entry, row)
+            if mapped:  # numpy_view, inlined: one frombuffer per tensor, the storage dtype cached
+                arr = np.frombuffer(whole, _STORAGE[row.name], entry["nbytes"] // row.itemsize,  # type: ignore[call-overload]
+                                    entry["offset"]).reshape(entry["shape"])
+            else:
+                arr = self._read(entry, row)
             if entry["kind"] == "torch":
                 to_torch = to_torch or _torch_converter(name)
                 out[name] = to_torch(arr, row)
@@ -431,6 +443,7 @@ def device_for(name: str, device_map: Mapping[str, Any]) -> Any:
 
 
 _FRAMEWORKS = ("numpy", "torch")
+_STORAGE = {row.name: row.storage_numpy for row in DTYPES.values()}  # dtype name -> numpy dtype of its bytes
 
 
 def _ml_dtypes_view(arr: np.ndarray, row: DType, name: str) -> np.ndarray:

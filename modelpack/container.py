@@ -342,7 +342,7 @@ def _check_local_headers(src: Source, entries: Sequence[_Entry], cd_offset: int)
             # the common case, decided without a call: an aligned member's only extra field is padding
             fast = (sig == _SIG_LFH and nlen == len(raw) and window[lfh_size:fixed] == raw and csize == usize
                     == e.size < _U32 and (need, flags, method, crc) == (e.version, 0, 0, e.crc)
-                    and len(window) >= fixed + elen and _plain_padding(window, fixed, elen))
+                    and window[fixed : fixed + elen] == _PADDING.get(elen))
         else:
             fast = False
         if not fast:
@@ -358,15 +358,9 @@ def _check_local_headers(src: Source, entries: Sequence[_Entry], cd_offset: int)
     return members
 
 
-def _plain_padding(window: bytes, start: int, elen: int) -> bool:
-    """True when the extra field is absent or exactly one all-zero padding field."""
-    if not elen:
-        return True
-    if elen < 4:
-        return False
-    hid, hlen = struct.unpack_from("<HH", window, start)
-    body = window[start + 4 : start + elen]
-    return hid == _PAD_ID and hlen == elen - 4 and not body.strip(b"\0")
+# extra field length -> the extra field the writer puts before aligned data (none, or one all-zero padding
+# field): what most local headers hold, compared as bytes; anything else goes through _check_header
+_PADDING = {0: b"", **{4 + n: struct.pack("<HH", _PAD_ID, n) + b"\0" * n for n in range(ALIGN)}}
 
 
 def _check_header(src: Source, window: bytes, e: _Entry | Member, where: str) -> int:

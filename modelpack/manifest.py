@@ -98,11 +98,11 @@ def _dims_ok(shape: Sequence[int]) -> bool:
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise FormatError(f"key {key!r} appears twice in a JSON object", where=MANIFEST)
-        out[key] = value
+    out = dict(pairs)  # built in C; a repeated key shows as fewer entries than pairs
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        key = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise FormatError(f"key {key!r} appears twice in a JSON object", where=MANIFEST)
     return out
 
 

@@ -312,7 +312,11 @@ def _decode(node: Any, tensor: _Lookup, where: _Where, depth: int) -> Any:
         return tensor.tensor(value)
     tags = [k for k in node if k.startswith("$")]
     if not tags:
-        return {k: _decode(v, tensor, (where, k), depth + 1) for k, v in node.items()}
+        if depth >= tensor.max_depth:  # children are too deep: let _decode say so
+            return {k: _decode(v, tensor, (where, k), depth + 1) for k, v in node.items()}
+        get = tensor.tensor  # a state dict is thousands of {"$tensor": name}: those skip the call to _decode
+        return {k: get(v["$tensor"]) if type(v) is dict and len(v) == 1 and type(v.get("$tensor")) is str
+                else _decode(v, tensor, (where, k), depth + 1) for k, v in node.items()}
     if len(node) != 1 or tags[0] not in _TAGS:
         raise _bad(f"unknown tagged object with keys {sorted(node)[:5]}; known tags: {', '.join(_TAGS)}", where)
     tag, value = tags[0], node[tags[0]]
