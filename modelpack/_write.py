@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from . import _fs, limits, manifest, split, tree
+from ._gc import paused_gc
 from ._zipwrite import ZipWriter
 from .codec import DType, RawArray, nbytes_of, npy_header, numpy_payload
 from .errors import FormatError, LimitError, UnsupportedObjectError
@@ -132,6 +133,13 @@ def write_pack(
     is refused here first, with the same checks; tensor bytes come only after.
     ``sha256`` records each tensor's SHA-256, hashed in the CRC-32's pass.
     """
+    with paused_gc():
+        _write_pack(path, tree_json, leaves, metadata, spec_text, progress, force_zip64, max_shard_size, sha256)
+
+
+def _write_pack(path: Any, tree_json: Any, leaves: list[tree.Leaf], metadata: Mapping[str, str] | None,
+                spec_text: str | None, progress: bool | None, force_zip64: bool, max_shard_size: int | str | None,
+                sha256: bool) -> None:
     meta = _check_metadata(metadata)
     spec = None if spec_text is None else spec_text.encode("utf-8")
     payloads = _payloads(leaves)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from . import manifest, split, tree
+from ._gc import paused_gc
 from ._source import Source, open_source
 from ._write import Progress, limits_at_save, stream_pack, write_pack
 from .codec import DTYPES, DType, dtype_by_name, npy_header, numpy_view
@@ -61,10 +62,11 @@ def save(
     ``sha256=True`` records each tensor's SHA-256 for ``verify`` (opt-in: it
     costs time, see benchmarks/convert.py).
     """
-    with limits_at_save():
-        tree_json, leaves = tree.encode(obj)
-    write_pack(path, tree_json, leaves, metadata=metadata, progress=progress, max_shard_size=max_shard_size,
-               sha256=sha256)
+    with paused_gc():
+        with limits_at_save():
+            tree_json, leaves = tree.encode(obj)
+        write_pack(path, tree_json, leaves, metadata=metadata, progress=progress, max_shard_size=max_shard_size,
+                   sha256=sha256)
 
 
 def save_bytes(obj: Any, *, metadata: Mapping[str, str] | None = None) -> bytes:
@@ -98,7 +100,8 @@ class Pack(Mapping[str, Any]):
         self._owner: dict[str, Pack] = {}
         self._header_checked: set[str] = set()
         try:
-            self._parse()
+            with paused_gc():
+                self._parse()
         except ModelPackError as e:
             self.close()
             raise e.with_context(source=self.path)
@@ -315,7 +318,8 @@ class Pack(Mapping[str, Any]):
         ``device_map`` (longest matching name prefix) or ``map_location``.
         """
         if dtype in (None, "auto") and map_location is None and not device_map and framework is None:
-            return tree.decode(self.manifest["tree"], self._all(mmap).__getitem__)
+            with paused_gc():
+                return tree.decode(self.manifest["tree"], self._all(mmap).__getitem__)
         cache: dict[str, Any] = {}
 
         def get(name: str) -> Any:

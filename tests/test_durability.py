@@ -154,3 +154,23 @@ def test_background_write_error_keeps_the_old_file_and_stops_the_thread(tmp_path
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["t.mpk"]
     assert not [t for t in threading.enumerate() if t.name == "modelpack-write"]
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_garbage_collection_is_left_as_it_was(tmp_path, enabled):
+    """save and load pause the cyclic collector while they run, and leave it as they found it, errors included."""
+    import gc
+
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        modelpack.save({"a": np.arange(3)}, tmp_path / "g.mpk")
+        assert modelpack.load(tmp_path / "g.mpk")["a"].tolist() == [0, 1, 2]
+        with pytest.raises(modelpack.ModelPackError):
+            modelpack.save({"a": object()}, tmp_path / "h.mpk")
+        (tmp_path / "bad.mpk").write_bytes(b"PK\x03\x04" + b"\0" * 60)
+        with pytest.raises(modelpack.ModelPackError):
+            modelpack.load(tmp_path / "bad.mpk")
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
