@@ -99,6 +99,7 @@ def _check_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
 
 
 _TREE_WHERE = f"{manifest.MANIFEST}.tree"
+_COPY_SETTLE = 1 << 20  # a copied tensor this big is in the file before the writer moves on
 
 
 @contextlib.contextmanager
@@ -264,10 +265,13 @@ def _write_members(zw: ZipWriter, tree_json: Any, payloads: list[_Payload], meta
 
 def _write_tensor(zw: ZipWriter, leaf: tree.Leaf, row: DType, shape: tuple[int, ...],
                   data: memoryview | Callable[[], memoryview], bar: Progress, sha256: bool) -> dict[str, Any]:
-    if not isinstance(data, memoryview):
-        data = data()  # the one copy in flight; dropped when this returns
+    copied = not isinstance(data, memoryview)
+    if copied:
+        data = data()  # type: ignore[operator]  # the one copy in flight; dropped when this returns
     head = npy_header(row.descr, shape)
     member = zw.add(f"{leaf.name}.npy", head, data, align=True, progress=bar.update, sha256=sha256)
+    if copied and data.nbytes >= _COPY_SETTLE:  # type: ignore[union-attr]
+        zw.settle()  # written before the next copy is made (small copies wait in one gathered batch at most)
     entry = {
         "name": leaf.name,
         "member": member.name,

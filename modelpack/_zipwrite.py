@@ -24,17 +24,11 @@ from .container import (
 
 __all__ = ["ZipWriter", "checksums"]
 
-_SYNC_CRC_BYTES = 1 << 20
-_GATHER = 4 << 20  # members smaller than _SYNC_CRC_BYTES are written in batches of about this size
+_BIG = 1 << 20  # a member this big is summed and written in chunks, its CRC-32 patched into its header
+_GATHER = 4 << 20  # smaller members are written in batches of about this size
 _MAX_IOV = 1024  # buffers per writev (IOV_MAX on Linux)
-_CHUNK = 64 << 20
-
-
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data).cast("B")
-    while view.nbytes:
-        n = os.write(fd, view[:_CHUNK])
-        view = view[n:]
+_CHUNK = 16 << 20
+_Patch = tuple[int, bytes]  # (offset, bytes) written over what is already in the file
 
 
 def _writev_all(fd: int, parts: list[bytes | memoryview]) -> None:
@@ -51,37 +45,45 @@ def _writev_all(fd: int, parts: list[bytes | memoryview]) -> None:
             views[i] = memoryview(views[i])[n:]
 
 
+def _write_batch(fd: int, parts: list[bytes | memoryview], patch: _Patch | None) -> None:
+    _writev_all(fd, parts)
+    if patch is not None:
+        os.pwrite(fd, patch[1], patch[0])
+
+
 class _Flusher:
     """Writes gathered batches on its own thread, in order, while the caller prepares the next one.
 
     At most one batch waits while one is written (``queue`` bounded), so the
     memory held is a few gathered batches of views, never the whole file.
-    An error is kept and raised to the caller at its next call.
+    An error is kept and raised to the caller at its next call. A plain thread,
+    not an executor: executors refuse work during interpreter shutdown, when a
+    background checkpoint save may still be finishing.
     """
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
-        self._queue: queue.Queue[list[bytes | memoryview] | None] = queue.Queue(maxsize=1)
+        self._queue: queue.Queue[tuple[list[bytes | memoryview], _Patch | None] | None] = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="modelpack-write", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while True:
-            parts = self._queue.get()
+            item = self._queue.get()
             try:
-                if parts is None:
+                if item is None:
                     return
                 if self._error is None:
-                    _writev_all(self._fd, parts)
+                    _write_batch(self._fd, *item)
             except BaseException as e:  # handed to the caller in check()
                 self._error = e
             finally:
                 self._queue.task_done()
 
-    def put(self, parts: list[bytes | memoryview]) -> None:
+    def put(self, parts: list[bytes | memoryview], patch: _Patch | None) -> None:
         self.check()
-        self._queue.put(parts)
+        self._queue.put((parts, patch))
 
     def wait(self) -> None:
         """Return once everything queued is written (or raise what failed)."""
@@ -122,39 +124,13 @@ def checksums(data: memoryview, crc: int, sha: "hashlib._Hash | None") -> int:
     return crc
 
 
-class _CrcJob:
-    """CRC-32 (and SHA-256 if asked) of a buffer on its own thread (both release the GIL), overlapping the write.
-
-    A plain thread, not an executor: executors refuse work during interpreter
-    shutdown, when a background checkpoint save may still be finishing.
-    """
-
-    def __init__(self, data: memoryview, start: int, sha: "hashlib._Hash | None") -> None:
-        self._value = start
-        self._sha = sha
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(data,), name="modelpack-crc", daemon=True)
-        self._thread.start()
-
-    def _run(self, data: memoryview) -> None:
-        try:
-            self._value = checksums(data, self._value, self._sha)
-        except BaseException as e:  # handed to the writer in result()
-            self._error = e
-
-    def result(self) -> int:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._value
-
-
 class ZipWriter:
     """Append STORED members to an fd, then write the central directory.
 
-    Tensor data is written once, straight from the caller's memory; its CRC-32
-    is computed on a second thread at the same time and patched into the local
-    header afterwards (the writer owns a private temp file, so that is safe).
+    Tensor data is written once, straight from the caller's memory, by a second
+    thread while this one sums the next bytes; a big member's CRC-32 is patched
+    into its local header afterwards (the writer owns a private temp file, so
+    that is safe).
     """
 
     def __init__(self, fd: Any, *, force_zip64: bool = False) -> None:
@@ -163,9 +139,6 @@ class ZipWriter:
         A file object gets each member's CRC-32 before its header (no patching back).
         """
         self._fd = fd
-        self._raw_write: Callable[[Any], None] = (
-            (lambda data: _write_all(fd, data)) if isinstance(fd, int) else (lambda data: _write_obj(fd, data))
-        )
         self._parts: list[bytes | memoryview] = []  # small members, written together (writev: no copy)
         self._parts_size = 0
         self._pos = 0
@@ -173,24 +146,13 @@ class ZipWriter:
         self._force64 = force_zip64
         self._flusher: _Flusher | None = None  # started at the first full batch (small files never start it)
 
-    def _write(self, data: bytes | memoryview) -> None:
-        self._settle()
-        self._raw_write(data)
-
-    def _settle(self) -> None:
-        """Everything gathered or queued is in the file: the next write (or patch) may go straight to it."""
-        if self._parts:
-            self._flush()
-        if self._flusher is not None:
-            self._flusher.wait()
-
     def _gather(self, lfh: bytes, head: bytes, body: memoryview, size: int) -> None:
         self._parts += (lfh, head, body)
         self._parts_size += size
         if self._parts_size >= _GATHER or len(self._parts) >= _MAX_IOV:
             self._flush(background=True)
 
-    def _flush(self, background: bool = False) -> None:
+    def _flush(self, background: bool = False, patch: _Patch | None = None) -> None:
         parts, self._parts, self._parts_size = self._parts, [], 0
         if not isinstance(self._fd, int):
             for part in parts:
@@ -198,11 +160,11 @@ class ZipWriter:
         elif background:
             if self._flusher is None:
                 self._flusher = _Flusher(self._fd)
-            self._flusher.put(parts)
+            self._flusher.put(parts, patch)
         else:
             if self._flusher is not None:
                 self._flusher.wait()
-            _writev_all(self._fd, parts)
+            _write_batch(self._fd, parts, patch)
 
     def close(self) -> None:
         """Stop the background writer (after ``finish``, or on an error before the file is closed)."""
@@ -234,36 +196,43 @@ class ZipWriter:
             data_start = offset + _LFH.size + len(raw_name) + len(extra) + 4
             extra += _PADDING[4 + (-(data_start + len(head))) % ALIGN]  # one padding field
         sha = hashlib.sha256() if sha256 else None
-        if body.nbytes < _SYNC_CRC_BYTES or not isinstance(self._fd, int):
+        if body.nbytes < _BIG or not isinstance(self._fd, int):  # the CRC first, in the header as written
             crc = checksums(body, crc32(head), sha)
-            future = None
-        else:
-            crc = 0
-            future = _CrcJob(body, crc32(head), sha)
-        lfh = self._lfh(raw_name, extra, crc, size, z64)
-        if future is None:
-            small = body.nbytes < _SYNC_CRC_BYTES
-            if small:
-                self._gather(lfh, head, body, len(lfh) + size)
-            else:
-                self._write(lfh + head)
-                for start in range(0, body.nbytes, _CHUNK):
-                    self._write(body[start : start + _CHUNK])
+            lfh = self._lfh(raw_name, extra, crc, size, z64)
+            self._gather(lfh, head, body, len(lfh) + size)
             if progress:
                 progress(body.nbytes)
         else:
-            self._write(lfh + head)
-            for start in range(0, body.nbytes, _CHUNK):
-                self._write(body[start : start + _CHUNK])
-                if progress:
-                    progress(min(_CHUNK, body.nbytes - start))
-            crc = future.result()
-            os.pwrite(self._fd, struct.pack("<I", crc), offset + 14)
+            lfh = self._lfh(raw_name, extra, 0, size, z64)
+            crc = self._write_big(lfh + head, body, crc32(head), sha, offset + 14, progress)
         data_offset = offset + len(lfh)
         self._pos = data_offset + size
         member = make_member(name, offset, data_offset, size, crc, sha256=None if sha is None else sha.hexdigest())
         self._members.append(member)
         return member
+
+    def _write_big(self, header: bytes, body: memoryview, crc: int, sha: "hashlib._Hash | None", crc_at: int,
+                   progress: Callable[[int], object] | None) -> int:
+        """A big member in chunks: each chunk's CRC-32 here while the writer thread writes the one before;
+        the header goes first with a zero CRC, patched once the last chunk is summed (our private temp file)."""
+        self._parts.append(header)
+        self._parts_size += len(header)
+        for start in range(0, body.nbytes, _CHUNK):
+            chunk = body[start : start + _CHUNK]
+            crc = checksums(chunk, crc, sha)
+            self._parts.append(chunk)
+            self._flush(background=True)
+            if progress:
+                progress(chunk.nbytes)
+        self._flush(background=True, patch=(crc_at, struct.pack("<I", crc)))
+        return crc
+
+    def settle(self) -> None:
+        """Return once every member added so far is in the file (a copied tensor's bytes can then go)."""
+        if self._parts:
+            self._flush()
+        if self._flusher is not None:
+            self._flusher.wait()
 
     def _lfh(self, raw_name: bytes, extra: bytes, crc: int, size: int, z64: bool) -> bytes:
         sz = _U32 if z64 else size

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import io
 import os
 import random
 import signal
@@ -174,3 +175,20 @@ def test_garbage_collection_is_left_as_it_was(tmp_path, enabled):
         assert gc.isenabled() is enabled
     finally:
         (gc.enable if was else gc.disable)()
+
+
+def test_big_members_in_chunks_with_patched_crc_load_and_verify(tmp_path, torch):
+    """Members past the chunk size: summed here, written on the writer thread, CRC patched in the header."""
+    from modelpack import _zipwrite
+
+    big = torch.arange(_zipwrite._CHUNK // 4 + 5000, dtype=torch.float32)  # more than one chunk
+    obj = {"small": _many_small(50), "big": big, "big_t": big[: 1 << 19].reshape(512, 1024).T, "tail": np.arange(3)}
+    target = tmp_path / "b.mpk"
+    modelpack.save(obj, target, sha256=True)
+    modelpack.verify(target)  # every CRC-32 (patched ones included) and SHA-256 recomputed
+    out = modelpack.load(target)
+    assert torch.equal(out["big"], big) and torch.equal(out["big_t"], obj["big_t"])
+    assert all(np.array_equal(out["small"][k], v) for k, v in obj["small"].items())
+    buf = io.BytesIO()
+    modelpack.save(obj, buf, sha256=True)
+    assert target.read_bytes() == buf.getvalue()  # a file object gets the CRC before the header: same bytes
