@@ -173,8 +173,9 @@ def stream_pack(
 ) -> None:
     """Write a .mpk whose tensors come one at a time from ``leaves`` (names and shapes known up front).
 
-    Each leaf's bytes are written and dropped before the next is asked for,
-    so peak memory is about one tensor. A leaf that disagrees with ``planned``
+    A big leaf's bytes are written and dropped before the next is asked for
+    (small ones wait in one gathered batch of a few MiB), so peak memory is
+    about one tensor. A leaf that disagrees with ``planned``
     aborts the write (the target is untouched).
     """
     meta = _check_metadata(metadata)
@@ -243,7 +244,7 @@ def _write_members(zw: ZipWriter, tree_json: Any, payloads: list[_Payload], meta
         zw.add(manifest.SPEC, spec)
     entries = []
     for item in payloads:  # may be a generator (stream_pack): drop each tensor before the next is made
-        entries.append(_write_tensor(zw, *item, bar, sha256))
+        entries.append(_write_tensor(zw, *item, bar, sha256, streamed=not isinstance(payloads, list)))
         del item
     body: dict[str, Any] = {
         "format": manifest.FORMAT,
@@ -264,14 +265,17 @@ def _write_members(zw: ZipWriter, tree_json: Any, payloads: list[_Payload], meta
 
 
 def _write_tensor(zw: ZipWriter, leaf: tree.Leaf, row: DType, shape: tuple[int, ...],
-                  data: memoryview | Callable[[], memoryview], bar: Progress, sha256: bool) -> dict[str, Any]:
+                  data: memoryview | Callable[[], memoryview], bar: Progress, sha256: bool,
+                  streamed: bool = False) -> dict[str, Any]:
+    """One tensor member and its manifest entry. A copy made here, or a streamed tensor (made for this
+    write), is in the file before the next one is made when it is big: one such tensor in memory at a time."""
     copied = not isinstance(data, memoryview)
     if copied:
         data = data()  # type: ignore[operator]  # the one copy in flight; dropped when this returns
     head = npy_header(row.descr, shape)
     member = zw.add(f"{leaf.name}.npy", head, data, align=True, progress=bar.update, sha256=sha256)
-    if copied and data.nbytes >= _COPY_SETTLE:  # type: ignore[union-attr]
-        zw.settle()  # written before the next copy is made (small copies wait in one gathered batch at most)
+    if (copied or streamed) and data.nbytes >= _COPY_SETTLE:  # type: ignore[union-attr]
+        zw.settle()  # small ones wait in one gathered batch at most
     entry = {
         "name": leaf.name,
         "member": member.name,
