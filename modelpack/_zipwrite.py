@@ -2,9 +2,10 @@
 
 Members are appended to a private temp file's descriptor (or a writable file
 object) and the central directory and end records written last. Small members
-are gathered and written with one ``writev``, on a second thread while the next
-batch is prepared (``writev`` releases the GIL); a big member's CRC-32 is computed
-on a second thread while it is written and patched into its header afterwards.
+are gathered and written with one ``writev``, on a second thread while the
+caller sums and gathers the next batch (``writev`` and the CRC-32 both release
+the GIL); a big member goes in chunks the same way, its CRC-32 patched into its
+header once the last chunk is summed.
 """
 
 from __future__ import annotations
