@@ -192,3 +192,28 @@ def test_big_members_in_chunks_with_patched_crc_load_and_verify(tmp_path, torch)
     buf = io.BytesIO()
     modelpack.save(obj, buf, sha256=True)
     assert target.read_bytes() == buf.getvalue()  # a file object gets the CRC before the header: same bytes
+
+
+def test_stream_that_fails_midway_with_the_writer_thread_running_leaves_the_target(tmp_path):
+    import threading
+
+    from modelpack import api, tree
+
+    target = tmp_path / "s.mpk"
+    modelpack.save({"old": np.arange(3)}, target)
+    before = target.read_bytes()
+    arrays = _many_small(300)
+    tree_json, leaves = tree.encode(arrays)
+    planned = [(leaf.name, leaf.value.shape) for leaf in leaves]
+
+    def leaves_then_fail():
+        for i, leaf in enumerate(leaves):
+            if i == 250:  # several batches are already with the writer thread
+                raise RuntimeError("source went away")
+            yield leaf
+
+    with pytest.raises(RuntimeError, match="source went away"):
+        api.stream_pack(target, tree_json, planned, leaves_then_fail())
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["s.mpk"]
+    assert not [t for t in threading.enumerate() if t.name == "modelpack-write"]
