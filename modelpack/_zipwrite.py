@@ -217,15 +217,14 @@ class ZipWriter:
         """A big member in chunks: each chunk's CRC-32 here while the writer thread writes the one before;
         the header goes first with a zero CRC, patched once the last chunk is summed (our private temp file)."""
         self._parts.append(header)
-        self._parts_size += len(header)
         for start in range(0, body.nbytes, _CHUNK):
             chunk = body[start : start + _CHUNK]
             crc = checksums(chunk, crc, sha)
             self._parts.append(chunk)
-            self._flush(background=True)
+            last = start + _CHUNK >= body.nbytes  # the patch goes with the last chunk, written after it
+            self._flush(background=True, patch=(crc_at, struct.pack("<I", crc)) if last else None)
             if progress:
                 progress(chunk.nbytes)
-        self._flush(background=True, patch=(crc_at, struct.pack("<I", crc)))
         return crc
 
     def settle(self) -> None:
