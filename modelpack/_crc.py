@@ -57,7 +57,9 @@ def _via_address(fn: Any) -> Crc32:
     def crc32(data: Any, value: int = 0) -> int:
         kind = type(data)
         if kind is bytes:
-            return small(data, value) if len(data) < _SMALL else fn(value, data, len(data))  # type: ignore[no-any-return]
+            if len(data) < _SMALL:
+                return small(data, value)
+            return fn(value, data, len(data))  # type: ignore[no-any-return]
         n = data.nbytes if kind is memoryview else len(data) if kind is bytearray else memoryview(data).nbytes
         if n < _SMALL:
             return small(data, value)

@@ -370,8 +370,9 @@ class Pack(Mapping[str, Any]):
             entry = entries[name]
             row = DTYPES[entry["dtype"]]
             if mapped:  # numpy_view, inlined: one frombuffer per tensor, the storage dtype cached
-                arr = np.frombuffer(whole, _STORAGE[row.name], entry["nbytes"] // row.itemsize,  # type: ignore[call-overload]
-                                    entry["offset"]).reshape(entry["shape"])
+                count = entry["nbytes"] // row.itemsize
+                arr = np.frombuffer(whole, _STORAGE[row.name], count, entry["offset"])  # type: ignore[call-overload]
+                arr = arr.reshape(entry["shape"])
             else:
                 arr = self._read(entry, row)
             if entry["kind"] == "torch":
