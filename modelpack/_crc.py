@@ -4,7 +4,8 @@ In order of preference: ISA-L (``pip install 'modelpack[fast]'``), libdeflate ca
 through ctypes where the system has it (both use carry-less multiplication, 10+ GB/s),
 and zlib (about 1 GB/s with zlib 1.2). A library is used only after it reproduces
 zlib's CRC-32 on check vectors; otherwise the next one is tried. All of them release
-the GIL on big buffers, so the writer can overlap a CRC with a write.
+the GIL on big buffers, so the writer can overlap a CRC with a write. Setting
+``MODELPACK_NO_LIBDEFLATE=1`` skips libdeflate (to compare backends, or to rule one out).
 """
 
 from __future__ import annotations
