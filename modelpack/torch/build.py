@@ -530,8 +530,33 @@ def _construct(what: str, args: dict[str, Any], device: Any) -> nn.Module:
     cls = LAYER_BINDINGS[what]
     if device is None:
         return cls(**args)
+    if torch.device(device).type == "meta":
+        with torch.device(device), _SkipInitOnMeta():
+            return cls(**args)
     with torch.device(device):
         return cls(**args)
+
+
+# in-place initialisers a constructor calls on its fresh parameters: the functions of torch.nn.init (they
+# dispatch __torch_function__ themselves) and the Tensor methods that reset_parameters calls directly
+_INIT_METHODS = frozenset({torch.Tensor.normal_, torch.Tensor.uniform_, torch.Tensor.fill_, torch.Tensor.zero_})
+
+
+class _SkipInitOnMeta(torch.overrides.TorchFunctionMode):
+    """Constructors' initialisers do nothing to meta tensors: there are no values to fill.
+
+    Not only saved work: torch's meta ``normal_`` (``nn.Embedding``'s init) imports
+    ``torch._dynamo`` on first use, about a second of a process's first ``load_model``.
+    """
+
+    def __torch_function__(self, func: Any, types: Any, args: Sequence[Any] = (),
+                           kwargs: Mapping[str, Any] | None = None) -> Any:
+        kwargs = kwargs or {}
+        target = args[0] if args else kwargs.get("tensor")
+        if (func in _INIT_METHODS or getattr(func, "__module__", None) == "torch.nn.init") and \
+                isinstance(target, torch.Tensor) and target.is_meta:
+            return target
+        return func(*args, **kwargs)
 
 
 def _state_bytes(module: nn.Module | torch.Tensor) -> int:
