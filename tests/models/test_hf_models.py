@@ -1,7 +1,8 @@
 """Hugging Face models (tiny configs, random weights) through the default export, reloaded without transformers.
 
 Each model is exported with default settings, then loaded in a fresh interpreter
-that asserts ``transformers`` was never imported; outputs must equal the
+that asserts ``transformers`` was never imported (nor ``torch._dynamo`` and
+sympy, which cost a process its first second); outputs must equal the
 original's bit for bit at the export shape and at another batch size and
 sequence length (the sizes torch.export kept symbolic).
 """
@@ -35,6 +36,8 @@ for i, (inputs, expected) in enumerate(cases):
         assert want.dtype == got[key].dtype and want.shape == got[key].shape, (i, key, want.shape, got[key].shape)
         assert torch.equal(want, got[key]), (i, key, (want - got[key]).abs().max().item())
 assert "transformers" not in sys.modules, "loading imported transformers"
+# a second or more of a process's first load: nothing on the load and run path may pull these in
+assert "torch._dynamo" not in sys.modules and "sympy" not in sys.modules, "loading imported torch._dynamo/sympy"
 print("OK", len(cases))
 """
 
