@@ -10,9 +10,9 @@ it, ``modelpack.load_model`` it back, then, in ONE fresh process per model:
   eval mode), eager and rebuilt interleaved round by round after warm-up passes,
   so a busy machine slows both alike;
 * peak memory: in separate fresh processes (one per side), the kernel peak RSS
-  of one forward pass above the RSS before it (after one unmeasured pass, so
-  the weights are resident and one-time allocations done): what the
-  activations cost.
+  of the first forward pass above the RSS before it (weights already
+  resident): what the activations cost. (After a warm-up pass the allocator
+  reuses the memory it kept and the peak says little about activations.)
 
 The rebuilt model must give bit-identical outputs to eager, or the row is void.
 Models: ``resnet50`` and ``vit_b_16`` need torchvision, ``llama`` needs
@@ -70,15 +70,16 @@ def _first(out: Any) -> Any:
     return out
 
 
-def _calls(name: str, llama_layers: int, path: str) -> tuple[Any, Any]:
-    """Two closures running one forward pass of eager and of the rebuilt model (None when ``path`` is "-")."""
+def _calls(name: str, llama_layers: int, path: str) -> tuple[Any, Any, Any]:
+    """Two closures running one forward pass of eager and of the rebuilt model (None when ``path`` is "-"),
+    and the rebuilt model."""
     import modelpack
 
     eager, args, kwargs = make(name, llama_layers)
     rebuilt = modelpack.load_model(path) if path != "-" else None
     fixed = FIXED.get(name, {})  # non-tensor arguments export fixed; the rebuilt model has no such input
     return (lambda: _first(eager(*args, **kwargs, **fixed)),
-            (lambda: _first(rebuilt(*args, **kwargs))) if rebuilt is not None else None)
+            (lambda: _first(rebuilt(*args, **kwargs))) if rebuilt is not None else None, rebuilt)
 
 
 # --------------------------------------------------------------------------- children
@@ -87,7 +88,7 @@ def _calls(name: str, llama_layers: int, path: str) -> tuple[Any, Any]:
 def child_latency(name: str, path: str, reps: int, llama_layers: int) -> dict[str, Any]:
     import torch
 
-    eager, rebuilt = _calls(name, llama_layers, path)
+    eager, rebuilt, _ = _calls(name, llama_layers, path)
     times: dict[str, list[float]] = {"eager": [], "modelpack": []}
     cpu: dict[str, list[float]] = {"eager": [], "modelpack": []}
     with torch.no_grad():
@@ -108,10 +109,12 @@ def child_latency(name: str, path: str, reps: int, llama_layers: int) -> dict[st
 def child_memory(name: str, path: str, side: str, llama_layers: int) -> dict[str, Any]:
     import torch
 
-    eager, rebuilt = _calls(name, llama_layers, path if side == "modelpack" else "-")
+    eager, rebuilt, model = _calls(name, llama_layers, path if side == "modelpack" else "-")
     run = eager if side == "eager" else rebuilt
     with torch.no_grad():
-        run()  # weights resident and one-time allocations (thread pools, caches) made before the measured pass
+        if model is not None:
+            for p in model.state_dict().values():  # the mapped weights resident before the measured pass
+                p.sum()
         with PhasePeak() as peak:
             run()
     return {"above": peak.peak - peak.before, "method": peak.method}
