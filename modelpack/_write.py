@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -15,12 +16,12 @@ from typing import Any
 
 from . import _fs, limits, manifest, split, tree
 from ._zipwrite import ZipWriter
-from .codec import DType, RawArray, nbytes_of, npy_header, numpy_payload
+from .codec import CopiedArray, DType, RawArray, nbytes_of, npy_header, numpy_payload
 from .errors import FormatError, LimitError, UnsupportedObjectError
 
 __all__ = ["write_pack", "Progress", "limits_at_save"]
 
-_Payload = tuple[tree.Leaf, DType, tuple[int, ...], "memoryview | Callable[[], memoryview]"]
+_Payload = tuple[tree.Leaf, DType, tuple[int, ...], "memoryview | CopiedArray | Callable[[], memoryview]"]
 
 
 class Progress:
@@ -43,9 +44,11 @@ class Progress:
             self._bar.close()
 
 
-def _payload(leaf: tree.Leaf) -> tuple[DType, tuple[int, ...], memoryview]:
+def _payload(leaf: tree.Leaf) -> tuple[DType, tuple[int, ...], "memoryview | CopiedArray"]:
     """One leaf's dtype row, shape and bytes (a view, no copy); refuses unsavable kinds with its path."""
     where = leaf.where or leaf.name
+    if isinstance(leaf.value, CopiedArray):  # byte ranges of other files, copied by the kernel when written
+        return leaf.value.dtype, leaf.value.shape, leaf.value
     if isinstance(leaf.value, RawArray):  # bytes already in stored form (converters): written as they are
         return leaf.value.dtype, leaf.value.shape, leaf.value.data
     if leaf.kind == "torch":
@@ -62,14 +65,14 @@ def _payloads(leaves: list[tree.Leaf]) -> list[_Payload]:
     tensor that needs a copy (on a GPU, non-contiguous...) gets a function that
     makes it when the tensor is written, so at most one copy is in flight.
     """
-    if not any(leaf.kind == "torch" and not isinstance(leaf.value, RawArray) for leaf in leaves):
+    if not any(leaf.kind == "torch" and not isinstance(leaf.value, (RawArray, CopiedArray)) for leaf in leaves):
         return [(leaf, *_payload(leaf)) for leaf in leaves]  # no torch import (converters stay torch-free)
     from .torch.tensors import torch_payload, torch_plan  # imported once, not per tensor
 
     out: list[_Payload] = []
     for leaf in leaves:
         where = leaf.where or leaf.name
-        if leaf.kind != "torch" or isinstance(leaf.value, RawArray):
+        if leaf.kind != "torch" or isinstance(leaf.value, (RawArray, CopiedArray)):
             out.append((leaf, *_payload(leaf)))
             continue
         row, shape, copies = torch_plan(leaf.value, where=where)
@@ -86,7 +89,7 @@ def _copied(torch_payload: Callable[..., Any], t: Any, where: str) -> memoryview
 
 def _nbytes(p: _Payload) -> int:
     data = p[3]
-    return data.nbytes if isinstance(data, memoryview) else nbytes_of(p[2], p[1].itemsize)
+    return data.nbytes if isinstance(data, (memoryview, CopiedArray)) else nbytes_of(p[2], p[1].itemsize)
 
 
 def _check_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
@@ -148,7 +151,8 @@ def write_pack(
         if len(groups) == 1:
             _write_one(path, tree_json, payloads, meta, spec, bar, force_zip64, sha256=sha256)
         else:
-            _write_split(os.fspath(path), tree_json, payloads, groups, meta, spec, bar, force_zip64, sha256)
+            _write_split(os.fspath(path), tree_json, payloads, [p[0].name for p in payloads], groups, meta, spec,
+                         bar, force_zip64, sha256)
     finally:
         bar.close()
 
@@ -161,12 +165,16 @@ def stream_pack(
     *,
     metadata: Mapping[str, str] | None = None,
     progress: bool | None = None,
+    max_shard_size: int | str | None = None,
+    sizes: Sequence[int] | None = None,
 ) -> None:
     """Write a .mpk whose tensors come one at a time from ``leaves`` (names and shapes known up front).
 
     Each leaf's bytes are written and dropped before the next is asked for,
     so peak memory is about one tensor. A leaf that disagrees with ``planned``
-    aborts the write (the target is untouched).
+    aborts the write (the target is untouched). With ``max_shard_size`` the
+    pack is split as ``write_pack`` splits it, planned from ``sizes`` (bytes
+    per planned tensor).
     """
     meta = _check_metadata(metadata)
     planned = list(planned)
@@ -187,25 +195,40 @@ def stream_pack(
         if count != len(planned):
             raise FormatError(f"{count} tensors written, {len(planned)} planned", where="archive")
 
+    groups = [list(range(len(planned)))]
+    if max_shard_size is not None:
+        if not isinstance(path, (str, os.PathLike)) or sizes is None or len(sizes) != len(planned):
+            raise UnsupportedObjectError("max_shard_size needs a path and the size of every planned tensor")
+        groups = split.plan_shards(sizes, split.parse_size(max_shard_size))
     bar = Progress(0, "saving", progress)
     try:
-        _write_one(path, tree_json, checked(), meta, None, bar, False)  # type: ignore[arg-type]
+        if len(groups) == 1:
+            _write_one(path, tree_json, checked(), meta, None, bar, False)  # type: ignore[arg-type]
+        else:
+            _write_split(os.fspath(path), tree_json, checked(), [name for name, _ in planned], groups, meta, None,
+                         bar, False, False)
     finally:
         bar.close()
 
 
-def _write_split(path: str, tree_json: Any, payloads: list[_Payload], groups: list[list[int]],
-                 meta: dict[str, str], spec: bytes | None, bar: Progress, force_zip64: bool, sha256: bool) -> None:
-    """Each shard atomically, then the index binding them (a crash before it leaves the old index)."""
-    names = split.shard_names(path, len(groups))
+def _write_split(path: str, tree_json: Any, payloads: Iterable[_Payload], tensor_names: list[str],
+                 groups: list[list[int]], meta: dict[str, str], spec: bytes | None, bar: Progress, force_zip64: bool,
+                 sha256: bool) -> None:
+    """Each shard atomically, then the index binding them (a crash before it leaves the old index).
+
+    ``payloads`` may be a stream: each shard takes the next ``len(group)`` of them.
+    """
+    files = split.shard_names(path, len(groups))
     folder = os.path.dirname(path)
+    items = iter(payloads)
     rows = []
-    for name, group in zip(names, groups):
-        part = [payloads[i] for i in group]
-        shard_tree = {p[0].name: {"$tensor": p[0].name} for p in part}
-        target = os.path.join(folder, name)
-        blob = _write_one(target, shard_tree, part, {}, None, bar, force_zip64, sha256=sha256)
-        rows.append({"file": name, "size": os.stat(target).st_size, "sha256": split.manifest_digest(blob)})
+    for file, group in zip(files, groups):
+        shard_tree = {tensor_names[i]: {"$tensor": tensor_names[i]} for i in group}
+        target = os.path.join(folder, file)
+        part = itertools.islice(items, len(group))
+        blob = _write_one(target, shard_tree, part, {}, None, bar, force_zip64, sha256=sha256)  # type: ignore[arg-type]
+        rows.append({"file": file, "size": os.stat(target).st_size, "sha256": split.manifest_digest(blob)})
+    next(items, None)  # a stream checks its count once exhausted
     _write_one(path, tree_json, [], meta, spec, bar, force_zip64, shards=rows)
 
 
@@ -252,11 +275,18 @@ def _write_members(zw: ZipWriter, tree_json: Any, payloads: list[_Payload], meta
 
 
 def _write_tensor(zw: ZipWriter, leaf: tree.Leaf, row: DType, shape: tuple[int, ...],
-                  data: memoryview | Callable[[], memoryview], bar: Progress, sha256: bool) -> dict[str, Any]:
-    if not isinstance(data, memoryview):
-        data = data()  # the one copy in flight; dropped when this returns
+                  data: "memoryview | CopiedArray | Callable[[], memoryview]", bar: Progress,
+                  sha256: bool) -> dict[str, Any]:
     head = npy_header(row.descr, shape)
-    member = zw.add(f"{leaf.name}.npy", head, data, align=True, progress=bar.update, sha256=sha256)
+    if isinstance(data, CopiedArray):
+        if sha256:
+            raise UnsupportedObjectError("sha256 needs every byte read; copied tensors are never read",
+                                         where=leaf.where or leaf.name)
+        member = zw.add_copied(f"{leaf.name}.npy", head, data.ranges, align=True, progress=bar.update)
+    else:
+        if not isinstance(data, memoryview):
+            data = data()  # the one copy in flight; dropped when this returns
+        member = zw.add(f"{leaf.name}.npy", head, data, align=True, progress=bar.update, sha256=sha256)
     entry = {
         "name": leaf.name,
         "member": member.name,

@@ -8,17 +8,21 @@ on a second thread while it is written and patched into its header afterwards.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .container import (
     _CDH, _DOS_DATE, _DOS_TIME, _EOCD, _LFH, _PAD_ID, _SIG_CDH, _SIG_EOCD, _SIG_LFH, _SIG_Z64_EOCD, _SIG_Z64_LOC,
     _U16, _U32, _Z64_EOCD, _Z64_ID, _Z64_LOC, ALIGN, Member, crc32,
 )
+from ._crc import crc32_combine
+from .codec import FileRange
+from .errors import FormatError
 
 __all__ = ["ZipWriter", "checksums"]
 
@@ -46,6 +50,39 @@ def _writev_all(fd: int, parts: list[bytes | memoryview]) -> None:
             i += 1
         if n:
             views[i] = views[i][n:]
+
+
+_NO_KERNEL_COPY = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF)
+
+
+def _copy_range(r: FileRange, out: int, progress: Callable[[int], object] | None) -> None:
+    """Append ``r`` to ``out`` in the kernel; read and write it back where the file systems refuse that.
+
+    A kernel copy that stops short (some file systems answer 0 for files they
+    cannot copy) is retried by reading; a read that ends early is an error.
+    """
+    pos, end = r.offset, r.offset + r.nbytes
+    kernel = True
+    while pos < end:
+        want = min(end - pos, _CHUNK)
+        n = 0
+        if kernel:
+            try:
+                n = os.copy_file_range(r.fd, out, want, pos)
+            except OSError as e:
+                if e.errno not in _NO_KERNEL_COPY:
+                    raise
+            kernel = n > 0
+        if not kernel:
+            data = os.pread(r.fd, want, pos)
+            _write_all(out, data)
+            n = len(data)
+        if n <= 0:
+            raise FormatError(f"the file ends early: {end - pos:,} bytes missing at offset {pos:,} (truncated "
+                              "while open?)", source=r.path or None)
+        pos += n
+        if progress:
+            progress(n)
 
 
 def _write_obj(f: Any, data: bytes | memoryview) -> None:
@@ -158,12 +195,7 @@ class ZipWriter:
         size = len(head) + body.nbytes
         offset = self._pos
         raw_name = name.encode("ascii")
-        z64 = self._force64 or size >= _U32
-        extra = struct.pack("<HHQQ", _Z64_ID, 16, size, size) if z64 else b""
-        if align:
-            data_start = offset + _LFH.size + len(raw_name) + len(extra) + 4
-            pad = (-(data_start + len(head))) % ALIGN
-            extra += struct.pack("<HH", _PAD_ID, pad) + b"\0" * pad
+        z64, extra = self._extra(offset, raw_name, len(head), size, align)
         sha = hashlib.sha256() if sha256 else None
         if body.nbytes < _SYNC_CRC_BYTES or not isinstance(self._fd, int):
             crc = checksums(body, crc32(head), sha)
@@ -195,6 +227,43 @@ class ZipWriter:
         member = Member(name, offset, data_offset, size, crc, sha256=None if sha is None else sha.hexdigest())
         self._members.append(member)
         return member
+
+    def add_copied(self, name: str, head: bytes, ranges: Sequence[FileRange], *, align: bool = False,
+                   progress: Callable[[int], object] | None = None) -> Member:
+        """Write one member whose content is ``head`` and then each range of another open file, in order.
+
+        The ranges are copied file to file by the kernel (``copy_file_range``,
+        or read and written back where the file systems refuse it); their
+        CRC-32s are joined arithmetically, so no byte passes through memory.
+        Needs a descriptor (the bytes go at its current position).
+        """
+        if not isinstance(self._fd, int):
+            raise TypeError("copied members need a file descriptor, not a file object")
+        size = len(head) + sum(r.nbytes for r in ranges)
+        crc = crc32(head)
+        for r in ranges:
+            crc = crc32_combine(crc, r.crc32, r.nbytes)
+        offset = self._pos
+        raw_name = name.encode("ascii")
+        z64, extra = self._extra(offset, raw_name, len(head), size, align)
+        lfh = self._lfh(raw_name, extra, crc, size, z64)
+        self._write(lfh + head)
+        for r in ranges:
+            _copy_range(r, self._fd, progress)
+        self._pos = offset + len(lfh) + size
+        member = Member(name, offset, offset + len(lfh), size, crc)
+        self._members.append(member)
+        return member
+
+    def _extra(self, offset: int, raw_name: bytes, head_len: int, size: int, align: bool) -> tuple[bool, bytes]:
+        """The local header's extra field: zip64 sizes when needed, padding that aligns the data after ``head``."""
+        z64 = self._force64 or size >= _U32
+        extra = struct.pack("<HHQQ", _Z64_ID, 16, size, size) if z64 else b""
+        if align:
+            data_start = offset + _LFH.size + len(raw_name) + len(extra) + 4
+            pad = (-(data_start + head_len)) % ALIGN
+            extra += struct.pack("<HH", _PAD_ID, pad) + b"\0" * pad
+        return z64, extra
 
     def _lfh(self, raw_name: bytes, extra: bytes, crc: int, size: int, z64: bool) -> bytes:
         sz = _U32 if z64 else size

@@ -132,10 +132,15 @@ class _Version(argparse.Action):
 
 
 def _convert_dcp(ns: argparse.Namespace, out: TextIO) -> int:
-    """A torch.distributed.checkpoint folder -> one .mpk, one tensor in memory at a time."""
+    """A torch.distributed.checkpoint folder -> one .mpk (or a split pack), one tensor in memory at most."""
     from .dcp import consolidate
 
-    consolidate(ns.src, ns.dst)
+    if ns.sha256:
+        from .errors import UnsupportedObjectError
+
+        raise UnsupportedObjectError("--sha256 is not available for a distributed checkpoint folder: its tensor "
+                                     "bytes are copied file to file, never read; `modelpack digest` hashes the result")
+    consolidate(ns.src, ns.dst, max_shard_size=ns.max_shard_size)
     out.write(f"{ns.dst}: written from {ns.src}\n")
     return 0
 
@@ -154,6 +159,11 @@ def cmd_convert(ns: argparse.Namespace, out: TextIO) -> int:
 
     if is_dcp_folder(ns.src):
         return _convert_dcp(ns, out)
+    if ns.max_shard_size is not None:
+        from .errors import UnsupportedObjectError
+
+        raise UnsupportedObjectError("--max-shard-size applies to a distributed checkpoint folder as SRC; "
+                                     "for other sources, modelpack.save(..., max_shard_size=) splits a pack")
     from .converters import convert
 
     convert(ns.src, ns.dst, src_format=ns.src_format, dst_format=ns.dst_format, sha256=ns.sha256)
@@ -177,6 +187,9 @@ def _add_convert_parsers(sub: "argparse._SubParsersAction[argparse.ArgumentParse
     c.add_argument("--from", dest="src_format", choices=FORMATS, help="SRC's format, when its name does not say")
     c.add_argument("--to", dest="dst_format", choices=FORMATS, help="DST's format, when its name does not say")
     c.add_argument("--sha256", action="store_true", help="record per-tensor SHA-256 in a .mpk output")
+    c.add_argument("--max-shard-size", metavar="SIZE",
+                   help="DCP folder only: write a split pack (DST is the index) whose shards stay under SIZE "
+                        "(bytes, or '500MB', '2GB', '1GiB')")
 
     s = sub.add_parser("sign", help="sign a .mpk's content digest (OpenSSF model-signing bundle; extra 'sign')")
     s.add_argument("file", metavar="FILE", help="the .mpk file to sign")
@@ -209,8 +222,8 @@ def _parser() -> argparse.ArgumentParser:
     ve.add_argument("--signature", metavar="SIG", help="also check this model-signing bundle (with --public-key)")
     ve.add_argument("--public-key", metavar="PUB", help="the signer's EC public key (PEM)")
 
-    i = sub.add_parser("inspect", help="show what a .mpk holds")
-    i.add_argument("file", metavar="FILE", help="the .mpk file to describe")
+    i = sub.add_parser("inspect", help="show what a .mpk, or a distributed checkpoint folder, holds")
+    i.add_argument("file", metavar="FILE", help="the .mpk file (or DCP checkpoint folder) to describe")
     i.add_argument("--json", action="store_true", help="machine-readable output")
 
     r = sub.add_parser("run", help="run a packed model on .npy inputs")

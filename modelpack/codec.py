@@ -16,6 +16,7 @@ import functools
 import sys
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import NamedTuple
 
 import numpy as np
 
@@ -32,6 +33,8 @@ __all__ = [
     "numpy_payload",
     "numpy_view",
     "RawArray",
+    "FileRange",
+    "CopiedArray",
     "foreign_array",
 ]
 
@@ -135,6 +138,43 @@ class RawArray:
                               f"({want} bytes)")
         if self.kind not in ("torch", "numpy") or (self.kind == "numpy" and not self.dtype.numpy_native):
             raise ValueError(f"kind {self.kind!r} cannot hold {self.dtype.name}")
+
+
+class FileRange(NamedTuple):
+    """``nbytes`` bytes at ``offset`` of the open file ``fd`` (at ``path``), whose CRC-32 the caller already knows."""
+
+    fd: int
+    offset: int
+    nbytes: int
+    crc32: int
+    path: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class CopiedArray:
+    """Tensor bytes in stored form that are byte ranges of other open files, joined in order.
+
+    The writer copies them file to file in the kernel (no pass through memory)
+    and joins their CRC-32s arithmetically instead of reading them: what
+    consolidating a distributed checkpoint hands to the writer. A range whose
+    bytes no longer match its CRC keeps the written member's CRC wrong, so
+    damage in the source stays visible to ``verify`` in the copy.
+    """
+
+    dtype: DType
+    shape: tuple[int, ...]
+    ranges: tuple[FileRange, ...]
+    kind: str = "torch"
+
+    def __post_init__(self) -> None:
+        want = nbytes_of(self.shape, self.dtype.itemsize)
+        if self.nbytes != want:
+            raise FormatError(f"{self.nbytes} bytes cannot hold shape {list(self.shape)} x {self.dtype.name} "
+                              f"({want} bytes)")
+
+    @property
+    def nbytes(self) -> int:
+        return sum(r.nbytes for r in self.ranges)
 
 
 def foreign_array(obj: object) -> "np.ndarray | RawArray | None":

@@ -136,8 +136,36 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO) -
             out.write("  ".join("-" * w for w in widths) + "\n")
 
 
+def _dcp_report(path: str, *, as_json: bool, out: TextIO) -> int:
+    """A distributed checkpoint folder: its shards (one per rank) and its tensors with their chunks."""
+    from .dcp._layout import describe_folder
+
+    info = describe_folder(path)
+    if as_json:
+        out.write(json.dumps(info, indent=2) + "\n")
+        return 0
+    version = f", DCP {_printable(info['dcp_version'])}" if info["dcp_version"] else ""
+    out.write(f"{info['folder']}: distributed checkpoint, {len(info['shards'])} shards, "
+              f"{_human(info['file_bytes'])}{version}\n\n")
+    _table(["shard", "chunks", "size"], [[s["file"], s["chunks"], _human(s["file_bytes"])] for s in info["shards"]], out)
+    out.write("\n")
+    _table(["tensor", "dtype", "shape", "chunks", "shards", "size"],
+           [[t["name"], t["dtype"], t["shape"], t["chunks"], t["shards"], _human(t["nbytes"])]
+            for t in info["tensors"][:200]], out)
+    if len(info["tensors"]) > 200:
+        out.write(f"... {len(info['tensors']) - 200} more (use --json for all)\n")
+    params = sum(t["numel"] for t in info["tensors"])
+    out.write(f"\ntotal: {info['tensor_count']} tensors, {params:,} elements, {_human(info['tensor_bytes'])}; "
+              f"{len(info['objects'])} non-tensor values\n")
+    return 0
+
+
 def inspect_report(path: str, *, as_json: bool, out: TextIO) -> int:
-    """Print the summary of one file (``modelpack inspect``)."""
+    """Print the summary of one file, or of a distributed checkpoint folder (``modelpack inspect``)."""
+    from .dcp import is_dcp_folder
+
+    if is_dcp_folder(path):
+        return _dcp_report(path, as_json=as_json, out=out)
     info = describe(path)
     if as_json:
         out.write(json.dumps(info, indent=2) + "\n")

@@ -120,3 +120,140 @@ def test_consolidation_streams_one_tensor_at_a_time(tmp_path):
     assert grew < 4 * mib, f"peak memory grew by {grew} MiB for {n} tensors of {mib} MiB"
     with modelpack.open(tmp_path / "big.mpk") as pack:
         assert float(pack["t5"][-1]) == 5.0 and len(pack) == n
+
+
+def _expected():
+    expected = _state()
+    expected["optim"]["state"] = {"0": expected["optim"]["state"][0]}  # DCP keys are strings
+    return expected
+
+
+def test_cli_convert_to_a_split_pack(folder, tmp_path):
+    out = tmp_path / "split" / "one.mpk"
+    out.parent.mkdir()
+    code, _ = _cli("convert", str(folder), str(out), "--max-shard-size", "40B")
+    assert code == 0
+    shards = sorted(p.name for p in out.parent.glob("one-*-of-*.mpk"))
+    assert len(shards) > 1, shards
+    assert _same(modelpack.load(out), _expected())
+    code, text = _cli("verify", str(out))
+    assert code == 0 and "OK" in text
+
+
+def test_max_shard_size_is_for_checkpoint_folders_only(tmp_path, capsys):
+    modelpack.save({"w": torch.ones(2)}, tmp_path / "p.mpk")
+    code, _ = _cli("convert", str(tmp_path / "p.mpk"), str(tmp_path / "p.safetensors"), "--max-shard-size", "1MB")
+    assert code == 1 and "--max-shard-size" in capsys.readouterr().err
+    assert not (tmp_path / "p.safetensors").exists()
+
+
+def test_converted_file_carries_the_chunks_checksums(folder, tmp_path):
+    """Tensor bytes are copied, never read: their CRC-32 comes from the shards', so damage stays detectable."""
+    clean = tmp_path / "clean.mpk"
+    consolidate(folder, clean)
+    with modelpack.open(clean) as pack:
+        pack.verify()
+    (shard,) = folder.glob("shard-*.mpk")  # one process: one shard
+    with modelpack.open(shard) as pack:
+        entry = next(e for e in pack.entries.values() if e["shape"] == [4, 3] and e["dtype"] == "float32")
+    data = bytearray(shard.read_bytes())
+    data[entry["offset"] + 5] ^= 0x10
+    shard.write_bytes(bytes(data))
+    damaged = tmp_path / "damaged.mpk"
+    consolidate(folder, damaged)
+    code, text = _cli("verify", str(damaged))
+    assert code == 1 and "FAILED" in text
+
+
+@pytest.mark.parametrize(("offsets", "sizes", "start"), [
+    ((3, 0), (3, 5), 15),  # rows: one run
+    ((0, 2), (9, 3), None),  # columns: strided
+    ((2, 1, 0), (1, 2, 4), 2 * 12 + 4),  # one row block of a 3-d tensor, whole in the last dimension
+    ((2, 1, 1), (1, 2, 3), None),  # not whole in the last dimension
+    ((1, 2, 0), (1, 1, 4), 12 + 8),  # one row of the last dimension
+    ((0, 0), (9, 5), 0),  # the whole tensor
+])
+def test_which_chunks_are_copied_as_one_run(offsets, sizes, start):
+    from modelpack.dcp._convert import _run_start
+    from modelpack.dcp._layout import Chunk
+
+    size = (9, 5) if len(offsets) == 2 else (3, 3, 4)
+    assert _run_start(Chunk(offsets, sizes, 0, 0), size) == start
+
+
+def test_crc32_arithmetic_matches_zlib():
+    import os
+    import zlib
+
+    from modelpack._crc import crc32_combine, crc32_tail
+
+    for la, lb in [(0, 0), (0, 7), (7, 0), (1, 1), (64, 4096), (13, 100_003)]:
+        a, b = os.urandom(la), os.urandom(lb)
+        assert crc32_combine(zlib.crc32(a), zlib.crc32(b), lb) == zlib.crc32(a + b)
+        assert crc32_tail(zlib.crc32(a + b), zlib.crc32(a), lb) == zlib.crc32(b)
+
+
+def _refuse(*args):
+    import errno
+
+    raise OSError(errno.EXDEV, "cross-device")
+
+
+@pytest.mark.parametrize("kernel_copy", [_refuse, lambda *args: 0], ids=["refused", "copies-nothing"])
+def test_copy_falls_back_where_the_kernel_refuses(folder, tmp_path, monkeypatch, kernel_copy):
+    import os
+
+    monkeypatch.setattr(os, "copy_file_range", kernel_copy)
+    out = tmp_path / "one.mpk"
+    consolidate(folder, out)
+    assert _same(modelpack.load(out), _expected())
+    with modelpack.open(out) as pack:
+        pack.verify()
+
+
+def test_a_shard_truncated_while_open_aborts_the_copy(folder, tmp_path, monkeypatch):
+    import os
+
+    from modelpack.dcp import _convert
+
+    opened = _convert._layout.check_shards
+
+    def open_then_truncate(root, doc):
+        packs = opened(root, doc)
+        for name in doc.shards:
+            os.truncate(root / name, 100)
+        return packs
+
+    monkeypatch.setattr(_convert._layout, "check_shards", open_then_truncate)
+    with pytest.raises(modelpack.FormatError, match=r"shard-\w+-0\.mpk: the file ends early"):
+        consolidate(folder, tmp_path / "one.mpk")
+    assert not (tmp_path / "one.mpk").exists()
+
+
+def test_cli_inspect_a_folder(folder):
+    code, text = _cli("inspect", str(folder))
+    assert code == 0 and "distributed checkpoint, 1 shards" in text
+    assert "model.w" in text and "[4, 3]" in text and "non-tensor values" in text
+    code, text = _cli("inspect", "--json", str(folder))
+    import json
+
+    info = json.loads(text)
+    assert len(info["shards"]) == 1 and info["tensor_count"] == 6
+    w = next(t for t in info["tensors"] if t["name"] == "model.w")
+    assert w == {"name": "model.w", "dtype": "float32", "shape": [4, 3], "chunks": 1, "shards": 1, "numel": 12,
+                 "nbytes": 48}
+
+
+def test_copied_and_assembled_outputs_are_the_same_bytes(folder, tmp_path, monkeypatch):
+    from modelpack.dcp import _convert
+
+    consolidate(folder, tmp_path / "copied.mpk")
+    monkeypatch.setattr(_convert, "_copied", lambda t, packs: None)  # every tensor through memory
+    consolidate(folder, tmp_path / "assembled.mpk")
+    assert (tmp_path / "copied.mpk").read_bytes() == (tmp_path / "assembled.mpk").read_bytes()
+
+
+def test_cli_convert_refuses_a_bad_shard_size(folder, tmp_path, capsys):
+    code, _ = _cli("convert", str(folder), str(tmp_path / "o.mpk"), "--max-shard-size", "lots")
+    assert code == 1 and "is not a size such as" in capsys.readouterr().err
+    assert not (tmp_path / "o.mpk").exists()

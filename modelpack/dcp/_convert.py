@@ -1,11 +1,16 @@
-"""Consolidate a distributed checkpoint folder into one .mpk, one tensor at a time, without a process group.
+"""Consolidate a distributed checkpoint folder into one .mpk (or a split pack) without a process group.
 
 The folder is checked first (metadata, coverage, every shard's structure).
-Each tensor is then assembled from its chunks, read from the shards into
-fresh memory chunk by chunk (no mapping keeps shard pages resident), written,
-and dropped before the next: peak memory is about the largest tensor plus its
-largest chunk. The nesting the state dict had (DCP's planner data: key -> path)
-comes back, so ``modelpack.load(out)`` gives the state dict that was saved.
+A tensor whose chunks are each one contiguous run of it (sharded along its
+first dimension, as FSDP and row-wise tensor parallelism do) is written by
+copying the chunks' bytes file to file in the kernel, in order, with its CRC-32
+joined from the chunks' recorded ones: no byte passes through memory, and a
+chunk damaged on disk stays damaged-and-detectable in the output (``verify``),
+never re-checksummed as good. Any other tensor is assembled in memory from its
+chunks, written, and dropped before the next: peak memory is about the
+largest such tensor. The nesting the state dict had (DCP's planner data:
+key -> path) comes back, so ``modelpack.load(out)`` gives the state dict that
+was saved.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from typing import Any
 import torch
 
 from .. import api, tree
-from ..codec import dtype_by_name
+from .._crc import crc32_tail
+from ..codec import CopiedArray, FileRange, dtype_by_name, nbytes_of, npy_header
+from ..container import crc32
 from ..errors import FormatError
 from ..torch.tensors import torch_dtype
 from . import _layout
@@ -33,8 +40,13 @@ class _Slot:
         self.fqn = fqn
 
 
-def consolidate(src: str | os.PathLike[str], out: str | os.PathLike[str], *, progress: bool | None = None) -> None:
-    """Write the checkpoint folder ``src`` as one .mpk at ``out`` (atomically); needs no process group."""
+def consolidate(src: str | os.PathLike[str], out: str | os.PathLike[str], *, progress: bool | None = None,
+                max_shard_size: int | str | None = None) -> None:
+    """Write the checkpoint folder ``src`` as one .mpk at ``out`` (atomically); needs no process group.
+
+    With ``max_shard_size`` (``"2GB"``, bytes) a bigger result is a split pack:
+    ``out`` is the index, its shards sit beside it (see ``modelpack.save``).
+    """
     folder = Path(src)
     pack, doc = _layout.read_metadata_pack(folder)
     pack.close()
@@ -48,7 +60,8 @@ def consolidate(src: str | os.PathLike[str], out: str | os.PathLike[str], *, pro
         tree_json, leaves = _encode(nested)
         planned = [(leaf.name, _shape(leaf, doc)) for leaf in leaves]
         api.stream_pack(out, tree_json, planned, _assembled(leaves, doc, packs), progress=progress,
-                        metadata={"modelpack.dcp.source": folder.name})
+                        metadata={"modelpack.dcp.source": folder.name}, max_shard_size=max_shard_size,
+                        sizes=[_nbytes(leaf, doc) for leaf in leaves])
     finally:
         for p in packs.values():
             p.close()
@@ -121,15 +134,60 @@ def _shape(leaf: tree.Leaf, doc: _layout.Doc) -> tuple[int, ...]:
     return tuple(leaf.value.shape)
 
 
+def _nbytes(leaf: tree.Leaf, doc: _layout.Doc) -> int:
+    if isinstance(leaf.value, _Slot):
+        t = doc.tensors[leaf.value.fqn]
+        return nbytes_of(t.size, dtype_by_name(t.dtype).itemsize)
+    return int(leaf.value.nbytes)
+
+
 def _assembled(leaves: list[tree.Leaf], doc: _layout.Doc, packs: dict[int, api.Pack]) -> Iterator[tree.Leaf]:
     for leaf in leaves:
         if not isinstance(leaf.value, _Slot):
             yield leaf
             continue
         fqn = leaf.value.fqn
-        out = tree.Leaf(leaf.name, "torch", _assemble(doc.tensors[fqn], packs), where=fqn)
+        t = doc.tensors[fqn]
+        out = tree.Leaf(leaf.name, "torch", _copied(t, packs) or _assemble(t, packs), where=fqn)
         yield out
         del out  # the writer has written it: free it before the next one
+
+
+def _copied(t: _layout.TensorDoc, packs: dict[int, api.Pack]) -> CopiedArray | None:
+    """The tensor as its chunks' byte ranges in order, when each chunk is one contiguous run of it; else None."""
+    runs = []
+    for c in t.chunks:
+        if not all(c.sizes):
+            continue
+        start = _run_start(c, t.size)
+        if start is None:
+            return None
+        runs.append((start, c))
+    runs.sort(key=lambda run: run[0])  # chunks tile the tensor (checked): in start order they are its bytes
+    ranges = tuple(_file_range(packs[c.shard], _layout.chunk_tensor_name(packs[c.shard], c.index)) for _, c in runs)
+    return CopiedArray(dtype_by_name(t.dtype), t.size, ranges)
+
+
+def _run_start(c: _layout.Chunk, size: tuple[int, ...]) -> int | None:
+    """The chunk's first element in the whole tensor, C order, when the chunk is one contiguous run; else None.
+
+    Contiguous: size 1 in every dimension before some dimension ``d``, and whole in every one after it.
+    """
+    d = next((i for i, s in enumerate(c.sizes) if s != 1), len(size))
+    if any(o != 0 or s != full for o, s, full in zip(c.offsets[d + 1:], c.sizes[d + 1:], size[d + 1:])):
+        return None
+    start = 0
+    for o, full in zip(c.offsets, size):
+        start = start * full + o
+    return start
+
+
+def _file_range(pack: api.Pack, name: str) -> FileRange:
+    """A stored tensor's bytes in its shard, with their CRC-32 taken from the member's (header and bytes)."""
+    entry = pack.entries[name]
+    head = npy_header(dtype_by_name(entry["dtype"]).descr, entry["shape"])  # the reader checked it is the stored one
+    body_crc = crc32_tail(int(entry["crc32"], 16), crc32(head), entry["nbytes"])
+    return FileRange(pack.fd, entry["offset"], entry["nbytes"], body_crc, pack.path)
 
 
 def _assemble(t: _layout.TensorDoc, packs: dict[int, api.Pack]) -> torch.Tensor:

@@ -34,6 +34,7 @@ __all__ = [
     "check_shards",
     "verify_folder",
     "verify",
+    "describe_folder",
 ]
 
 METADATA_FILE = "metadata.mpk"
@@ -309,3 +310,33 @@ def verify(folder: str | os.PathLike[str]) -> list[str]:
     Returns one line per file checked. Needs no torch.
     """
     return list(verify_folder(folder))
+
+
+def describe_folder(folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """A JSON-able summary of a checkpoint folder from its metadata and shard headers; no tensor byte is read."""
+    root = Path(folder)
+    pack, doc = read_metadata_pack(root)
+    pack.close()
+    packs = check_shards(root, doc)
+    try:
+        shards = [{"file": name, "file_bytes": packs[i].file_bytes, "chunks": len(packs[i].entries)}
+                  for i, name in enumerate(doc.shards)]
+    finally:
+        for p in packs.values():
+            p.close()
+    tensors = []
+    for fqn, t in doc.tensors.items():
+        stored = [c for c in t.chunks if _volume(c.sizes)]
+        tensors.append({"name": fqn, "dtype": t.dtype, "shape": list(t.size), "chunks": len(stored),
+                        "shards": len({c.shard for c in stored}), "numel": _volume(t.size),
+                        "nbytes": _volume(t.size) * dtype_by_name(t.dtype).itemsize})
+    return {
+        "folder": str(root),
+        "dcp_version": doc.dcp_version,
+        "file_bytes": sum(s["file_bytes"] for s in shards) + os.path.getsize(root / METADATA_FILE),
+        "shards": shards,
+        "objects": sorted(doc.objects),
+        "tensor_count": len(tensors),
+        "tensor_bytes": sum(t["nbytes"] for t in tensors),
+        "tensors": tensors,
+    }

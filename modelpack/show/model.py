@@ -97,7 +97,7 @@ def _shapes(data: dict[str, Any]) -> tuple[dict[str, str], str]:
 def _meta_entries(expanded: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """A bare spec's parameter shapes, from a build on the meta device (no memory); {} without torch."""
     try:
-        from ..torch.build import build_validated
+        from ..torch.build import build_validated, held_tensors
     except ImportError:
         return {}
     try:
@@ -105,7 +105,7 @@ def _meta_entries(expanded: dict[str, Any]) -> dict[str, dict[str, Any]]:
     except ModelPackError:
         return {}
     return {k: {"dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape)}
-            for k, t in model.state_dict(keep_vars=True).items()}
+            for k, t in held_tensors(model).items()}
 
 
 def _totals(entries: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:

@@ -27,6 +27,7 @@ from ..spec.names import name_problem
 from ..vocab import OPS
 from ._export_graph import GraphSpec
 from ._fold import fold_layers
+from .build import arg_refs
 from .tensors import dtype_row
 
 __all__ = ["Captured", "capture", "program_to_spec", "row_name"]
@@ -40,6 +41,8 @@ _SYM_OPS: Mapping[Any, tuple[str, dict[str, Any]]] = {
     operator.floordiv: ("div", {"rounding_mode": "floor"}), operator.truediv: ("div", {}),
     operator.neg: ("neg", {}), operator.pow: ("pow", {}),
 }
+# ops functionalization emits that are a table op under another name (same schema, same result)
+_SAME_AS = {"aten._unsafe_view": "view"}
 _MEMORY_FORMATS = {torch.contiguous_format: "contiguous_format", torch.preserve_format: "preserve_format",
                    torch.channels_last: "channels_last", torch.channels_last_3d: "channels_last_3d"}
 
@@ -50,7 +53,6 @@ class Captured:
 
     graph: GraphSpec
     extra_state: dict[str, torch.Tensor]  # lifted constants, non-persistent buffers: node name -> tensor
-    state_keys: list[str]  # every tensor the rebuilt model holds (state_dict keys), in node order
     sizes: dict[str, str]  # symbol (s0) -> the size label used in the spec's input shapes
 
 
@@ -78,20 +80,24 @@ def _mutates(node: fx.Node) -> bool:
     return node.op == "call_function" and isinstance(target, torch._ops.OpOverload) and target._schema.is_mutable
 
 
-def program_to_spec(program: ExportedProgram, model: nn.Module, input_names: list[str | None]) -> Captured:
-    """Spec nodes for ``program``; ``input_names`` gives each user input its spec name (None: a constant)."""
+def program_to_spec(program: ExportedProgram, model: nn.Module, input_names: list[str | None],
+                    fold: bool = True) -> Captured:
+    """Spec nodes for ``program``; ``input_names`` gives each user input its spec name (None: a constant);
+    ``fold=False`` leaves layer calls as their ops."""
     converter = _Converter(program, model, input_names)
     converter.run()
-    nodes, renames = fold_layers(converter.nodes, converter.meta, model, converter.outputs_used())
+    converter.prune()
+    if fold:
+        nodes, renames = fold_layers(converter.nodes, converter.meta, model, converter.outputs_used())
+    else:
+        nodes, renames = converter.nodes, {}
     outputs = converter.outputs
     if isinstance(outputs, dict):
         outputs = {k: renames.get(v, v) for k, v in outputs.items()}
     else:
         outputs = [renames.get(v, v) for v in outputs]
-    graph = GraphSpec(nodes, outputs, converter.sources)
-    return Captured(graph, converter.extra_state, [n["name"] for n in nodes if n.get("layer") in ("Parameter",
-                                                                                                    "Buffer")],
-                    converter.sizes)
+    graph = GraphSpec([*nodes, *_tied_keys(nodes, model)], outputs, converter.sources)
+    return Captured(graph, converter.extra_state, converter.sizes)
 
 
 class _Converter:
@@ -123,6 +129,18 @@ class _Converter:
                 raise ExportError(f"the exported graph holds a {node.op} node ({node.name}); modelpack reads "
                                   "call_function nodes only")
 
+    def prune(self) -> None:
+        """Drop nodes nothing reads (left by a skipped ``cat`` operand); state_dict tensors always stay."""
+        live = self.outputs_used()
+        for node in reversed(self.nodes):
+            if node["name"] in live or (node.get("layer") in ("Parameter", "Buffer") and node["name"] in self.state):
+                live.add(node["name"])
+                live.update(node.get("in", []))
+                live.update(arg_refs(node.get("args")))
+        self.nodes = [n for n in self.nodes if n["name"] in live]
+        self.meta = {k: v for k, v in self.meta.items() if k in live}
+        self.extra_state = {k: v for k, v in self.extra_state.items() if k in live}
+
     def outputs_used(self) -> set[str]:
         return set(self.outputs.values() if isinstance(self.outputs, dict) else self.outputs)
 
@@ -147,15 +165,8 @@ class _Converter:
         if name in self.meta:
             return name
         tensor = self._tensor(ref)
-        parameter = ref.kind == InputKind.PARAMETER
-        args: dict[str, Any] = {"shape": list(tensor.shape)}
-        dtype = dtype_row(tensor.dtype, where=name).name
-        if dtype != "float32":
-            args["dtype"] = dtype
-        if parameter and not tensor.requires_grad:
-            args["requires_grad"] = False
-        node = {"name": name, "layer": "Parameter" if parameter else "Buffer", "args": args, "in": []}
-        self._emit(node, None)
+        # not in the state_dict: a non-persistent buffer, a lifted constant
+        self._emit(_state_node(name, tensor, ref.kind == InputKind.PARAMETER, name in self.state), None)
         if name not in self.state:
             self.extra_state[name] = tensor.detach()
         return name
@@ -191,12 +202,20 @@ class _Converter:
         packet = row.rsplit(".", 1)[0] if row.count(".") == 2 else row
         if row in _DROPPED or packet in _DROPPED:
             return
+        if row == "aten.dropout" and _dropout_p(node) > 0:
+            # captured in eval mode as dropout(train=False): the live mode decides again in the rebuilt
+            # model (nn.Dropout, F.dropout(x, p, self.training)), so .train() drops out as the original does
+            self._add(node, "dropout", [self._ref(node.args[0])], {"p": _dropout_p(node)})
+            return
         if _is_identity(row, node):  # a full slice, a cast to the same dtype, an alias: the input itself
             self.value[node] = self._ref(node.args[0])
             return
         if row == "aten.sym_size.int":
             self._add(node, "size", [self._ref(node.args[0])], {"dim": node.args[1]})
             return
+        if row in _SAME_AS:  # another name for a table op with the same schema and kernel
+            target = getattr(torch.ops.aten, _SAME_AS[row]).default
+            row = row_name(target)
         if row == "aten.to.device":  # the device is never stored: .to(x.device, dtype) is a dtype cast
             row, target = "aten.to.dtype", torch.ops.aten.to.dtype
             args = list(node.args)
@@ -211,7 +230,13 @@ class _Converter:
         names = [a.name for a in target._schema.arguments]
         low, high = entry.inputs
         if high is None:
-            inputs = [self._operand(v, node) for v in bound[names[0]]]
+            values = bound[names[0]]
+            if row == "aten.cat":
+                values = [v for v in values if not _legacy_empty(v, node)]
+                if len(values) == 1 and isinstance(values[0], fx.Node):  # nothing joined: the value itself
+                    self.value[node] = self._ref(values[0])
+                    return
+            inputs = [self._operand(v, node) for v in values]
             rest = names[1:]
         else:
             inputs = [self._operand(bound[n], node) for n in names[:low]]
@@ -301,6 +326,40 @@ class _Converter:
         return self._ref(value)
 
 
+def _state_node(name: str, tensor: torch.Tensor, parameter: bool, persistent: bool = True) -> dict[str, Any]:
+    """The ``Parameter``/``Buffer`` node holding ``tensor`` under its state_dict key ``name``."""
+    args: dict[str, Any] = {"shape": list(tensor.shape)}
+    dtype = dtype_row(tensor.dtype, where=name).name
+    if dtype != "float32":
+        args["dtype"] = dtype
+    if parameter and not tensor.requires_grad:
+        args["requires_grad"] = False
+    if not parameter and not persistent:
+        args["persistent"] = False
+    return {"name": name, "layer": "Parameter" if parameter else "Buffer", "args": args, "in": []}
+
+
+def _tied_keys(nodes: list[dict[str, Any]], model: nn.Module) -> list[dict[str, Any]]:
+    """State nodes for the original's keys that forward never reads but that are tied to a tensor it does.
+
+    T5's ``shared.weight`` is the encoder's embedding under a second key: the
+    rebuilt model holds it too (one tensor in the file, one Parameter after
+    loading), so its state_dict keeps every key of the original's.
+    """
+    modules = dict(model.named_modules())
+    state = model.state_dict(keep_vars=True)
+    held: set[str] = set()
+    for node in nodes:
+        layer = node.get("layer")
+        if layer in ("Parameter", "Buffer"):
+            held.add(node["name"])
+        elif layer is not None and node["name"] in modules:
+            held.update(f"{node['name']}.{k}" for k in modules[node["name"]].state_dict(keep_vars=True))
+    ids = {id(state[k]) for k in held if k in state}
+    return [_state_node(k, t, isinstance(t, nn.Parameter)) for k, t in state.items()
+            if k not in held and id(t) in ids and not name_problem(k)]
+
+
 @dataclasses.dataclass(frozen=True)
 class _StateRef:
     target: str
@@ -311,13 +370,17 @@ class _StateRef:
 _FULL = 2**62  # `x[:, 1:]` slices to the end with end=sys.maxsize
 
 
+def _dropout_p(node: fx.Node) -> float:
+    return float(node.args[1] if len(node.args) > 1 else node.kwargs.get("p", 0.0))
+
+
 def _is_identity(row: str, node: fx.Node) -> bool:
     """Whether the call returns its first input unchanged (the same values; no kernel needed)."""
     args, kwargs = node.args, node.kwargs
     if row in ("aten.alias", "aten.lift_fresh_copy", "aten.detach"):
         return isinstance(args[0], fx.Node)
     if row == "aten.dropout":
-        return args[2] is False if len(args) > 2 else kwargs.get("train") is False
+        return _dropout_p(node) == 0
     if row == "aten.slice.Tensor":
         start = args[2] if len(args) > 2 else kwargs.get("start")
         end = args[3] if len(args) > 3 else kwargs.get("end")
@@ -329,6 +392,14 @@ def _is_identity(row: str, node: fx.Node) -> bool:
         plain = not kwargs.get("copy") and kwargs.get("memory_format") is None and (len(args) < 4 or not args[3])
         return source is not None and getattr(source, "dtype", None) == dtype and plain
     return False
+
+
+def _legacy_empty(value: Any, cat: fx.Node) -> bool:
+    """A ``cat`` operand of shape [0] that adds nothing: torch skips it (an empty KV cache's first update)."""
+    val = value.meta.get("val") if isinstance(value, fx.Node) else None
+    out = cat.meta.get("val")
+    return (isinstance(val, torch.Tensor) and isinstance(out, torch.Tensor) and val.dim() == 1
+            and isinstance(val.shape[0], int) and val.shape[0] == 0 and val.dtype == out.dtype and out.dim() > 1)
 
 
 def _bind(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -37,15 +37,17 @@ class CaptureResult:
 
 
 def capture_spec(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], tensors: Mapping[str, torch.Tensor],
-                 dynamic_dims: Mapping[str, Mapping[int, str]] | None, dynamic_shapes: Any) -> CaptureResult:
-    """Capture ``model`` on the example (InputSlots in args/kwargs stand for ``tensors``)."""
+                 dynamic_dims: Mapping[str, Mapping[int, str]] | None, dynamic_shapes: Any,
+                 fold: bool = True) -> CaptureResult:
+    """Capture ``model`` on the example (InputSlots in args/kwargs stand for ``tensors``); ``fold=False``
+    keeps every layer call as its ATen ops."""
     real_args = tuple(_fill(a, tensors) for a in args)
     real_kwargs = {k: _fill(v, tensors) for k, v in kwargs.items()}
     shapes = dynamic_shapes if dynamic_shapes is not None else _shapes(model, args, kwargs, tensors, dynamic_dims)
     program = capture(model, real_args, real_kwargs, shapes)
     leaves = torch.utils._pytree.tree_leaves((args, kwargs), is_leaf=lambda v: isinstance(v, InputSlot))
     names = [leaf.name if isinstance(leaf, InputSlot) else None for leaf in leaves]
-    captured = program_to_spec(program, model, names)
+    captured = program_to_spec(program, model, names, fold=fold)
     labels = _labels(program, names, dynamic_dims)
     inputs = {name: _declaration(name, tensors[name], shape) for name, shape in labels.items()}
     return CaptureResult(captured.graph, inputs, captured.extra_state)

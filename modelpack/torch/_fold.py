@@ -33,24 +33,32 @@ def fold_layers(nodes: list[dict[str, Any]], meta: Mapping[str, dict[str, Any]],
     """``nodes`` with every foldable layer call replaced by its layer node (in place of the call's ops),
     and the renames (old value name -> layer path) the outputs need too."""
     modules = dict(model.named_modules())
+    tensors = dict(model.state_dict(keep_vars=True))
     groups = _groups(nodes, meta, modules)
     calls: dict[str, int] = {}
     for path, _ in groups:
         calls[path] = calls.get(path, 0) + 1
     readers = _readers(nodes)
     taken = {n["name"] for n in nodes}
+    by_name = {n["name"]: n for n in nodes}
+    found = [(members, _fold(path, members, modules[path], by_name, readers, outputs, taken, calls[path], tensors))
+             for path, members in groups]
+    folds = [(members, f) for members, f in found if f is not None]
+    # a state node leaves the spec only with every call that reads it folded into a layer owning it
+    # (tied weights: the embedding and the output projection each own the one tensor under their key)
+    while True:
+        folded = {m for members, _ in folds for m in members}
+        kept = [(members, f) for members, f in folds if not any(readers.get(s, set()) - folded for s in f[2])]
+        if len(kept) == len(folds):
+            break
+        folds = kept
     renames: dict[str, str] = {}
     replace: dict[str, dict[str, Any] | None] = {}
-    for path, members in groups:
-        folded = _fold(path, members, modules[path], nodes, readers, outputs, taken, calls[path])
-        if folded is None:
-            continue
-        layer_node, output, removed = folded
-        for name in removed:
+    for members, (layer_node, output, state) in folds:
+        for name in (*members, *state):
             replace[name] = None
         replace[members[-1]] = layer_node
-        renames[output] = path
-        taken.add(path)
+        renames[output] = layer_node["name"]
     out: list[dict[str, Any]] = []
     for node in nodes:
         if node["name"] in replace:
@@ -101,22 +109,21 @@ def _reads(node: Mapping[str, Any]) -> list[str]:
     return list(node.get("in", [])) + list(arg_refs(node.get("args")))
 
 
-def _fold(path: str, members: list[str], module: nn.Module, nodes: list[dict[str, Any]],
-          readers: Mapping[str, set[str]], outputs: set[str], taken: set[str],
-          calls: int) -> tuple[dict[str, Any], str, list[str]] | None:
-    """The layer node for one call, the value it replaces, the nodes it removes; None: stay unfolded."""
+def _fold(path: str, members: list[str], module: nn.Module, by_name: Mapping[str, dict[str, Any]],
+          readers: Mapping[str, set[str]], outputs: set[str], taken: set[str], calls: int,
+          tensors: Mapping[str, Any]) -> tuple[dict[str, Any], str, set[str]] | None:
+    """The layer node for one call, the value it replaces, the state nodes it reads; None: stay unfolded."""
     layer = LAYER_TYPES[type(module)]
     entry = LAYERS[layer]
     if calls != 1 or entry.outputs != 1 or entry.inputs != (1, 1) or path in taken:
         return None
     group = set(members)
-    by_name = {n["name"]: n for n in nodes}
     state = {name for m in members for name in _reads(by_name[m])
              if by_name.get(name, {}).get("layer") in _STATE}
-    own = {name for name in state if name.startswith(path + ".")}
-    if own != state or any(readers.get(name, set()) - group for name in own):
-        return None  # reads another module's tensor, or its own are read elsewhere (tied)
-    external = {name for m in members for name in _reads(by_name[m]) if name not in group and name not in own}
+    owned = [t for t in module.state_dict(keep_vars=True).values()]
+    if any(not any(tensors.get(name) is t for t in owned) for name in state):
+        return None  # reads a tensor that is not its own (under its key, or tied to it under another)
+    external = {name for m in members for name in _reads(by_name[m]) if name not in group and name not in state}
     produced = [m for m in members if (readers.get(m, set()) - group) or m in outputs]
     if len(external) != 1 or len(produced) != 1:
         return None
@@ -127,7 +134,7 @@ def _fold(path: str, members: list[str], module: nn.Module, nodes: list[dict[str
     node: dict[str, Any] = {"name": path, "layer": layer, "in": sorted(external)}
     if args:
         node["args"] = args
-    return node, produced[0], [*members, *own]
+    return node, produced[0], state
 
 
 def _renamed(node: dict[str, Any], renames: Mapping[str, str]) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from ._aten import aten_kwargs, allocates, device_mode, guarded
 from .bindings import LAYER_BINDINGS, OP_BINDINGS, POSITIONAL_ARGS
 
 __all__ = ["build", "build_validated", "SpecModule", "Namespace", "Step", "prepare", "subgraph", "needed_nodes",
-           "release_plan"]
+           "release_plan", "held_tensors"]
 
 _SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 # ops that read the module's train/eval mode (vocabulary rows with training=True)
@@ -439,10 +439,13 @@ def build_validated(spec: dict[str, Any], *, device: Any = None) -> SpecModule:
 def _build_on(spec: dict[str, Any], device: Any) -> SpecModule:
     steps: list[Step] = []
     layers: list[tuple[str, nn.Module]] = []
+    transient: set[str] = set()  # non-persistent buffers: kept out of state_dict(), as torch does
     total = 0
     for node in spec["nodes"]:
         step, module = _node(node, device)
         steps.append(step)
+        if node.get("layer") == "Buffer" and (node.get("args") or {}).get("persistent") is False:
+            transient.add(step.name)
         if module is not None:
             layers.append((step.name, module))
             total += _state_bytes(module)
@@ -450,7 +453,7 @@ def _build_on(spec: dict[str, Any], device: Any) -> SpecModule:
                          what="parameter and buffer bytes implied by the spec")
     root = SpecModule(spec, tuple(steps))
     for name, module in layers:
-        _attach(root, name, module)
+        _attach(root, name, module, persistent=name not in transient)
     return root
 
 
@@ -566,7 +569,20 @@ def _state_bytes(module: nn.Module | torch.Tensor) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def _attach(root: nn.Module, name: str, module: nn.Module) -> None:
+def held_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
+    """Every tensor a .mpk stores for ``module``: its state_dict (keep_vars), then its non-persistent buffers.
+
+    A non-persistent buffer (a RoPE table torch.export read) stays out of
+    ``state_dict()``, as in the original model, but the rebuilt model still needs
+    its values, so the file holds it under its dotted name all the same.
+    """
+    held = dict(module.state_dict(keep_vars=True))
+    for name, tensor in module.named_buffers(remove_duplicate=False):
+        held.setdefault(name, tensor)
+    return held
+
+
+def _attach(root: nn.Module, name: str, module: nn.Module, persistent: bool = True) -> None:
     """Register ``module`` at the dotted ``name``, creating Namespace levels on the way.
 
     Straight into ``_modules``/``_parameters``/``_buffers``, not through ``add_module``/``setattr``:
@@ -585,6 +601,8 @@ def _attach(root: nn.Module, name: str, module: nn.Module) -> None:
     if isinstance(module, nn.Parameter):
         parent._parameters[leaf] = module
     elif isinstance(module, torch.Tensor):
-        parent._buffers[leaf] = module  # persistent: not listed in _non_persistent_buffers_set
+        parent._buffers[leaf] = module
+        if not persistent:
+            parent._non_persistent_buffers_set.add(leaf)
     else:
         parent._modules[leaf] = module

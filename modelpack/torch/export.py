@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import inspect
 import os
 import warnings
@@ -39,11 +40,11 @@ from ._export_graph import GraphSpec, graph_to_spec
 from ._export_layers import is_layer_type
 from ._spec_text import spec_to_yaml
 from ._trace import InputSlot, trace
-from .build import SpecModule, build_validated, prepare
+from .build import SpecModule, build_validated, held_tensors, prepare
 from .compare import Mismatch, compare_tensors
 from .tensors import dtype_row
 
-__all__ = ["export", "export_spec", "ReproductionWarning"]
+__all__ = ["export", "export_spec", "ExportWarning", "ReproductionWarning"]
 
 _BATCH = "batch"
 # "auto": torch.export, then the fx tracer where torch.export gives up; "export"/"fx": that path only
@@ -53,6 +54,14 @@ DEFAULT_CAPTURE = "auto"
 
 class ReproductionWarning(UserWarning):
     """The rebuilt model matched within ``atol`` but not bit for bit (the message says by how much)."""
+
+
+class _NotReproduced(ExportError):
+    """The rebuilt model's outputs differ from the original's (beyond ``atol``)."""
+
+
+class ExportWarning(UserWarning):
+    """Export left something out of the file that the model returns (the message names it)."""
 
 
 @dataclasses.dataclass
@@ -140,6 +149,17 @@ def _export(model: nn.Module, example_inputs: Any, name: str | None,
     call = _example_call(model, example_inputs)
     expected = _reference_run(model, call)
     _check_materialised(model)
+    objects = _object_outputs(expected)
+    if objects:
+        expected = {k: v for k, v in expected.items() if k not in objects}
+        with _outputs_without(model, objects):
+            return _export_dispatch(model, name, call, expected, dynamic_dims, dynamic_shapes, atol, how)
+    return _export_dispatch(model, name, call, expected, dynamic_dims, dynamic_shapes, atol, how)
+
+
+def _export_dispatch(model: nn.Module, name: str | None, call: _Call, expected: Any,
+                     dynamic_dims: Mapping[str, Mapping[int, str]] | None, dynamic_shapes: Any,
+                     atol: float, how: str) -> tuple[str, dict[str, Any], dict[str, torch.Tensor]]:
     if how == "fx":
         return (*_export_traced(model, name, call, expected, dynamic_dims, atol), model.state_dict())
     if how == "export" or dynamic_shapes is not None:
@@ -163,13 +183,27 @@ def _export(model: nn.Module, example_inputs: Any, name: str | None,
 def _export_captured(model: nn.Module, name: str | None, call: _Call, expected: Any,
                      dynamic_dims: Mapping[str, Mapping[int, str]] | None, dynamic_shapes: Any,
                      atol: float) -> tuple[str, dict[str, Any], dict[str, torch.Tensor]]:
+    try:
+        return _export_program(model, name, call, expected, dynamic_dims, dynamic_shapes, atol, fold=True)
+    except _NotReproduced as folded:
+        # a layer called with arguments its row cannot say (mha(..., need_weights=False)) computes
+        # differently once folded: keep every call as its exact ops rather than approximate it
+        try:
+            return _export_program(model, name, call, expected, dynamic_dims, dynamic_shapes, atol, fold=False)
+        except _NotReproduced:
+            raise folded from None
+
+
+def _export_program(model: nn.Module, name: str | None, call: _Call, expected: Any,
+                    dynamic_dims: Mapping[str, Mapping[int, str]] | None, dynamic_shapes: Any,
+                    atol: float, fold: bool) -> tuple[str, dict[str, Any], dict[str, torch.Tensor]]:
     with _eval_mode(model):
-        captured = capture_spec(model, call.args, call.kwargs, call.tensors, dynamic_dims, dynamic_shapes)
+        captured = capture_spec(model, call.args, call.kwargs, call.tensors, dynamic_dims, dynamic_shapes, fold)
     spec = {"modelpack": VOCAB_VERSION, "name": name or _model_name(model), "inputs": captured.inputs,
             "nodes": captured.graph.nodes, "outputs": captured.graph.outputs}
     text = spec_to_yaml(spec)
     prepared = _validated(text, captured.graph)
-    keys = list(build_validated(prepared, device="meta").state_dict())
+    keys = list(held_tensors(build_validated(prepared, device="meta")))
     state = state_for(model, keys, captured.extra)
     _check_reproduces(model, prepared, call, expected, atol, state=state)
     return text, spec, state
@@ -285,6 +319,49 @@ def _reference_run(model: nn.Module, call: _Call) -> Any:
             raise ExportError(f"the model failed on the example inputs: {type(e).__name__}: {e}") from e
 
 
+_PLAIN_OUTPUTS = (torch.Tensor, tuple, list, dict, int, float, bool, str, type(None))
+
+
+def _object_outputs(expected: Any) -> list[str]:
+    """Named outputs that are Python objects rather than tensors (a transformers KV cache), with a warning.
+
+    A spec returns tensors; an object returned beside them is state for the
+    caller's next call (``past_key_values``), not a result. Such outputs are left
+    out of the spec rather than failing the whole export; everything else the
+    model returns is kept and checked bit for bit.
+    """
+    if not isinstance(expected, Mapping):
+        return []
+    objects = [k for k, v in expected.items() if not isinstance(v, _PLAIN_OUTPUTS)]
+    if objects:
+        kinds = ", ".join(f"{k!r} ({type(expected[k]).__name__})" for k in objects)
+        warnings.warn(f"export: the output {kinds} is a Python object, not a tensor, and is left out of the "
+                      f"spec; the rebuilt model returns {', '.join(repr(k) for k in expected if k not in objects)}",
+                      ExportWarning, stacklevel=4)
+    return objects
+
+
+@contextlib.contextmanager
+def _outputs_without(model: nn.Module, drop: list[str]) -> Iterator[None]:
+    """Call ``model`` with the named outputs ``drop`` removed (its own forward, on this instance only)."""
+    original = model.forward
+
+    @functools.wraps(original)
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        out = original(*args, **kwargs)
+        return {k: v for k, v in out.items() if k not in drop} if isinstance(out, Mapping) else out
+
+    had = "forward" in vars(model)
+    model.forward = forward  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        if had:
+            model.forward = original  # type: ignore[method-assign]
+        else:
+            del model.forward
+
+
 def _check_materialised(model: nn.Module) -> None:
     for path, m in model.named_modules():
         if isinstance(m, nn.modules.lazy.LazyModuleMixin) and m.has_uninitialized_params():
@@ -361,15 +438,22 @@ def _check_reproduces(model: nn.Module, spec: dict[str, Any], call: _Call, expec
 def _adopt_weights(rebuilt: nn.Module, model: nn.Module, state: dict[str, torch.Tensor] | None = None) -> None:
     """The original's tensors themselves (no copy) in the rebuilt model; mismatched keys refused."""
     state = model.state_dict() if state is None else state
-    want = rebuilt.state_dict(keep_vars=True)
+    want = held_tensors(rebuilt)
     extra = [k for k in state if k not in want]
     missing = [k for k in want if k not in state]
     if extra or missing:
         raise ExportError(_key_mismatch(extra, missing))
+    persistent = rebuilt.state_dict(keep_vars=True)
     try:
-        rebuilt.load_state_dict(state, strict=True, assign=True)
+        rebuilt.load_state_dict({k: v for k, v in state.items() if k in persistent}, strict=True, assign=True)
     except RuntimeError as e:
         raise ExportError(f"the spec's layers do not fit the model's tensors: {e}") from e
+    for key in want.keys() - persistent.keys():  # non-persistent buffers: load_state_dict skips them
+        *path, leaf = key.split(".")
+        owner = rebuilt
+        for part in path:
+            owner = owner._modules[part]  # type: ignore[assignment]
+        owner._buffers[leaf] = state[key]
 
 
 def _key_mismatch(extra: list[str], missing: list[str]) -> str:
@@ -437,7 +521,7 @@ def _compare(expected: Any, got: Any, atol: float) -> None:
     if worst > atol or atol == 0:
         hint = "pass atol= to accept it, if the difference is expected" if atol == 0 else "raise atol to accept it"
         size = f"max abs difference {worst:.3g} > atol={atol:g}" if worst > atol else "the bits differ"
-        raise ExportError(f"the model rebuilt from the spec does not reproduce the original: {size}; {hint} "
+        raise _NotReproduced(f"the model rebuilt from the spec does not reproduce the original: {size}; {hint} "
                           f"({report})")
     warnings.warn(f"the rebuilt model matches within atol={atol:g} but not bit for bit: max abs "
                   f"difference {worst:.3g} ({report})", ReproductionWarning, stacklevel=4)

@@ -30,7 +30,7 @@ from torch import nn
 from .. import api, tree
 from ..errors import WeightsMismatchError
 from ..spec.cost import check_cost, check_file_holds
-from .build import SpecModule, build_validated, prepare, subgraph
+from .build import SpecModule, build_validated, held_tensors, prepare, subgraph
 from .placement import finish, place
 from .tensors import dtype_row
 
@@ -78,7 +78,7 @@ class _Want:
 
 
 def _wanted(module: nn.Module) -> dict[str, _Want]:
-    state = module.state_dict(keep_vars=True)
+    state = held_tensors(module)
     return {k: _Want(tuple(t.shape), _dtype_name(t.dtype), t.is_floating_point()) for k, t in state.items()}
 
 
@@ -229,7 +229,7 @@ class _Placement:
 
 def _assign(module: nn.Module, pack: api.Pack, refs: Mapping[str, str], *, mmap: bool, placement: _Placement) -> None:
     """Give the meta module the file's tensors for every state_dict key; then nothing may be left on meta."""
-    given = _give(module, pack, refs, module.state_dict(keep_vars=True), mmap=mmap, placement=placement)
+    given = _give(module, pack, refs, held_tensors(module), mmap=mmap, placement=placement)
     finish()
     _check_materialized(module, given, pack.path)
 

@@ -41,8 +41,8 @@ def make_parameter(shape: tuple[int, ...], requires_grad: bool = True, dtype: st
     return nn.Parameter(torch.empty(tuple(shape), dtype=_dtype(dtype)), requires_grad=requires_grad)
 
 
-def make_buffer(shape: tuple[int, ...], dtype: str = "float32") -> torch.Tensor:
-    """An uninitialised (persistent) buffer of ``shape``."""
+def make_buffer(shape: tuple[int, ...], dtype: str = "float32", persistent: bool = True) -> torch.Tensor:
+    """An uninitialised buffer of ``shape`` (the builder registers a ``persistent=False`` one out of state_dict)."""
     return torch.empty(tuple(shape), dtype=_dtype(dtype))
 
 

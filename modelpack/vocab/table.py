@@ -221,8 +221,11 @@ LAYERS: Mapping[str, LayerDef] = freeze_table([
     LayerDef("Parameter", 1, (Arg("shape", "int_list", minimum=0), _flag("requires_grad", True),
                               Arg("dtype", "dtype", "float32")),
              inputs=(0, 0), impl="modelpack", doc="a learned tensor; its node name is its state_dict key"),
-    LayerDef("Buffer", 1, (Arg("shape", "int_list", minimum=0), Arg("dtype", "dtype", "float32")),
-             inputs=(0, 0), impl="modelpack", doc="a stored, not learned, tensor; its node name is its state_dict key"),
+    LayerDef("Buffer", 1, (Arg("shape", "int_list", minimum=0), Arg("dtype", "dtype", "float32"),
+                           _flag("persistent", True)),
+             inputs=(0, 0), impl="modelpack",
+             doc="a stored, not learned, tensor; its node name is its state_dict key (persistent: false keeps it "
+                 "out of state_dict(), as torch's register_buffer(persistent=False) does; the file still holds it)"),
 ])
 
 # ----------------------------------------------------------------------------- ops

@@ -91,11 +91,11 @@ def _resnet() -> torch.nn.Module:
 # name -> (builder, inputs(batch, seq), keyword arguments fixed at export)
 MODELS: dict[str, tuple[Callable[[], torch.nn.Module], Callable[[int, int], dict[str, Any]], dict[str, Any]]] = {
     "bert": (_bert, _bert_inputs, {}),
-    "gpt2": (_gpt2, _ids, {"use_cache": False}),
-    "llama": (_decoder("Llama"), _ids, {"use_cache": False}),
-    "mistral": (_decoder("Mistral"), _ids, {"use_cache": False}),
-    "qwen2": (_decoder("Qwen2"), _ids, {"use_cache": False}),
-    "gemma": (_decoder("Gemma", head_dim=8), _ids, {"use_cache": False}),
+    "gpt2": (_gpt2, _ids, {}),
+    "llama": (_decoder("Llama"), _ids, {}),
+    "mistral": (_decoder("Mistral"), _ids, {}),
+    "qwen2": (_decoder("Qwen2"), _ids, {}),
+    "gemma": (_decoder("Gemma", head_dim=8), _ids, {}),
     "t5_encoder": (_t5, _ids, {}),
     "vit": (_vit, _image, {}),
     "whisper_encoder": (_whisper, _audio, {}),

@@ -48,6 +48,14 @@ def _outputs(result) -> dict:
     return {k: v for k, v in result.items() if isinstance(v, torch.Tensor)}
 
 
+def _ties(model: torch.nn.Module) -> set[frozenset[str]]:
+    """Groups of state_dict keys that name one tensor."""
+    groups: dict[int, set[str]] = {}
+    for key, t in model.state_dict(keep_vars=True).items():
+        groups.setdefault(id(t), set()).add(key)
+    return {frozenset(g) for g in groups.values() if len(g) > 1}
+
+
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_exports_and_reloads_bit_exactly_at_two_shapes(name: str, tmp_path: Path) -> None:
     build, make_inputs, fixed = MODELS[name]
@@ -61,6 +69,9 @@ def test_exports_and_reloads_bit_exactly_at_two_shapes(name: str, tmp_path: Path
         with torch.no_grad():
             cases.append((inputs, _outputs(model(**inputs, **fixed))))
     torch.save(cases, tmp_path / "cases.pt")
+    rebuilt = modelpack.load_model(tmp_path / "m.mpk")
+    assert set(rebuilt.state_dict()) == set(model.state_dict())
+    assert _ties(rebuilt) == _ties(model)  # GPT-2's lm_head and wte, T5's shared and embed_tokens: one tensor
     done = run_python(_CHECK, str(tmp_path / "m.mpk"), str(tmp_path / "cases.pt"), timeout=300)
     assert done.returncode == 0 and "OK 2" in done.stdout, done.stderr[-3000:]
 
@@ -83,3 +94,23 @@ def test_a_decoder_fine_tunes_after_reload(tmp_path: Path) -> None:
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] * 0.9, losses
+
+
+def test_a_decoder_exported_with_its_kv_cache_on_keeps_only_the_logits(tmp_path: Path) -> None:
+    """use_cache defaults to True: the cache object is left out (with a warning), and nothing it held lands in the file."""
+    from modelpack.torch.export import ExportWarning
+
+    build, make_inputs, _ = MODELS["llama"]
+    torch.manual_seed(0)
+    model = build().eval()
+    assert model.config.use_cache
+    with pytest.warns(ExportWarning, match=r"is a Python object, not a tensor, and is left out of the spec"):
+        modelpack.export(model, tmp_path / "m.mpk", make_inputs(2, 8))
+    rebuilt = modelpack.load_model(tmp_path / "m.mpk")
+    # the same keys: no emptied cache tensor stored, and the RoPE table a non-persistent buffer as in the original
+    assert set(rebuilt.state_dict()) == set(model.state_dict())
+    assert {n for n, _ in rebuilt.named_buffers()} <= {n for n, _ in model.named_buffers()}  # those forward reads
+    inputs = make_inputs(3, 5)
+    with torch.no_grad():
+        got, want = rebuilt(**inputs), model(**inputs)
+    assert list(got) == ["logits"] and torch.equal(got["logits"], want.logits)
