@@ -2,8 +2,9 @@
 
     python benchmarks/dcp.py                  # 1 GiB of float32, row-sharded over 2 ranks, 3 runs
     python benchmarks/dcp.py --mib 256 --runs 5 --dir /fast/disk
+    python benchmarks/dcp.py --mib 256 --tensors 4000   # per-tensor costs: 4000 tensors of 64 KiB
 
-Measured on the same state (16 DTensors sharded on dim 0 over a 2-rank gloo
+Measured on the same state (16 DTensors by default, sharded on dim 0 over a 2-rank gloo
 group on this machine's CPU), each case in the same run:
 
 * save: ``dcp.save`` wall time on rank 0 between two barriers, with
@@ -43,16 +44,15 @@ import torch.multiprocessing as mp
 
 from modelpack.dcp import MpkStorageReader, MpkStorageWriter, consolidate
 
-N_TENSORS = 16
 
 
-def state(mib: int, world: int, fill: bool) -> dict[str, object]:
+def state(mib: int, tensors: int, world: int, fill: bool) -> dict[str, object]:
     from torch.distributed.tensor import Shard, distribute_tensor, init_device_mesh
 
     mesh = init_device_mesh("cpu", (world,))
-    rows = max(world, (mib << 20) // N_TENSORS // 4 // 1024)
+    rows = max(world, (mib << 20) // tensors // 4 // 1024)
     out = {}
-    for i in range(N_TENSORS):
+    for i in range(tensors):
         full = torch.full((rows, 1024), float(i)) if fill else torch.empty(rows, 1024)
         out[f"layer{i}.weight"] = distribute_tensor(full, mesh, [Shard(0)])
     return out
@@ -83,7 +83,7 @@ def rank_main(rank: int, world: int, port: int, args: argparse.Namespace, out: s
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
                             timeout=timedelta(minutes=10))
-    src = state(args.mib, world, fill=True)
+    src = state(args.mib, args.tensors, world, fill=True)
     results: dict[str, dict[str, list[float]]] = {}
     for run in range(args.runs):
         for name in writers("x"):
@@ -91,7 +91,7 @@ def rank_main(rank: int, world: int, port: int, args: argparse.Namespace, out: s
             make_writer, make_reader = writers(path)[name]
             save = timed(lambda: dcp.save(src, storage_writer=make_writer()))
             os.sync()
-            dst = state(args.mib, world, fill=False)
+            dst = state(args.mib, args.tensors, world, fill=False)
             load = timed(lambda: dcp.load(dst, storage_reader=make_reader()))
             assert all(torch.equal(dst[k].to_local(), src[k].to_local()) for k in src)
             results.setdefault(name, {"save": [], "load": []})
@@ -129,7 +129,7 @@ def consolidation(args: argparse.Namespace) -> dict[str, dict[str, list[float]]]
         times[name]["wall"].append(time.perf_counter() - t)
         times[name]["cpu"].append(cpu_seconds() - c)
 
-    mapping = {f"layer{i}.weight": 1 for i in range(N_TENSORS)}
+    mapping = {f"layer{i}.weight": 1 for i in range(args.tensors)}
     for run in range(args.runs):
         out = os.path.join(args.dir, f"one-{run}.mpk")
         measure("modelpack", lambda: consolidate(os.path.join(args.dir, f"modelpack-{last}"), out))
@@ -159,6 +159,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--mib", type=int, default=1024, help="total state size in MiB (default 1024)")
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--tensors", type=int, default=16, help="how many tensors share the size (default 16)")
     p.add_argument("--dir", default=None, help="where to write (default: a temp folder)")
     args = p.parse_args()
     own_dir = args.dir is None
@@ -184,7 +185,7 @@ def main() -> None:
         rows.append((f"consolidate to one file ({kind})", "DCP consolidate_safetensors_files",
                      statistics.median(cons["modelpack"][kind]),
                      statistics.median(cons["HuggingFace safetensors"][kind])))
-    print(f"{args.mib} MiB float32 in {N_TENSORS} tensors, row-sharded over 2 ranks (gloo, CPU); "
+    print(f"{args.mib} MiB float32 in {args.tensors} tensors, row-sharded over 2 ranks (gloo, CPU); "
           f"median of {args.runs} runs; torch {torch.__version__}\n")
     print(table(rows))
     if own_dir:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from . import _fs, limits, manifest, split, tree
+from ._gc import paused_gc
 from ._zipwrite import ZipWriter
 from .codec import CopiedArray, DType, RawArray, nbytes_of, npy_header, numpy_payload
 from .errors import FormatError, LimitError, UnsupportedObjectError
@@ -67,19 +68,19 @@ def _payloads(leaves: list[tree.Leaf]) -> list[_Payload]:
     """
     if not any(leaf.kind == "torch" and not isinstance(leaf.value, (RawArray, CopiedArray)) for leaf in leaves):
         return [(leaf, *_payload(leaf)) for leaf in leaves]  # no torch import (converters stay torch-free)
-    from .torch.tensors import torch_payload, torch_plan  # imported once, not per tensor
+    from .torch.tensors import torch_payload, torch_plan_view  # imported once, not per tensor
 
     out: list[_Payload] = []
     for leaf in leaves:
-        where = leaf.where or leaf.name
         if leaf.kind != "torch" or isinstance(leaf.value, (RawArray, CopiedArray)):
             out.append((leaf, *_payload(leaf)))
             continue
-        row, shape, copies = torch_plan(leaf.value, where=where)
-        if copies:
+        where = leaf.where or leaf.name
+        row, shape, view = torch_plan_view(leaf.value, where=where)
+        if view is None:
             out.append((leaf, row, shape, functools.partial(_copied, torch_payload, leaf.value, where)))
         else:
-            out.append((leaf, *torch_payload(leaf.value, where=where)))
+            out.append((leaf, row, shape, view))
     return out
 
 
@@ -101,6 +102,7 @@ def _check_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
 
 
 _TREE_WHERE = f"{manifest.MANIFEST}.tree"
+_COPY_SETTLE = 1 << 20  # a copied tensor this big is in the file before the writer moves on
 
 
 @contextlib.contextmanager
@@ -135,6 +137,13 @@ def write_pack(
     is refused here first, with the same checks; tensor bytes come only after.
     ``sha256`` records each tensor's SHA-256, hashed in the CRC-32's pass.
     """
+    with paused_gc():
+        _write_pack(path, tree_json, leaves, metadata, spec_text, progress, force_zip64, max_shard_size, sha256)
+
+
+def _write_pack(path: Any, tree_json: Any, leaves: list[tree.Leaf], metadata: Mapping[str, str] | None,
+                spec_text: str | None, progress: bool | None, force_zip64: bool, max_shard_size: int | str | None,
+                sha256: bool) -> None:
     meta = _check_metadata(metadata)
     spec = None if spec_text is None else spec_text.encode("utf-8")
     payloads = _payloads(leaves)
@@ -170,11 +179,11 @@ def stream_pack(
 ) -> None:
     """Write a .mpk whose tensors come one at a time from ``leaves`` (names and shapes known up front).
 
-    Each leaf's bytes are written and dropped before the next is asked for,
-    so peak memory is about one tensor. A leaf that disagrees with ``planned``
-    aborts the write (the target is untouched). With ``max_shard_size`` the
-    pack is split as ``write_pack`` splits it, planned from ``sizes`` (bytes
-    per planned tensor).
+    A big leaf's bytes are written and dropped before the next is asked for
+    (small ones wait in one gathered batch of a few MiB), so peak memory is
+    about one tensor. A leaf that disagrees with ``planned`` aborts the write
+    (the target is untouched). With ``max_shard_size`` the pack is split as
+    ``write_pack`` splits it, planned from ``sizes`` (bytes per planned tensor).
     """
     meta = _check_metadata(metadata)
     planned = list(planned)
@@ -238,8 +247,11 @@ def _write_one(target: Any, tree_json: Any, payloads: list[_Payload], meta: dict
     """One .mpk to a path (atomically) or a file object; returns the manifest bytes."""
     if isinstance(target, (str, os.PathLike)):
         with _fs.atomic_write(target) as fd:
-            return _write_members(ZipWriter(fd, force_zip64=force_zip64), tree_json, payloads, meta, spec, bar,
-                                  shards, sha256)
+            zw = ZipWriter(fd, force_zip64=force_zip64)
+            try:
+                return _write_members(zw, tree_json, payloads, meta, spec, bar, shards, sha256)
+            finally:
+                zw.close()  # its writer thread is done before the descriptor is closed
     if not hasattr(target, "write"):
         raise UnsupportedObjectError(f"save needs a path or a writable binary file object; got "
                                      f"{type(target).__name__}")
@@ -254,7 +266,7 @@ def _write_members(zw: ZipWriter, tree_json: Any, payloads: list[_Payload], meta
         zw.add(manifest.SPEC, spec)
     entries = []
     for item in payloads:  # may be a generator (stream_pack): drop each tensor before the next is made
-        entries.append(_write_tensor(zw, *item, bar, sha256))
+        entries.append(_write_tensor(zw, *item, bar, sha256, streamed=not isinstance(payloads, list)))
         del item
     body: dict[str, Any] = {
         "format": manifest.FORMAT,
@@ -275,8 +287,11 @@ def _write_members(zw: ZipWriter, tree_json: Any, payloads: list[_Payload], meta
 
 
 def _write_tensor(zw: ZipWriter, leaf: tree.Leaf, row: DType, shape: tuple[int, ...],
-                  data: "memoryview | CopiedArray | Callable[[], memoryview]", bar: Progress,
-                  sha256: bool) -> dict[str, Any]:
+                  data: "memoryview | CopiedArray | Callable[[], memoryview]", bar: Progress, sha256: bool,
+                  streamed: bool = False) -> dict[str, Any]:
+    """One tensor member and its manifest entry. A copy made here, or a streamed tensor (made for this
+    write), is in the file before the next one is made when it is big: one such tensor in memory at a time.
+    A CopiedArray's bytes go file to file (see ``ZipWriter.add_copied``)."""
     head = npy_header(row.descr, shape)
     if isinstance(data, CopiedArray):
         if sha256:
@@ -284,9 +299,12 @@ def _write_tensor(zw: ZipWriter, leaf: tree.Leaf, row: DType, shape: tuple[int, 
                                          where=leaf.where or leaf.name)
         member = zw.add_copied(f"{leaf.name}.npy", head, data.ranges, align=True, progress=bar.update)
     else:
-        if not isinstance(data, memoryview):
-            data = data()  # the one copy in flight; dropped when this returns
+        copied = not isinstance(data, memoryview)
+        if copied:
+            data = data()  # type: ignore[operator]  # the one copy in flight; dropped when this returns
         member = zw.add(f"{leaf.name}.npy", head, data, align=True, progress=bar.update, sha256=sha256)
+        if (copied or streamed) and data.nbytes >= _COPY_SETTLE:  # type: ignore[union-attr]
+            zw.settle()  # small ones wait in one gathered batch at most
     entry = {
         "name": leaf.name,
         "member": member.name,

@@ -2,8 +2,12 @@
 
 Members are appended to a private temp file's descriptor (or a writable file
 object) and the central directory and end records written last. Small members
-are gathered and written with one ``writev``; a big member's CRC-32 is computed
-on a second thread while it is written and patched into its header afterwards.
+are gathered and written with one ``writev``, on a second thread while the
+caller sums and gathers the next batch (``writev`` and the CRC-32 both release
+the GIL); a big member goes in chunks the same way, its CRC-32 patched into its
+header once the last chunk is summed. A copied member (``add_copied``) takes byte
+ranges of other files whose CRC-32s are known: the kernel copies them, and their
+CRC-32s are joined, not recomputed.
 """
 
 from __future__ import annotations
@@ -11,14 +15,15 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import queue
 import struct
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from .container import (
-    _CDH, _DOS_DATE, _DOS_TIME, _EOCD, _LFH, _PAD_ID, _SIG_CDH, _SIG_EOCD, _SIG_LFH, _SIG_Z64_EOCD, _SIG_Z64_LOC,
-    _U16, _U32, _Z64_EOCD, _Z64_ID, _Z64_LOC, ALIGN, Member, crc32,
+    _CDH, _DOS_DATE, _DOS_TIME, _EOCD, _LFH, _PADDING, _SIG_CDH, _SIG_EOCD, _SIG_LFH, _SIG_Z64_EOCD, _SIG_Z64_LOC,
+    _U16, _U32, _Z64_EOCD, _Z64_ID, _Z64_LOC, ALIGN, Member, crc32, make_member,
 )
 from ._crc import crc32_combine
 from .codec import FileRange
@@ -26,10 +31,31 @@ from .errors import FormatError
 
 __all__ = ["ZipWriter", "checksums"]
 
-_SYNC_CRC_BYTES = 1 << 20
-_GATHER = 4 << 20  # members smaller than _SYNC_CRC_BYTES are written in batches of about this size
+_BIG = 1 << 20  # a member this big is summed and written in chunks, its CRC-32 patched into its header
+_GATHER = 4 << 20  # smaller members are written in batches of about this size
 _MAX_IOV = 1024  # buffers per writev (IOV_MAX on Linux)
-_CHUNK = 64 << 20
+_CHUNK = 16 << 20
+_Patch = tuple[int, bytes]  # (offset, bytes) written over what is already in the file
+
+
+def _writev_all(fd: int, parts: list[bytes | memoryview]) -> None:
+    """Write every buffer (bytes or byte views) in order with as few system calls as the kernel allows."""
+    views = parts
+    i = 0
+    while i < len(views):
+        n = os.writev(fd, views[i : i + _MAX_IOV])
+        while i < len(views) and n >= len(views[i]):
+            n -= len(views[i])
+            i += 1
+        if n:  # a short write: resume inside this buffer
+            views = list(views)
+            views[i] = memoryview(views[i])[n:]
+
+
+def _write_batch(fd: int, parts: list[bytes | memoryview], patch: _Patch | None) -> None:
+    _writev_all(fd, parts)
+    if patch is not None:
+        os.pwrite(fd, patch[1], patch[0])
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:
@@ -39,20 +65,20 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[n:]
 
 
-def _writev_all(fd: int, parts: list[bytes | memoryview]) -> None:
-    """Write every buffer in order with as few system calls as the kernel allows (short writes resumed)."""
-    views = [memoryview(p).cast("B") for p in parts]
-    i = 0
-    while i < len(views):
-        n = os.writev(fd, views[i : i + _MAX_IOV])
-        while i < len(views) and n >= views[i].nbytes:
-            n -= views[i].nbytes
-            i += 1
-        if n:
-            views[i] = views[i][n:]
-
-
 _NO_KERNEL_COPY = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF)
+
+
+def _ends_early(r: FileRange, pos: int) -> FormatError:
+    return FormatError(f"the file ends early: {r.offset + r.nbytes - pos:,} bytes missing at offset {pos:,} "
+                       "(truncated while open?)", source=r.path or None)
+
+
+def _read_range(r: FileRange) -> bytes:
+    """A small range's bytes, read whole."""
+    data = os.pread(r.fd, r.nbytes, r.offset)
+    if len(data) != r.nbytes:  # a regular file answers short only at its end
+        raise _ends_early(r, r.offset + len(data))
+    return data
 
 
 def _copy_range(r: FileRange, out: int, progress: Callable[[int], object] | None) -> None:
@@ -62,7 +88,7 @@ def _copy_range(r: FileRange, out: int, progress: Callable[[int], object] | None
     cannot copy) is retried by reading; a read that ends early is an error.
     """
     pos, end = r.offset, r.offset + r.nbytes
-    kernel = True
+    kernel = hasattr(os, "copy_file_range")  # Linux only: elsewhere, read and write
     while pos < end:
         want = min(end - pos, _CHUNK)
         n = 0
@@ -78,11 +104,60 @@ def _copy_range(r: FileRange, out: int, progress: Callable[[int], object] | None
             _write_all(out, data)
             n = len(data)
         if n <= 0:
-            raise FormatError(f"the file ends early: {end - pos:,} bytes missing at offset {pos:,} (truncated "
-                              "while open?)", source=r.path or None)
+            raise _ends_early(r, pos)
         pos += n
         if progress:
             progress(n)
+
+
+class _Flusher:
+    """Writes gathered batches on its own thread, in order, while the caller prepares the next one.
+
+    At most one batch waits while one is written (``queue`` bounded), so the
+    memory held is a few gathered batches of views, never the whole file.
+    An error is kept and raised to the caller at its next call. A plain thread,
+    not an executor: executors refuse work during interpreter shutdown, when a
+    background checkpoint save may still be finishing.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._queue: queue.Queue[tuple[list[bytes | memoryview], _Patch | None] | None] = queue.Queue(maxsize=1)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="modelpack-write", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                if self._error is None:
+                    _write_batch(self._fd, *item)
+            except BaseException as e:  # handed to the caller in check()
+                self._error = e
+            finally:
+                self._queue.task_done()
+
+    def put(self, parts: list[bytes | memoryview], patch: _Patch | None) -> None:
+        self.check()
+        self._queue.put((parts, patch))
+
+    def wait(self) -> None:
+        """Return once everything queued is written (or raise what failed)."""
+        self._queue.join()
+        self.check()
+
+    def check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        """Stop the thread; the descriptor is not written after this returns."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
 
 
 def _write_obj(f: Any, data: bytes | memoryview) -> None:
@@ -108,39 +183,13 @@ def checksums(data: memoryview, crc: int, sha: "hashlib._Hash | None") -> int:
     return crc
 
 
-class _CrcJob:
-    """CRC-32 (and SHA-256 if asked) of a buffer on its own thread (both release the GIL), overlapping the write.
-
-    A plain thread, not an executor: executors refuse work during interpreter
-    shutdown, when a background checkpoint save may still be finishing.
-    """
-
-    def __init__(self, data: memoryview, start: int, sha: "hashlib._Hash | None") -> None:
-        self._value = start
-        self._sha = sha
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(data,), name="modelpack-crc", daemon=True)
-        self._thread.start()
-
-    def _run(self, data: memoryview) -> None:
-        try:
-            self._value = checksums(data, self._value, self._sha)
-        except BaseException as e:  # handed to the writer in result()
-            self._error = e
-
-    def result(self) -> int:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._value
-
-
 class ZipWriter:
     """Append STORED members to an fd, then write the central directory.
 
-    Tensor data is written once, straight from the caller's memory; its CRC-32
-    is computed on a second thread at the same time and patched into the local
-    header afterwards (the writer owns a private temp file, so that is safe).
+    Tensor data is written once, straight from the caller's memory, by a second
+    thread while this one sums the next bytes; a big member's CRC-32 is patched
+    into its local header afterwards (the writer owns a private temp file, so
+    that is safe).
     """
 
     def __init__(self, fd: Any, *, force_zip64: bool = False) -> None:
@@ -149,33 +198,37 @@ class ZipWriter:
         A file object gets each member's CRC-32 before its header (no patching back).
         """
         self._fd = fd
-        self._raw_write: Callable[[Any], None] = (
-            (lambda data: _write_all(fd, data)) if isinstance(fd, int) else (lambda data: _write_obj(fd, data))
-        )
         self._parts: list[bytes | memoryview] = []  # small members, written together (writev: no copy)
         self._parts_size = 0
         self._pos = 0
         self._members: list[Member] = []
         self._force64 = force_zip64
+        self._flusher: _Flusher | None = None  # started at the first full batch (small files never start it)
 
-    def _write(self, data: bytes | memoryview) -> None:
-        if self._parts:
-            self._flush()
-        self._raw_write(data)
-
-    def _gather(self, *parts: bytes | memoryview) -> None:
-        self._parts.extend(parts)
-        self._parts_size += sum(len(p) if isinstance(p, bytes) else p.nbytes for p in parts)
+    def _gather(self, lfh: bytes, head: bytes, body: memoryview, size: int) -> None:
+        self._parts += (lfh, head, body)
+        self._parts_size += size
         if self._parts_size >= _GATHER or len(self._parts) >= _MAX_IOV:
-            self._flush()
+            self._flush(background=True)
 
-    def _flush(self) -> None:
+    def _flush(self, background: bool = False, patch: _Patch | None = None) -> None:
         parts, self._parts, self._parts_size = self._parts, [], 0
-        if isinstance(self._fd, int):
-            _writev_all(self._fd, parts)
-        else:
+        if not isinstance(self._fd, int):
             for part in parts:
                 _write_obj(self._fd, part)
+        elif background:
+            if self._flusher is None:
+                self._flusher = _Flusher(self._fd)
+            self._flusher.put(parts, patch)
+        else:
+            if self._flusher is not None:
+                self._flusher.wait()
+            _write_batch(self._fd, parts, patch)
+
+    def close(self) -> None:
+        """Stop the background writer (after ``finish``, or on an error before the file is closed)."""
+        if self._flusher is not None:
+            self._flusher.close()
 
     def add(
         self,
@@ -191,40 +244,25 @@ class ZipWriter:
 
         ``sha256`` also hashes ``body`` (not ``head``) in the same pass as the CRC-32.
         """
-        body = memoryview(body).cast("B")
+        if type(body) is not memoryview or body.ndim != 1 or body.format != "B":
+            body = memoryview(body).cast("B")
         size = len(head) + body.nbytes
         offset = self._pos
         raw_name = name.encode("ascii")
         z64, extra = self._extra(offset, raw_name, len(head), size, align)
         sha = hashlib.sha256() if sha256 else None
-        if body.nbytes < _SYNC_CRC_BYTES or not isinstance(self._fd, int):
+        if body.nbytes < _BIG or not isinstance(self._fd, int):  # the CRC first, in the header as written
             crc = checksums(body, crc32(head), sha)
-            future = None
-        else:
-            crc = 0
-            future = _CrcJob(body, crc32(head), sha)
-        lfh = self._lfh(raw_name, extra, crc, size, z64)
-        if future is None:
-            small = body.nbytes < _SYNC_CRC_BYTES
-            if small:
-                self._gather(lfh, head, body)
-            else:
-                self._write(lfh + head)
-                for start in range(0, body.nbytes, _CHUNK):
-                    self._write(body[start : start + _CHUNK])
+            lfh = self._lfh(raw_name, extra, crc, size, z64)
+            self._gather(lfh, head, body, len(lfh) + size)
             if progress:
                 progress(body.nbytes)
         else:
-            self._write(lfh + head)
-            for start in range(0, body.nbytes, _CHUNK):
-                self._write(body[start : start + _CHUNK])
-                if progress:
-                    progress(min(_CHUNK, body.nbytes - start))
-            crc = future.result()
-            os.pwrite(self._fd, struct.pack("<I", crc), offset + 14)
+            lfh = self._lfh(raw_name, extra, 0, size, z64)
+            crc = self._write_big(lfh + head, body, crc32(head), sha, offset + 14, progress)
         data_offset = offset + len(lfh)
         self._pos = data_offset + size
-        member = Member(name, offset, data_offset, size, crc, sha256=None if sha is None else sha.hexdigest())
+        member = make_member(name, offset, data_offset, size, crc, sha256=None if sha is None else sha.hexdigest())
         self._members.append(member)
         return member
 
@@ -234,8 +272,10 @@ class ZipWriter:
 
         The ranges are copied file to file by the kernel (``copy_file_range``,
         or read and written back where the file systems refuse it); their
-        CRC-32s are joined arithmetically, so no byte passes through memory.
-        Needs a descriptor (the bytes go at its current position).
+        CRC-32s are joined arithmetically, so no byte is checksummed again. A
+        small member is read instead and written with its neighbours (one
+        system call per range beats a kernel copy each). Needs a descriptor
+        (the bytes go at its current position, once the writer thread is done).
         """
         if not isinstance(self._fd, int):
             raise TypeError("copied members need a file descriptor, not a file object")
@@ -247,11 +287,17 @@ class ZipWriter:
         raw_name = name.encode("ascii")
         z64, extra = self._extra(offset, raw_name, len(head), size, align)
         lfh = self._lfh(raw_name, extra, crc, size, z64)
-        self._write(lfh + head)
-        for r in ranges:
-            _copy_range(r, self._fd, progress)
+        if size < _BIG:
+            self._gather(lfh, head, memoryview(b"".join(_read_range(r) for r in ranges)), len(lfh) + size)
+            if progress:
+                progress(size - len(head))
+        else:
+            self.settle()  # everything gathered or queued so far is in the file: the copy goes after it
+            _write_all(self._fd, lfh + head)
+            for r in ranges:
+                _copy_range(r, self._fd, progress)
         self._pos = offset + len(lfh) + size
-        member = Member(name, offset, offset + len(lfh), size, crc)
+        member = make_member(name, offset, offset + len(lfh), size, crc)
         self._members.append(member)
         return member
 
@@ -261,9 +307,30 @@ class ZipWriter:
         extra = struct.pack("<HHQQ", _Z64_ID, 16, size, size) if z64 else b""
         if align:
             data_start = offset + _LFH.size + len(raw_name) + len(extra) + 4
-            pad = (-(data_start + head_len)) % ALIGN
-            extra += struct.pack("<HH", _PAD_ID, pad) + b"\0" * pad
+            extra += _PADDING[4 + (-(data_start + head_len)) % ALIGN]  # one padding field
         return z64, extra
+
+    def _write_big(self, header: bytes, body: memoryview, crc: int, sha: "hashlib._Hash | None", crc_at: int,
+                   progress: Callable[[int], object] | None) -> int:
+        """A big member in chunks: each chunk's CRC-32 here while the writer thread writes the one before;
+        the header goes first with a zero CRC, patched once the last chunk is summed (our private temp file)."""
+        self._parts.append(header)
+        for start in range(0, body.nbytes, _CHUNK):
+            chunk = body[start : start + _CHUNK]
+            crc = checksums(chunk, crc, sha)
+            self._parts.append(chunk)
+            last = start + _CHUNK >= body.nbytes  # the patch goes with the last chunk, written after it
+            self._flush(background=True, patch=(crc_at, struct.pack("<I", crc)) if last else None)
+            if progress:
+                progress(chunk.nbytes)
+        return crc
+
+    def settle(self) -> None:
+        """Return once every member added so far is in the file (a copied tensor's bytes can then go)."""
+        if self._parts:
+            self._flush()
+        if self._flusher is not None:
+            self._flusher.wait()
 
     def _lfh(self, raw_name: bytes, extra: bytes, crc: int, size: int, z64: bool) -> bytes:
         sz = _U32 if z64 else size
@@ -288,7 +355,7 @@ class ZipWriter:
             cd += _EOCD.pack(_SIG_EOCD, 0, 0, _U16, _U16, _U32, _U32, 0)
         else:
             cd += _EOCD.pack(_SIG_EOCD, 0, 0, count, count, cd_size, cd_offset, 0)
-        self._gather(bytes(cd))
+        self._parts.append(bytes(cd))
         self._flush()
         self._pos += len(cd)
         return self._pos

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from . import manifest, split, tree
+from ._gc import paused_gc
 from ._source import Source, open_source
 from ._write import Progress, limits_at_save, stream_pack, write_pack
 from .codec import DTYPES, DType, dtype_by_name, npy_header, numpy_view
@@ -61,10 +62,11 @@ def save(
     ``sha256=True`` records each tensor's SHA-256 for ``verify`` (opt-in: it
     costs time, see benchmarks/convert.py).
     """
-    with limits_at_save():
-        tree_json, leaves = tree.encode(obj)
-    write_pack(path, tree_json, leaves, metadata=metadata, progress=progress, max_shard_size=max_shard_size,
-               sha256=sha256)
+    with paused_gc():
+        with limits_at_save():
+            tree_json, leaves = tree.encode(obj)
+        write_pack(path, tree_json, leaves, metadata=metadata, progress=progress, max_shard_size=max_shard_size,
+                   sha256=sha256)
 
 
 def save_bytes(obj: Any, *, metadata: Mapping[str, str] | None = None) -> bytes:
@@ -98,7 +100,8 @@ class Pack(Mapping[str, Any]):
         self._owner: dict[str, Pack] = {}
         self._header_checked: set[str] = set()
         try:
-            self._parse()
+            with paused_gc():
+                self._parse()
         except ModelPackError as e:
             self.close()
             raise e.with_context(source=self.path)
@@ -123,8 +126,14 @@ class Pack(Mapping[str, Any]):
         self._tensor_members = manifest.check(self.manifest, members)
         self.entries: dict[str, dict[str, Any]] = {e["name"]: e for e in self.manifest["tensors"]}
         if not self.source.lazy_headers:
+            members_of = self._tensor_members
             for name, entry in self.entries.items():
-                self._check_npy_header(entry, self._tensor_members[name])
+                m = members_of[name]
+                row = DTYPES[entry["dtype"]]  # manifest.check proved the name is in the table
+                head = npy_header(row.descr, entry["shape"])
+                # the common case without a call; _check_npy_header decides (and names) anything else
+                if not (m.prefix.startswith(head) and (row.numpy_native or entry["kind"] == "torch")):
+                    self._check_npy_header(entry, m)
         self.spec_text: str | None = self._read_spec()
         if split.SHARDS_KEY in self.manifest:
             self._join_shards()
@@ -309,7 +318,8 @@ class Pack(Mapping[str, Any]):
         ``device_map`` (longest matching name prefix) or ``map_location``.
         """
         if dtype in (None, "auto") and map_location is None and not device_map and framework is None:
-            return tree.decode(self.manifest["tree"], self._all(mmap).__getitem__)
+            with paused_gc():
+                return tree.decode(self.manifest["tree"], self._all(mmap).__getitem__)
         cache: dict[str, Any] = {}
 
         def get(name: str) -> Any:
@@ -353,11 +363,18 @@ class Pack(Mapping[str, Any]):
         mapped = mmap and self._map_source()
         self._check_size(next(iter(self._tensor_members)))
         to_torch = None
+        lazy, whole, entries = self.source.lazy_headers, self._map, self.entries
         for name in self._tensor_members:
-            self._first_read(name)  # a remote member's headers, checked (and its bytes fetched) first
-            entry = self.entries[name]
+            if lazy:
+                self._first_read(name)  # a remote member's headers, checked (and its bytes fetched) first
+            entry = entries[name]
             row = DTYPES[entry["dtype"]]
-            arr = numpy_view(self._map, entry["offset"], row, entry["shape"]) if mapped else self._read(entry, row)
+            if mapped:  # numpy_view, inlined: one frombuffer per tensor, the storage dtype cached
+                count = entry["nbytes"] // row.itemsize
+                arr = np.frombuffer(whole, _STORAGE[row.name], count, entry["offset"])  # type: ignore[call-overload]
+                arr = arr.reshape(entry["shape"])
+            else:
+                arr = self._read(entry, row)
             if entry["kind"] == "torch":
                 to_torch = to_torch or _torch_converter(name)
                 out[name] = to_torch(arr, row)
@@ -431,6 +448,7 @@ def device_for(name: str, device_map: Mapping[str, Any]) -> Any:
 
 
 _FRAMEWORKS = ("numpy", "torch")
+_STORAGE = {row.name: row.storage_numpy for row in DTYPES.values()}  # dtype name -> numpy dtype of its bytes
 
 
 def _ml_dtypes_view(arr: np.ndarray, row: DType, name: str) -> np.ndarray:

@@ -74,19 +74,35 @@ def check_plan(tree_json: Any, tensors: Sequence[tuple[str, Sequence[int]]], *, 
     _check_tensor_count(len(tensors))
     if spec_size is not None:
         check_member_size(SPEC, spec_size)
+    lim = limits.current()
+    max_name, max_dims, name_ok = min(lim.max_name_length, 0xFFFF - 4), lim.max_dims, tree.NAME_RE.fullmatch
     for name, shape in tensors:
+        # the checks below, decided without a call for the common case; a failure goes through them for its message
+        if (type(name) is str and len(name) <= max_name and name_ok(name) and ".." not in name
+                and not name.endswith(".") and len(shape) <= max_dims and _dims_ok(shape)):
+            continue
         where = f"tensor {name!r}"
         _check_name(name, where)
         _check_shape(list(shape), where)
     check_tree(tree_json, {name for name, _ in tensors})
 
 
+def _dims_ok(shape: Sequence[int]) -> bool:
+    """What :func:`_check_shape` proves, for a shape whose dims are all ints."""
+    span = 1
+    for d in shape:
+        if type(d) is not int or not 0 <= d < _MAX_DIM:
+            return False
+        span *= d or 1
+    return span < _MAX_DIM
+
+
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise FormatError(f"key {key!r} appears twice in a JSON object", where=MANIFEST)
-        out[key] = value
+    out = dict(pairs)  # built in C; a repeated key shows as fewer entries than pairs
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        key = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise FormatError(f"key {key!r} appears twice in a JSON object", where=MANIFEST)
     return out
 
 

@@ -86,7 +86,9 @@ class _Encoder:
         self._by_identity: dict[Any, str] = {}
         self._names: set[str] = set()
         self._tensor_type = _torch_tensor_type()
-        self._max_depth = limits.current().max_depth
+        self._strided = getattr(sys.modules.get("torch"), "strided", None)
+        lim = limits.current()  # read once per save, not per node
+        self._max_depth, self._max_tensors, self._max_name = lim.max_depth, lim.max_tensors, lim.max_name_length
 
     def encode(self, obj: Any, path: tuple[Any, ...], active: set[int]) -> Any:
         if len(path) > self._max_depth:
@@ -98,9 +100,10 @@ class _Encoder:
         if type(obj) is float:
             return obj if math.isfinite(obj) else {"$float": _nonfinite(obj)}
         if self._tensor_type is not None and isinstance(obj, self._tensor_type):
-            layout = str(obj.layout).removeprefix("torch.")
-            if layout in _SPARSE:
-                return {"$sparse": self._sparse(obj, layout, path)}
+            if obj.layout is not self._strided:
+                layout = str(obj.layout).removeprefix("torch.")
+                if layout in _SPARSE:
+                    return {"$sparse": self._sparse(obj, layout, path)}
             return {"$tensor": self._leaf(obj, "torch", path)}
         if isinstance(obj, np.ma.MaskedArray):
             raise UnsupportedObjectError(
@@ -173,12 +176,15 @@ class _Encoder:
         name = self._name_for(path)
         self._by_identity[key] = name
         self.leaves.append(Leaf(name, kind, value, where or _path_str(path)))
-        limits.check("max_tensors", len(self.leaves), what="number of tensors")
+        if len(self.leaves) > self._max_tensors:
+            limits.check("max_tensors", len(self.leaves), what="number of tensors")
         return name
 
     def _name_for(self, path: tuple[Any, ...]) -> str:
-        name = ".".join(str(p) for p in path) or "tensor"
-        if not valid_name(name) or name.casefold() in self._names:
+        name = ".".join(p if type(p) is str else str(p) for p in path) or "tensor"
+        ok = (len(name) <= self._max_name and NAME_RE.fullmatch(name) and ".." not in name  # valid_name, caps read once
+              and not name.endswith("."))
+        if not ok or name.casefold() in self._names:
             n = len(self.leaves)
             name = f"_{n}"
             while name.casefold() in self._names:
@@ -233,12 +239,11 @@ def tensor_key(value: Any) -> Hashable:
         return ("id", id(value))
     return (
         "torch",
-        value.device.type,
-        value.device.index,
+        value.device,
         value.data_ptr(),
         tuple(value.shape),
         tuple(value.stride()),
-        str(value.dtype),
+        value.dtype,
         value.is_conj(),
         value.is_neg(),
     )
@@ -284,6 +289,9 @@ class _Lookup:
         return self.tensor(name)
 
 
+_NUMBERS = frozenset({int, float, bool, type(None)})  # leaves with nothing to check: no call per value
+
+
 def decode(tree: Any, tensor: Callable[[str], Any]) -> Any:
     """Rebuild the object; ``tensor(name)`` returns the loaded tensor for a name."""
     return _decode(tree, _Lookup(tensor), (), 0)
@@ -297,7 +305,7 @@ def _decode(node: Any, tensor: _Lookup, where: _Where, depth: int) -> Any:
     if node is None or isinstance(node, (bool, str, int, float)):
         return node
     if isinstance(node, list):
-        return [_decode(v, tensor, (where, i), depth + 1) for i, v in enumerate(node)]
+        return [v if type(v) in _NUMBERS else _decode(v, tensor, (where, i), depth + 1) for i, v in enumerate(node)]
     if not isinstance(node, dict):
         raise _bad(f"unexpected JSON value of type {type(node).__name__}", where)
     if len(node) == 1 and "$tensor" in node:  # the most common node: one tensor reference
@@ -307,7 +315,12 @@ def _decode(node: Any, tensor: _Lookup, where: _Where, depth: int) -> Any:
         return tensor.tensor(value)
     tags = [k for k in node if k.startswith("$")]
     if not tags:
-        return {k: _decode(v, tensor, (where, k), depth + 1) for k, v in node.items()}
+        if depth >= tensor.max_depth:  # children are too deep: let _decode say so
+            return {k: _decode(v, tensor, (where, k), depth + 1) for k, v in node.items()}
+        get = tensor.tensor  # a state dict is thousands of {"$tensor": name}: those skip the call to _decode
+        return {k: v if type(v) in _NUMBERS
+                else get(v["$tensor"]) if type(v) is dict and len(v) == 1 and type(v.get("$tensor")) is str
+                else _decode(v, tensor, (where, k), depth + 1) for k, v in node.items()}
     if len(node) != 1 or tags[0] not in _TAGS:
         raise _bad(f"unknown tagged object with keys {sorted(node)[:5]}; known tags: {', '.join(_TAGS)}", where)
     tag, value = tags[0], node[tags[0]]

@@ -67,7 +67,8 @@ def test_packed_float4_is_compared_by_its_bytes():
 
 
 class _Hooked(nn.Module):
-    """A hook changes the output; the spec has no hooks, so the rebuilt model differs by ``delta``."""
+    """A hook changes the output; the fx path's spec has the layer, not its hook, so the rebuilt model
+    differs by ``delta`` (torch.export would capture the hook's op: these tests check the comparison)."""
 
     def __init__(self, delta):
         super().__init__()
@@ -84,11 +85,11 @@ class _Hooked(nn.Module):
 ])
 def test_export_sees_differences_float64_hides(x, delta, words):
     with pytest.raises(ExportError, match=words):
-        export_spec(_Hooked(delta), (x,))
+        export_spec(_Hooked(delta), (x,), capture="fx")
     with pytest.warns(ReproductionWarning, match="not bit for bit"):
-        export_spec(_Hooked(delta), (x,), atol=1.0)
+        export_spec(_Hooked(delta), (x,), atol=1.0, capture="fx")
 
 
 def test_export_at_atol_0_wants_the_same_bits():
     with pytest.raises(ExportError, match=r"the bits differ.*first at \[0\]: 0.0 vs -0.0; max abs difference 0"):
-        export_spec(_Hooked(0.0), (torch.full((2,), -0.0),))  # -0.0 + 0.0 is 0.0: equal, but not the same bits
+        export_spec(_Hooked(0.0), (torch.full((2,), -0.0),), capture="fx")  # -0.0 + 0.0 is 0.0: equal, but not the same bits

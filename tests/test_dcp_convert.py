@@ -199,20 +199,42 @@ def _refuse(*args):
     raise OSError(errno.EXDEV, "cross-device")
 
 
-@pytest.mark.parametrize("kernel_copy", [_refuse, lambda *args: 0], ids=["refused", "copies-nothing"])
-def test_copy_falls_back_where_the_kernel_refuses(folder, tmp_path, monkeypatch, kernel_copy):
+def _big_state():
+    return {"big": torch.arange(400_000, dtype=torch.float32), "small": torch.ones(3)}  # 1.6 MB: a kernel copy
+
+
+@pytest.fixture
+def big_folder(tmp_path):
+    path = tmp_path / "big"
+    _single(dcp.save, _big_state(), storage_writer=MpkStorageWriter(path))
+    return path
+
+
+@pytest.mark.parametrize("kernel_copy", [_refuse, lambda *args: 0, None], ids=["refused", "copies-nothing", "absent"])
+def test_copy_falls_back_where_the_kernel_refuses(big_folder, tmp_path, monkeypatch, kernel_copy):
     import os
 
-    monkeypatch.setattr(os, "copy_file_range", kernel_copy)
+    calls = []
+    consolidate(big_folder, tmp_path / "kernel.mpk")
+
+    if kernel_copy is None:  # not Linux
+        monkeypatch.delattr(os, "copy_file_range")
+    else:
+        monkeypatch.setattr(os, "copy_file_range", lambda *args: calls.append(args) or kernel_copy(*args))
     out = tmp_path / "one.mpk"
-    consolidate(folder, out)
-    assert _same(modelpack.load(out), _expected())
+    consolidate(big_folder, out)
+    assert calls or kernel_copy is None
+    assert _same(modelpack.load(out), _big_state())
     with modelpack.open(out) as pack:
         pack.verify()
+    assert out.read_bytes() == (tmp_path / "kernel.mpk").read_bytes()
 
 
-def test_a_shard_truncated_while_open_aborts_the_copy(folder, tmp_path, monkeypatch):
+@pytest.mark.parametrize("source", ["folder", "big_folder"], ids=["read", "kernel-copied"])
+def test_a_shard_truncated_while_open_aborts_the_copy(source, request, tmp_path, monkeypatch):
     import os
+
+    folder = request.getfixturevalue(source)
 
     from modelpack.dcp import _convert
 
@@ -244,8 +266,11 @@ def test_cli_inspect_a_folder(folder):
                  "nbytes": 48}
 
 
-def test_copied_and_assembled_outputs_are_the_same_bytes(folder, tmp_path, monkeypatch):
+@pytest.mark.parametrize("source", ["folder", "big_folder"], ids=["read", "kernel-copied"])
+def test_copied_and_assembled_outputs_are_the_same_bytes(source, request, tmp_path, monkeypatch):
     from modelpack.dcp import _convert
+
+    folder = request.getfixturevalue(source)
 
     consolidate(folder, tmp_path / "copied.mpk")
     monkeypatch.setattr(_convert, "_copied", lambda t, packs: None)  # every tensor through memory

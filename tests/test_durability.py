@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import io
 import os
 import random
 import signal
@@ -106,3 +107,113 @@ def test_live_writers_temp_files_are_not_removed(tmp_path):
     finally:
         os.close(fd)
     assert live.exists() and not dead.exists()
+
+
+def _many_small(n: int = 400, seed: int = 0) -> dict[str, np.ndarray]:
+    """Small members past several gathered batches, so the background writer thread runs."""
+    rng = np.random.default_rng(seed)
+    return {f"t{i}": rng.random(8192, np.float32) for i in range(n)}  # 32 KiB each, ~12 MiB in all
+
+
+def test_many_small_members_written_in_background_batches_load_back(tmp_path):
+    from modelpack import _zipwrite
+
+    obj = _many_small()
+    assert sum(a.nbytes for a in obj.values()) > 2 * _zipwrite._GATHER
+    target = tmp_path / "m.mpk"
+    modelpack.save(obj, target)
+    modelpack.verify(target)
+    out = modelpack.load(target)
+    assert all(np.array_equal(out[k], v) for k, v in obj.items())
+    with open(target, "rb") as f:  # same bytes as a file object gets (written on the caller's thread)
+        assert f.read() == modelpack.save_bytes(obj)
+
+
+def test_background_write_error_keeps_the_old_file_and_stops_the_thread(tmp_path, monkeypatch):
+    import threading
+
+    from modelpack import _zipwrite
+
+    target = tmp_path / "t.mpk"
+    modelpack.save({"v": np.arange(10)}, target)
+    before = target.read_bytes()
+    calls = []
+    real = os.writev
+
+    def full_disk(fd, buffers):
+        calls.append(threading.current_thread().name)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real(fd, buffers)
+
+    monkeypatch.setattr(_zipwrite.os, "writev", full_disk)
+    with pytest.raises(OSError, match="No space left") as err:
+        modelpack.save(_many_small(), target)
+    monkeypatch.undo()
+    assert "modelpack-write" in calls  # the failing write ran on the writer thread
+    assert err.value.filename == str(target)  # reported against the target, not the temp file
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["t.mpk"]
+    assert not [t for t in threading.enumerate() if t.name == "modelpack-write"]
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_garbage_collection_is_left_as_it_was(tmp_path, enabled):
+    """save and load pause the cyclic collector while they run, and leave it as they found it, errors included."""
+    import gc
+
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        modelpack.save({"a": np.arange(3)}, tmp_path / "g.mpk")
+        assert modelpack.load(tmp_path / "g.mpk")["a"].tolist() == [0, 1, 2]
+        with pytest.raises(modelpack.ModelPackError):
+            modelpack.save({"a": object()}, tmp_path / "h.mpk")
+        (tmp_path / "bad.mpk").write_bytes(b"PK\x03\x04" + b"\0" * 60)
+        with pytest.raises(modelpack.ModelPackError):
+            modelpack.load(tmp_path / "bad.mpk")
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
+
+
+def test_big_members_in_chunks_with_patched_crc_load_and_verify(tmp_path, torch):
+    """Members past the chunk size: summed here, written on the writer thread, CRC patched in the header."""
+    from modelpack import _zipwrite
+
+    big = torch.arange(_zipwrite._CHUNK // 4 + 5000, dtype=torch.float32)  # more than one chunk
+    obj = {"small": _many_small(50), "big": big, "big_t": big[: 1 << 19].reshape(512, 1024).T, "tail": np.arange(3)}
+    target = tmp_path / "b.mpk"
+    modelpack.save(obj, target, sha256=True)
+    modelpack.verify(target)  # every CRC-32 (patched ones included) and SHA-256 recomputed
+    out = modelpack.load(target)
+    assert torch.equal(out["big"], big) and torch.equal(out["big_t"], obj["big_t"])
+    assert all(np.array_equal(out["small"][k], v) for k, v in obj["small"].items())
+    buf = io.BytesIO()
+    modelpack.save(obj, buf, sha256=True)
+    assert target.read_bytes() == buf.getvalue()  # a file object gets the CRC before the header: same bytes
+
+
+def test_stream_that_fails_midway_with_the_writer_thread_running_leaves_the_target(tmp_path):
+    import threading
+
+    from modelpack import api, tree
+
+    target = tmp_path / "s.mpk"
+    modelpack.save({"old": np.arange(3)}, target)
+    before = target.read_bytes()
+    arrays = _many_small(300)
+    tree_json, leaves = tree.encode(arrays)
+    planned = [(leaf.name, leaf.value.shape) for leaf in leaves]
+
+    def leaves_then_fail():
+        for i, leaf in enumerate(leaves):
+            if i == 250:  # several batches are already with the writer thread
+                raise RuntimeError("source went away")
+            yield leaf
+
+    with pytest.raises(RuntimeError, match="source went away"):
+        api.stream_pack(target, tree_json, planned, leaves_then_fail())
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["s.mpk"]
+    assert not [t for t in threading.enumerate() if t.name == "modelpack-write"]

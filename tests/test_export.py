@@ -453,135 +453,37 @@ def test_every_vocabulary_layer_and_op_is_exportable():
     assert ops == {n for n, e in OPS.items() if e.impl != "aten"}  # ATen rows: the torch.export path
 
 
-class _Cache:
-    """A stand-in for a KV cache object: state a model hands back beside its tensors."""
 
-    def __init__(self) -> None:
-        self.keys: list[torch.Tensor] = []
-
-
-class _WithCache(nn.Module):
-    """Returns a tensor and a Python object; the first call's cache starts as an empty [0] tensor."""
-
+class _SelfAttention(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.proj = nn.Linear(4, 4)
-        self.empty = torch.tensor([])  # a plain attribute: torch.export lifts it as a constant
-
-    def forward(self, x: torch.Tensor) -> dict[str, object]:
-        cache = _Cache()
-        k = torch.cat([self.empty, self.proj(x)], dim=-1)  # torch skips a [0] operand
-        cache.keys.append(k)
-        return {"y": k.relu() * 2, "cache": cache}
-
-
-def test_an_object_output_is_left_out_with_a_warning_and_the_tensors_kept(tmp_path) -> None:
-    from modelpack.torch.export import ExportWarning
-
-    torch.manual_seed(0)
-    model, x = _WithCache().eval(), torch.randn(3, 4)
-    with pytest.warns(ExportWarning, match=r"'cache' \(_Cache\) is a Python object, not a tensor.*returns 'y'"):
-        modelpack.export(model, tmp_path / "m.mpk", x, capture="export")
-    rebuilt = modelpack.load_model(tmp_path / "m.mpk")
-    assert list(rebuilt.state_dict()) == list(model.state_dict())  # the skipped empty constant is not stored
-    got = rebuilt(torch.randn(5, 4) * 0 + x[:1])
-    assert list(got) == ["y"] and torch.equal(got["y"], model(x[:1].expand(5, 4))["y"])
-    assert "forward" not in vars(model)  # the instance is left as it was
-
-
-def test_a_layer_that_computes_more_than_its_row_says_stays_as_its_ops(tmp_path) -> None:
-    """A forward hook doubles the Linear's output: folded to a Linear node it would not reproduce, so
-    export keeps that call as its exact ops instead of approximating it."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU()).eval()
-    model[0].register_forward_hook(lambda module, inputs, out: out * 2)
-    x = torch.randn(2, 4)
-    modelpack.export(model, tmp_path / "m.mpk", x, capture="export")
-    spec = parse_yaml(read_spec_text(tmp_path / "m.mpk"))[0]
-    assert not any(n.get("layer") == "Linear" for n in spec["nodes"])
-    assert any(n.get("op") == "aten.linear" for n in spec["nodes"])
-    rebuilt = modelpack.load_model(tmp_path / "m.mpk")
-    assert list(rebuilt.state_dict()) == list(model.state_dict())
-    assert torch.equal(rebuilt(x), model(x))
-
-
-class _Rotary(nn.Module):
-    """A table kept out of the state_dict (register_buffer(persistent=False)), as RoPE caches are."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.proj = nn.Linear(8, 8)
-        self.register_buffer("inv_freq", torch.arange(8.0) / 8, persistent=False)
+        self.mha = nn.MultiheadAttention(16, 4, batch_first=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x) * self.inv_freq.cos()
+        return self.mha(x, x, x, need_weights=False)[0]
 
 
-def test_a_non_persistent_buffer_stays_out_of_state_dict_and_its_values_travel(tmp_path) -> None:
+def test_a_layers_forward_keyword_is_kept_so_the_same_kernel_runs(tmp_path) -> None:
+    """need_weights=False picks another attention kernel; dropped, the rebuilt model differs under autograd."""
     torch.manual_seed(0)
-    model, x = _Rotary().eval(), torch.randn(3, 8)
-    modelpack.export(model, tmp_path / "m.mpk", x, capture="export")
-    nodes = {n["name"]: n for n in parse_yaml(read_spec_text(tmp_path / "m.mpk"))[0]["nodes"]}
-    assert nodes["inv_freq"]["args"]["persistent"] is False
-    assert "inv_freq" in modelpack.load(tmp_path / "m.mpk")  # the file holds it
+    model, x = _SelfAttention().eval(), torch.randn(2, 5, 16)
+    modelpack.export(model, tmp_path / "m.mpk", x)
+    node = next(n for n in parse_yaml(read_spec_text(tmp_path / "m.mpk"))[0]["nodes"] if n["name"] == "mha")
+    assert node["layer"] == "MultiheadAttention" and node["args"]["need_weights"] is False
     rebuilt = modelpack.load_model(tmp_path / "m.mpk")
-    assert list(rebuilt.state_dict()) == list(model.state_dict()) == ["proj.weight", "proj.bias"]
-    assert torch.equal(dict(rebuilt.named_buffers())["inv_freq"], model.inv_freq)
-    assert torch.equal(rebuilt(x), model(x))
+    assert torch.equal(rebuilt(x), model(x))  # autograd on: no fast path, the need_weights=False kernel
+    again, _ = export_spec(rebuilt, x)  # and the rebuilt model exports to the same node
+    assert "need_weights: false" in again
 
 
-class _Drops(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.a, self.drop, self.b = nn.Linear(8, 8), nn.Dropout(0.5), nn.Linear(8, 8)
+def test_a_forward_keyword_the_row_cannot_say_is_refused() -> None:
+    class _Masked(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.mha = nn.MultiheadAttention(16, 4, batch_first=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.b(F.dropout(self.drop(self.a(x)), 0.3, self.training))
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.mha(x, x, x, is_causal=False)[0]
 
-
-def test_dropout_captured_in_eval_mode_follows_the_live_mode_after_reload(tmp_path) -> None:
-    """torch.export sees dropout(train=False) in eval mode; the rebuilt model drops out again after .train()."""
-    torch.manual_seed(0)
-    model, x = _Drops(), torch.randn(4, 8)
-    modelpack.export(model, tmp_path / "m.mpk", x, capture="export")
-    nodes = parse_yaml(read_spec_text(tmp_path / "m.mpk"))[0]["nodes"]
-    assert [n.get("layer") or n.get("op") for n in nodes] == ["Linear", "Dropout", "dropout", "Linear"]
-    rebuilt = modelpack.load_model(tmp_path / "m.mpk")
-    for mode in (True, False):
-        model.train(mode), rebuilt.train(mode)
-        torch.manual_seed(1)
-        want = model(x)
-        torch.manual_seed(1)
-        assert torch.equal(rebuilt(x), want), mode
-    model.train()
-    torch.manual_seed(1)
-    assert not torch.equal(model(x), rebuilt.eval()(x))  # dropout really is active in train mode
-
-
-class _TiedTwice(nn.Module):
-    """An embedding, an output layer sharing its weight, and a third key for it that forward never calls."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.shared = nn.Embedding(20, 8)
-        self.embed = nn.Embedding(20, 8)
-        self.embed.weight = self.shared.weight
-        self.norm = nn.LayerNorm(8)
-        self.head = nn.Linear(8, 20, bias=False)
-        self.head.weight = self.shared.weight
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.head(self.norm(self.embed(ids)))
-
-
-def test_tied_weights_keep_every_key_and_stay_one_tensor_through_torch_export(tmp_path) -> None:
-    torch.manual_seed(0)
-    model, ids = _TiedTwice().eval(), torch.randint(0, 20, (2, 5))
-    modelpack.export(model, tmp_path / "m.mpk", ids, capture="export")
-    layers = {n["name"]: n.get("layer") for n in parse_yaml(read_spec_text(tmp_path / "m.mpk"))[0]["nodes"]}
-    assert layers["embed"] == "Embedding" and layers["head"] == "Linear"  # both calls fold, each owning the tie
-    rebuilt = modelpack.load_model(tmp_path / "m.mpk")
-    assert set(rebuilt.state_dict()) == set(model.state_dict())
-    weights = [p for _, p in rebuilt.named_parameters(remove_duplicate=False) if p.shape == (20, 8)]
-    assert len(weights) == 3 and all(w is weights[0] for w in weights)  # one Parameter under three keys
-    assert torch.equal(rebuilt(ids), model(ids))
+    with pytest.raises(ExportError, match=r"keyword arguments \(is_causal\).*can say need_weights"):
+        export_spec(_Masked(), torch.randn(2, 5, 16), capture="fx")

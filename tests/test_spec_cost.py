@@ -47,7 +47,7 @@ CASES: list[tuple[str, dict[str, Any]]] = [
 
 
 def _torch_cost(layer: str, args: dict[str, Any]) -> tuple[int, int, int, int]:
-    full = {a.name: args.get(a.name, a.default) for a in LAYERS[layer].args}
+    full = {a.name: args.get(a.name, a.default) for a in LAYERS[layer].args if not a.call}
     with torch.device("meta"):
         made = _construct(layer, full, None)
     if isinstance(made, torch.Tensor):

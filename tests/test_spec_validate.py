@@ -417,3 +417,25 @@ def test_mutated_specs_fail_only_with_spec_errors(seed: int) -> None:
             check_spec("\n".join(lines))
         except SpecError:
             pass
+
+
+# --------------------------------------------------------------------------- sizes (range constraints)
+
+_SIZED = {"modelpack": 2, "inputs": {"x": {"shape": ["batch", "seq", 4]}},
+          "nodes": [{"name": "y", "op": "relu", "in": ["x"]}], "outputs": ["y"]}
+
+
+def test_sizes_bound_symbolic_input_sizes() -> None:
+    validate({**_SIZED, "sizes": {"seq": {"min": 3, "max": 16}, "batch": {"max": 8}}})
+
+
+@pytest.mark.parametrize("sizes, words", [
+    ({"len": {"max": 4}}, r"size 'len' is not a symbolic size of any input \(they are: batch, seq\)"),
+    ({"seq": {"min": 9, "max": 4}}, r"min 9 is above max 4"),
+    ({"seq": {"max": -1}}, r"-1 is less than the minimum of 0"),
+    ({"seq": {"most": 4}}, r"sizes.seq.most: unknown key 'most' \(allowed: min, max\)"),
+    ({"seq": {}}, r"sizes.seq: {} should be non-empty"),
+])
+def test_bad_sizes_are_spec_errors_naming_them(sizes: dict[str, Any], words: str) -> None:
+    with pytest.raises(SpecError, match=words):
+        validate({**_SIZED, "sizes": sizes})

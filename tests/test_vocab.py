@@ -38,7 +38,7 @@ _OP_CALLS = {"adaptive_avg_pool2d": {}, "avg_pool2d": {}, "pad": {}, "interpolat
 
 
 def _kwargs(entry: LayerDef | OpDef) -> dict[str, object]:
-    return {a.name: (SAMPLES[a.name] if a.required else a.default) for a in entry.args}
+    return {a.name: (SAMPLES[a.name] if a.required else a.default) for a in entry.args if not a.call}
 
 
 # --------------------------------------------------------------------------- the table itself
@@ -158,12 +158,20 @@ def test_layer_matches_torch_constructor(name: str) -> None:
                 assert getattr(module, a.name) == a.default, a.name
         return
     torch_names = [p.name for p in params if p.name not in entry.omitted]
-    assert [a.name for a in entry.args] == torch_names
-    for a, p in zip(entry.args, (p for p in params if p.name not in entry.omitted)):
+    assert [a.name for a in entry.args if not a.call] == torch_names
+    for a, p in zip([a for a in entry.args if not a.call], (p for p in params if p.name not in entry.omitted)):
         torch_default = REQUIRED if p.default is inspect.Parameter.empty else p.default
         if callable(torch_default):  # TransformerEncoderLayer(activation=F.relu)
             torch_default = torch_default.__name__
         assert a.default == torch_default, a.name
+
+
+@pytest.mark.parametrize("name", [n for n in TORCH_LAYERS if any(a.call for a in LAYERS[n].args)])
+def test_layer_call_arguments_are_forward_keywords_with_torchs_defaults(name: str) -> None:
+    nn = pytest.importorskip("torch.nn")
+    params = inspect.signature(getattr(nn, name).forward).parameters
+    for a in (a for a in LAYERS[name].args if a.call):
+        assert a.name in params and params[a.name].default == a.default, a.name
 
 
 @pytest.mark.parametrize("name", TORCH_OPS)

@@ -15,6 +15,7 @@ was saved.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -185,9 +186,15 @@ def _run_start(c: _layout.Chunk, size: tuple[int, ...]) -> int | None:
 def _file_range(pack: api.Pack, name: str) -> FileRange:
     """A stored tensor's bytes in its shard, with their CRC-32 taken from the member's (header and bytes)."""
     entry = pack.entries[name]
-    head = npy_header(dtype_by_name(entry["dtype"]).descr, entry["shape"])  # the reader checked it is the stored one
-    body_crc = crc32_tail(int(entry["crc32"], 16), crc32(head), entry["nbytes"])
+    head_crc = _header_crc(entry["dtype"], tuple(entry["shape"]))
+    body_crc = crc32_tail(int(entry["crc32"], 16), head_crc, entry["nbytes"])
     return FileRange(pack.fd, entry["offset"], entry["nbytes"], body_crc, pack.path)
+
+
+@functools.lru_cache(maxsize=1024)  # chunks repeat a few dtypes and shapes
+def _header_crc(dtype: str, shape: tuple[int, ...]) -> int:
+    """CRC-32 of the stored .npy header (the reader checked it is the one regenerated here)."""
+    return crc32(npy_header(dtype_by_name(dtype).descr, shape))
 
 
 def _assemble(t: _layout.TensorDoc, packs: dict[int, api.Pack]) -> torch.Tensor:

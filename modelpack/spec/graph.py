@@ -143,6 +143,18 @@ class _Checker:
 
     # ------------------------------------------------------------------ model
 
+    def _sizes(self) -> None:
+        """Each bounded size is a symbolic size of some input, with min <= max."""
+        labels = {d for decl in (self.data.get("inputs") or {}).values() if isinstance(decl, dict)
+                  for d in decl.get("shape") or () if isinstance(d, str)}
+        for label, bounds in (self.data.get("sizes") or {}).items():
+            if label not in labels:
+                self.error(("sizes", label), f"size {label!r} is not a symbolic size of any input (they are: "
+                           f"{', '.join(sorted(labels)) or 'none'})", key=True)
+            elif (isinstance(bounds, dict) and isinstance(bounds.get("min"), int)
+                  and isinstance(bounds.get("max"), int) and bounds["min"] > bounds["max"]):
+                self.error(("sizes", label), f"min {bounds['min']} is above max {bounds['max']}")
+
     def run(self) -> list[Problem]:
         inputs = list(self.data.get("inputs") or {})
         for name in inputs:
@@ -155,6 +167,7 @@ class _Checker:
             self.error(("nodes",), f"the spec expands to {size:,} nodes, more than max_nodes={cap:,}; if it is "
                        "trusted, raise it with modelpack.limits.raised(max_nodes=...)")
             self.expandable = False
+        self._sizes()
         for name in self.blocks:
             if name not in self.info:
                 self.error(("blocks", name), f"block {name!r} is never used (its args are not checked)",

@@ -276,6 +276,12 @@ def _build(published: bool) -> dict[str, Any]:
             "outputs": {"type": ["array", "object"], "items": _ref("name"), "minItems": 1,
                         "propertyNames": _ref("identifier"), "additionalProperties": _ref("name"),
                         "minProperties": 1, "description": "node names, or output name -> node name"},
+            "sizes": {"type": "object", "propertyNames": _ref("identifier"),
+                      "additionalProperties": {
+                          "type": "object", "minProperties": 1, "additionalProperties": False,
+                          "properties": {"min": {"type": "integer", "minimum": 0},
+                                         "max": {"type": "integer", "minimum": 0}}},
+                      "description": "bounds of symbolic input sizes: size name -> {min, max} (inclusive)"},
             "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
         },
         "required": ["modelpack", "inputs", "nodes", "outputs"],

@@ -13,14 +13,38 @@ missing) turns into one warning saying shapes were not checked.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from ..errors import SpecError
+from ..errors import ShapeError, SpecError
 from .blocks import Origin
 from .findings import Problem
 
-__all__ = ["ShapeChecker", "shape_problems"]
+__all__ = ["ShapeChecker", "shape_problems", "Bound", "size_bounds", "check_size_bounds"]
+
+# (input, dim, size name, min, max): one input dimension whose symbolic size the spec bounds
+Bound = tuple[str, int, str, int, "int | None"]
+
+
+def size_bounds(spec: Mapping[str, Any]) -> tuple[Bound, ...]:
+    """Every input dimension named by a size that ``sizes`` bounds (computed once per model)."""
+    sizes = spec.get("sizes") or {}
+    return tuple((name, d, label, int(sizes[label].get("min", 0)), sizes[label].get("max"))
+                 for name, decl in spec["inputs"].items() for d, label in enumerate(decl["shape"])
+                 if isinstance(label, str) and label in sizes)
+
+
+def check_size_bounds(bounds: Sequence[Bound], shapes: Mapping[str, Sequence[int]]) -> None:
+    """A ShapeError naming the input and the size when a real input's size is outside its bounds."""
+    for name, d, label, low, high in bounds:
+        shape = shapes.get(name)
+        if shape is None or d >= len(shape):
+            continue  # a missing input or a wrong rank is reported where inputs are bound
+        size = int(shape[d])
+        if size < low or (high is not None and size > high):
+            span = f"{low} <= {label} <= {high}" if high is not None else f"{label} >= {low}"
+            raise ShapeError(f"dim {d} ({label!r}) is {size}; the model was exported for {span} (the spec's "
+                             "sizes: what torch.export found the model supports)", where=f"input {name!r}")
 
 ShapeChecker = Callable[[dict[str, Any]], Iterable[SpecError]]
 

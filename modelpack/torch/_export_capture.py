@@ -34,6 +34,7 @@ class CaptureResult:
     graph: GraphSpec
     inputs: dict[str, dict[str, Any]]  # the spec's input declarations
     extra: dict[str, torch.Tensor]  # tensors outside the state_dict (lifted constants...) by node name
+    sizes: dict[str, dict[str, int]]  # size name -> {min, max}: the bounds torch.export recorded, where real
 
 
 def capture_spec(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], tensors: Mapping[str, torch.Tensor],
@@ -48,9 +49,49 @@ def capture_spec(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
     leaves = torch.utils._pytree.tree_leaves((args, kwargs), is_leaf=lambda v: isinstance(v, InputSlot))
     names = [leaf.name if isinstance(leaf, InputSlot) else None for leaf in leaves]
     captured = program_to_spec(program, model, names, fold=fold)
-    labels = _labels(program, names, dynamic_dims)
+    labels, symbols = _labels(program, names, dynamic_dims or _dim_names(dynamic_shapes))
     inputs = {name: _declaration(name, tensors[name], shape) for name, shape in labels.items()}
-    return CaptureResult(captured.graph, inputs, captured.extra_state)
+    return CaptureResult(captured.graph, inputs, captured.extra_state, _bounds(program, symbols))
+
+
+def _dim_names(dynamic_shapes: Any) -> dict[str, dict[int, str]] | None:
+    """``{input: {dim: name}}`` from torch's ``dynamic_shapes`` by input name, for the named ``Dim``s in it."""
+    if not isinstance(dynamic_shapes, Mapping):
+        return None
+    out: dict[str, dict[int, str]] = {}
+    for name, dims in dynamic_shapes.items():
+        if isinstance(dims, Mapping):
+            named = {d: v.__name__ for d, v in dims.items()
+                     if isinstance(d, int) and isinstance(getattr(v, "__name__", None), str)
+                     and not identifier_problem(v.__name__, "size")}
+            if named:
+                out[str(name)] = named
+    return out or None
+
+
+def _bounds(program: Any, symbols: Mapping[str, str]) -> dict[str, dict[str, int]]:
+    """The range constraints of the named sizes that say something: a finite max, or a min above 2.
+
+    torch.export's lower bound of 2 comes from its 0/1 specialization, which
+    its own ``module()`` does not enforce at run time (batch 1 runs), so it is
+    not kept; a bound from ``Dim(min=, max=)`` or from the model's own checks is.
+    """
+    import sympy  # torch's own dependency; only export reads range constraints
+
+    out: dict[str, dict[str, int]] = {}
+    for symbol, vr in program.range_constraints.items():
+        label = symbols.get(str(symbol))
+        if label is None:
+            continue
+        bounds: dict[str, int] = {}
+        low, high = vr.lower, vr.upper  # sympy integers, or torch's int_oo (not a sympy Integer)
+        if isinstance(high, sympy.Integer):
+            bounds["max"] = int(high)
+        if isinstance(low, sympy.Integer) and int(low) > 2:
+            bounds["min"] = int(low)
+        if bounds:
+            out[label] = bounds
+    return out
 
 
 def _fill(value: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
@@ -92,8 +133,8 @@ def _shapes(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], ten
 
 
 def _labels(program: Any, names: list[str | None], dynamic_dims: Mapping[str, Mapping[int, str]] | None
-            ) -> dict[str, list[int | str]]:
-    """Each input's shape as the spec writes it: ints, and a name per symbolic size."""
+            ) -> tuple[dict[str, list[int | str]], dict[str, str]]:
+    """Each input's shape as the spec writes it (ints, and a name per symbolic size); symbol -> name."""
     placeholders = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
     user = [s for s in program.graph_signature.input_specs if s.kind == InputKind.USER_INPUT]
     symbols: dict[str, str] = {}
@@ -119,7 +160,7 @@ def _labels(program: Any, names: list[str | None], dynamic_dims: Mapping[str, Ma
                 symbols[expr] = label
             shape.append(symbols[expr])
         out[name] = shape
-    return out
+    return out, symbols
 
 
 def _declaration(name: str, tensor: torch.Tensor, shape: list[int | str]) -> dict[str, Any]:

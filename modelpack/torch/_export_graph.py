@@ -21,7 +21,7 @@ from torch import fx, nn
 
 from ..errors import ExportError
 from ..spec.names import name_problem
-from ..vocab import OPS
+from ..vocab import LAYERS, OPS
 from ._export_layers import layer_args, layer_name, normalise_value
 from ._export_ops import ELIDED_METHODS, bind, public_name, rule_for, unknown_op_message
 from ._trace import node_module, node_source
@@ -132,15 +132,18 @@ class _Converter:
             args = layer_args(module, layer, path)
         except ExportError as e:
             raise _with_source(e, node)
-        inputs = self.layer_inputs(node, layer)
-        self.emit(node, self.layer_node_name(node, module), {"layer": layer}, args, inputs)
+        inputs, call = self.layer_inputs(node, layer)
+        self.emit(node, self.layer_node_name(node, module), {"layer": layer}, {**args, **call}, inputs)
 
-    def layer_inputs(self, node: fx.Node, layer: str) -> list[fx.Node]:
-        if layer == "MultiheadAttention" and set(node.kwargs) <= {"need_weights"} and _weights_unread(node):
-            node.kwargs = {}  # need_weights=False only skips the weights output, which nothing reads
-        if node.kwargs:
-            raise fail(node, f"{layer} called with keyword arguments ({', '.join(node.kwargs)}); a layer node "
-                             "takes its inputs positionally and no call options in vocabulary version 1")
+    def layer_inputs(self, node: fx.Node, layer: str) -> tuple[list[fx.Node], dict[str, Any]]:
+        """The call's tensor inputs, and the forward keywords its row can say (``need_weights=False``)."""
+        calls = {a.name: a for a in LAYERS[layer].args if a.call}
+        other = [k for k, v in node.kwargs.items() if k not in calls or isinstance(v, fx.Node)]
+        if other:
+            said = f" (a {layer} node can say {', '.join(calls)})" if calls else ""
+            raise fail(node, f"{layer} called with keyword arguments ({', '.join(other)}); a layer node takes "
+                             f"its inputs positionally{said}")
+        call = {k: v for k, v in node.kwargs.items() if v != calls[k].default}
         args = list(node.args)
         while args and args[-1] is None:  # lstm(x, None) is lstm(x)
             args.pop()
@@ -149,7 +152,7 @@ class _Converter:
                 raise fail(node, f"{layer} called with {type(a).__name__} {a!r} as an input; every input of a "
                                  "layer node is one value computed by the model (pass tuples such as (h0, c0) "
                                  "is not supported in vocabulary version 1)")
-        return args  # type: ignore[return-value]
+        return args, call  # type: ignore[return-value]
 
     def layer_node_name(self, node: fx.Node, module: nn.Module) -> str:
         path = str(node.target)
@@ -336,11 +339,6 @@ def _live_nodes(graph: fx.Graph) -> list[fx.Node]:
 
 def _has_state(module: nn.Module) -> bool:
     return any(True for _ in module.parameters()) or any(True for _ in module.buffers())
-
-
-def _weights_unread(node: fx.Node) -> bool:
-    """True when only element 0 of a MultiheadAttention call's result is read."""
-    return all(u.target is operator.getitem and (u.args[1] == 0 or not u.users) for u in node.users)
 
 
 def _state_node(tensor: torch.Tensor, parameter: bool) -> tuple[dict[str, str], dict[str, Any]]:

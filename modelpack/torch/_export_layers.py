@@ -210,7 +210,7 @@ def layer_args(module: nn.Module, layer: str, path: str) -> dict[str, Any]:
     entry = LAYERS[layer]
     _check_omitted(module, entry, path)
     try:
-        values = {arg.name: normalise_value(_read(module, layer, arg)) for arg in entry.args}
+        values = {arg.name: normalise_value(_read(module, layer, arg)) for arg in entry.args if not arg.call}
     except ExportError as e:
         raise e.with_context(where=path)
     except AttributeError as e:

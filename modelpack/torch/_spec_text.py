@@ -26,7 +26,7 @@ _HEADER = "# modelpack spec (docs/SPEC.md), written by modelpack.export\n"
 # double-quoted, as are words some YAML readers (1.1) turn into bools or null.
 _PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*\Z")
 _RESERVED = frozenset({"null", "true", "false", "yes", "no", "on", "off", "y", "n"})
-_TOP_ORDER = ("modelpack", "name", "inputs", "blocks", "nodes", "outputs", "metadata")
+_TOP_ORDER = ("modelpack", "name", "inputs", "sizes", "blocks", "nodes", "outputs", "metadata")
 
 
 def scalar_text(value: Any) -> str:

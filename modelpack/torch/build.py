@@ -21,6 +21,7 @@ from torch import nn
 
 from .. import limits
 from ..errors import BuildError, ModelPackError
+from ..spec.shapes import check_size_bounds, size_bounds
 from ..vocab import LAYERS, OPS, REQUIRED
 from ..vocab.types import _Entry
 from ._aten import aten_kwargs, allocates, device_mode, guarded
@@ -95,7 +96,7 @@ class Namespace(nn.Module):
 class _Interpreter:
     """What SpecModule's forward reads besides its children (see ``SpecModule.__init__``)."""
 
-    __slots__ = ("spec", "input_names", "steps", "output_keys", "output_refs", "release", "inplace")
+    __slots__ = ("spec", "input_names", "steps", "output_keys", "output_refs", "release", "inplace", "bounds")
 
     def __init__(self, *values: Any) -> None:
         for name, value in zip(self.__slots__, values, strict=True):
@@ -122,7 +123,8 @@ class SpecModule(nn.Module):
             spec, tuple(spec["inputs"]), steps, tuple(outputs) if isinstance(outputs, dict) else None, refs,
             # names whose value is dead after each step: freed at once, so activations reuse warm
             # memory and the peak is the live set, not the sum of every intermediate value
-            release_plan(steps, refs), inplace_plan(steps, refs))
+            release_plan(steps, refs), inplace_plan(steps, refs),
+            size_bounds(spec))  # the sizes torch.export found the model supports, checked per call
 
     # read through the reserved key (class-level properties: an instance attribute cannot hide them)
     spec = property(lambda self: self.__modelpack__.spec, doc="the expanded, validated spec")
@@ -142,6 +144,9 @@ class SpecModule(nn.Module):
 
     def forward(self, *inputs: Any, **named_inputs: Any) -> Any:
         env = self._bind_inputs(inputs, named_inputs)
+        bounds = self.__modelpack__.bounds
+        if bounds and not torch.compiler.is_compiling():
+            check_size_bounds(bounds, {k: v.shape for k, v in env.items() if isinstance(v, torch.Tensor)})
         if torch.compiler.is_compiling():
             for step, dead in zip(self._steps, self._release):
                 env[step.name] = self._run(step, env)
@@ -179,7 +184,7 @@ class SpecModule(nn.Module):
         if step.kind == "layer":
             if step.what in _STATE_LAYERS:
                 return self._state(step.path)
-            return self._layer(step.path)(*args)
+            return self._layer(step.path)(*args, **kwargs)
         if step.what in _TRAINING_OPS:
             kwargs = {**kwargs, "training": self.training}
         if step.device:
@@ -488,7 +493,10 @@ def _node(node: dict[str, Any], device: Any) -> tuple[Step, nn.Module | None]:
         entry = _entry(kind, what)
         args = _arguments(entry, node.get("args") or {}, allow_refs=kind == "op")
         if kind == "layer":
-            return _layer_step(name, what, node["in"]), _construct(what, args, device)
+            calls = {a.name for a in entry.args if a.call}
+            call = {k: v for k, v in args.items() if k in calls and v != entry.arg(k).default}
+            built = _construct(what, {k: v for k, v in args.items() if k not in calls}, device)
+            return _layer_step(name, what, node["in"], call), built
         return _op_step(name, entry, node["in"], args), None
     except ModelPackError as e:
         raise BuildError(f"while building node {name!r} ({kind} {what}): {e}") from e
@@ -533,8 +541,9 @@ def _freeze(value: Any, allow_refs: bool, where: str) -> Any:
     return value
 
 
-def _layer_step(name: str, what: str, inputs: Sequence[str]) -> Step:
-    return Step(name, "layer", what, tuple(name.split(".")), None, tuple(inputs), False, (), {}, False)
+def _layer_step(name: str, what: str, inputs: Sequence[str], call: Mapping[str, Any] | None = None) -> Step:
+    """A layer call: the module at the node's path, with the row's forward keywords (``call``) the node sets."""
+    return Step(name, "layer", what, tuple(name.split(".")), None, tuple(inputs), False, (), dict(call or {}), False)
 
 
 def _op_step(name: str, entry: _Entry, inputs: Sequence[str], args: dict[str, Any]) -> Step:

@@ -200,6 +200,7 @@ def _export_program(model: nn.Module, name: str | None, call: _Call, expected: A
     with _eval_mode(model):
         captured = capture_spec(model, call.args, call.kwargs, call.tensors, dynamic_dims, dynamic_shapes, fold)
     spec = {"modelpack": VOCAB_VERSION, "name": name or _model_name(model), "inputs": captured.inputs,
+            **({"sizes": captured.sizes} if captured.sizes else {}),
             "nodes": captured.graph.nodes, "outputs": captured.graph.outputs}
     text = spec_to_yaml(spec)
     prepared = _validated(text, captured.graph)

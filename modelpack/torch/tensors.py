@@ -10,7 +10,7 @@ import torch
 from ..codec import DTYPES, DType
 from ..errors import UnsupportedObjectError
 
-__all__ = ["torch_payload", "to_torch", "torch_dtype", "dtype_row"]
+__all__ = ["torch_payload", "torch_plan", "torch_plan_view", "to_torch", "torch_dtype", "dtype_row"]
 
 # torch dtype -> row, built from the table's own names (never from a file).
 _BY_TORCH: dict[torch.dtype, DType] = {
@@ -90,23 +90,28 @@ def torch_plan(t: torch.Tensor, *, where: str = "") -> tuple[DType, tuple[int, .
     The writer plans every tensor first and makes a copy (GPU, non-contiguous, lazily negated
     data) only right before writing it, so at most one copy is in flight.
     """
+    row, shape, view = torch_plan_view(t, where=where)
+    return row, shape, view is None
+
+
+def torch_plan_view(t: torch.Tensor, *, where: str = "") -> tuple[DType, tuple[int, ...], memoryview | None]:
+    """:func:`torch_plan` and, when no copy is needed (most tensors), the bytes in the same call."""
     why = _refusal(t)
     if why is not None:
         raise UnsupportedObjectError(why, where=where or None)
-    row = dtype_row(t.dtype, where=where)
-    direct = row.numpy_native and t.device.type == "cpu" and t.is_contiguous() and not (t.is_conj() or t.is_neg())
-    return row, tuple(t.shape), not direct
+    row = _BY_TORCH.get(t.dtype) or dtype_row(t.dtype, where=where)
+    if row.numpy_native and t.device.type == "cpu" and t.is_contiguous() and not (t.is_conj() or t.is_neg()):
+        # a byte view of the tensor's own memory, no torch view ops
+        view = memoryview(t.detach().numpy()).cast("B") if t.numel() else memoryview(b"")  # cast refuses 0 dims
+        return row, tuple(t.shape), view
+    return row, tuple(t.shape), None
 
 
 def torch_payload(t: torch.Tensor, *, where: str = "") -> tuple[DType, tuple[int, ...], memoryview]:
     """Row, shape and C-order bytes of a tensor; copies only non-contiguous, non-CPU or lazily negated data."""
-    why = _refusal(t)
-    if why is not None:
-        raise UnsupportedObjectError(why, where=where or None)
-    row = dtype_row(t.dtype, where=where)
-    if row.numpy_native and t.device.type == "cpu" and t.is_contiguous() and not (t.is_conj() or t.is_neg()):
-        # fast path (most tensors): a byte view of the tensor's own memory, no torch view ops
-        return row, tuple(t.shape), memoryview(t.detach().numpy().reshape(-1).view(np.uint8))
+    row, shape, view = torch_plan_view(t, where=where)
+    if view is not None:  # most tensors: no copy
+        return row, shape, view
     t = t.detach()
     if t.device.type != "cpu":
         t = t.cpu()

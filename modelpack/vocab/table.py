@@ -173,6 +173,9 @@ LAYERS: Mapping[str, LayerDef] = freeze_table([
         _flag("add_bias_kv", False), _flag("add_zero_attn", False),
         Arg("kdim", "int", None, minimum=1, nullable=True), Arg("vdim", "int", None, minimum=1, nullable=True),
         _flag("batch_first", False),
+        Arg("need_weights", "bool", True, call=True, doc="forward argument: also compute the attention weights "
+                                                           "(false: output 1 is None, and a faster kernel runs)"),
+        Arg("average_attn_weights", "bool", True, call=True, doc="forward argument: average the weights over heads"),
     ), inputs=(3, 3), outputs=2, doc="inputs (query, key, value); returns (output, attention weights)"),
     LayerDef("TransformerEncoderLayer", 1, (
         _count("d_model"), _count("nhead"), _count("dim_feedforward", 2048), _prob("dropout", 0.1),

@@ -66,6 +66,8 @@ class Arg:
     doc: str = ""
     # strings accepted in place of the typed value (Conv padding "same"/"valid")
     keywords: tuple[str, ...] = ()
+    # a layer's forward keyword (MultiheadAttention need_weights), passed at each call, not to the constructor
+    call: bool = False
 
     def __post_init__(self) -> None:
         if self.type not in ARG_TYPES:
