@@ -104,3 +104,21 @@ def test_the_size_limit_can_be_raised() -> None:
     with limits.raised(max_op_elements=10), pytest.raises(LimitError, match="aten.arange"):
         model(torch.ones(2, 3))
     assert model(torch.ones(2, 3)).shape == (100,)
+
+
+@pytest.mark.parametrize(("op", "kwargs"), [
+    ("arange.default", {"end": 17}),
+    ("arange.start", {"start": 3, "end": 17}),
+    ("arange.start_step", {"start": 0.5, "end": 7.25, "step": 0.5}),
+    ("arange.start_step", {"start": 10, "end": 2, "step": -3}),
+    ("arange.start_step", {"start": 0, "end": 1, "step": 3}),
+    ("full.default", {"size": (4, 0, 3), "fill_value": 1.0}),
+    ("zeros.default", {"size": (5, 6)}),
+    ("empty.memory_format", {"size": ()}),
+])
+def test_factory_sizes_in_closed_form_match_torch(op: str, kwargs: dict) -> None:
+    from modelpack.torch._aten import _closed_form
+
+    name, overload = op.split(".")
+    made = getattr(getattr(torch.ops.aten, name), overload)(**kwargs, device="meta")
+    assert _closed_form(op, kwargs) == made.numel()

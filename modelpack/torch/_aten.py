@@ -10,6 +10,7 @@ checked against :mod:`modelpack.limits` *before* anything is allocated.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -71,6 +72,37 @@ def guarded(name: str, fn: Callable[..., Any], factory: bool) -> Callable[..., A
 
 def _check_size(name: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
                 factory: bool) -> None:
+    total = _closed_form(getattr(fn, "__name__", ""), kwargs)
+    if total is None:
+        total = _meta_size(fn, args, kwargs, factory)
+    if total is not None:
+        limits.check("max_op_elements", total, where=name, what=f"elements {name} would create")
+
+
+# factories sized by a ``size`` argument alone (``new_*`` take their input's dtype and device, not its size)
+_SIZE_FACTORIES = frozenset({"full", "zeros", "ones", "empty", "new_full", "new_zeros", "new_ones", "new_empty"})
+
+
+def _closed_form(overload: str, kwargs: Mapping[str, Any]) -> int | None:
+    """The element count of a factory from its arguments, without running it (None: not one of these).
+
+    torch's meta kernels of these ops are Python references whose checks import
+    sympy on first use: most of a second of a process's first forward pass.
+    """
+    op = overload.split(".")[0]
+    if op == "arange":
+        start, end, step = kwargs.get("start", 0), kwargs.get("end"), kwargs.get("step", 1)
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (start, end, step)) or not step:
+            return None  # the meta run (or the real call) reports what is wrong
+        return max(0, math.ceil((end - start) / step))
+    size = kwargs.get("size")
+    if op in _SIZE_FACTORIES and isinstance(size, (tuple, list)) and all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in size):
+        return math.prod(size)
+    return None
+
+
+def _meta_size(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], factory: bool) -> int | None:
     meta_kwargs = {k: _meta(v) for k, v in kwargs.items()}
     if factory:
         meta_kwargs["device"] = torch.device("meta")
@@ -78,9 +110,8 @@ def _check_size(name: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs
         with torch.no_grad():
             out = fn(*[_meta(a) for a in args], **meta_kwargs)
     except (RuntimeError, NotImplementedError, TypeError, ValueError):
-        return  # sizes that depend on data (masks): bounded by the inputs; the real call reports errors
-    total = sum(t.numel() for t in _tensors(out))
-    limits.check("max_op_elements", total, where=name, what=f"elements {name} would create")
+        return None  # sizes that depend on data (masks): bounded by the inputs; the real call reports errors
+    return sum(t.numel() for t in _tensors(out))
 
 
 def _meta(value: Any) -> Any:

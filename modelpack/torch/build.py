@@ -41,17 +41,29 @@ _STATE_LAYERS = frozenset({"Parameter", "Buffer"})
 # In-place twins that give bit-identical values (the same kernels), used in inference when the
 # input is a value nobody else can see (see inplace_plan). "unary": F.<op>(x, inplace=True).
 _INPLACE_UNARY = frozenset({"relu", "relu6", "leaky_relu", "elu", "silu", "mish", "hardswish", "hardsigmoid"})
-_INPLACE_METHOD = {"sigmoid": "sigmoid_", "tanh": "tanh_", "exp": "exp_", "sqrt": "sqrt_", "rsqrt": "rsqrt_",
-                   "abs": "abs_", "add": "add_", "sub": "sub_", "mul": "mul_"}
+_INPLACE_METHOD: dict[str, Any] = {
+    "sigmoid": "sigmoid_", "tanh": "tanh_", "exp": "exp_", "sqrt": "sqrt_", "rsqrt": "rsqrt_", "abs": "abs_",
+    "add": "add_", "sub": "sub_", "mul": "mul_",
+    # ATen rows (the torch.export IR): the Tensor method, or the in-place overload, with the same arguments;
+    # only for floating first inputs (see _run_inplace)
+    "aten.add.Tensor": "add_", "aten.sub.Tensor": "sub_", "aten.mul.Tensor": "mul_", "aten.div.Tensor": "div_",
+    "aten.pow.Tensor_Scalar": "pow_", "aten.neg": "neg_", "aten.rsqrt": "rsqrt_", "aten.sqrt": "sqrt_",
+    "aten.exp": "exp_", "aten.sigmoid": "sigmoid_", "aten.tanh": "tanh_", "aten.relu": "relu_", "aten.abs": "abs_",
+    "aten.silu": torch.ops.aten.silu_.default, "aten.gelu": torch.ops.aten.gelu_.default}
 # producers whose output is always new memory (never a view of an input, a parameter or a cache)
 _FRESH_LAYERS = frozenset({"Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
-                           "Linear", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm"})
+                           "Linear", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm",
+                           "Embedding"})
 _FRESH_OPS = frozenset({*_INPLACE_UNARY, *_INPLACE_METHOD, "gelu", "matmul", "linear", "cat", "softmax",
-                        "log_softmax"})
+                        "log_softmax", "aten.mm", "aten.bmm", "aten.matmul", "aten.linear", "aten.cat",
+                        "aten.mean.dim", "aten.softmax.int", "aten.scaled_dot_product_attention", "aten.cos",
+                        "aten.sin", "aten.layer_norm", "aten.embedding"})
 # outputs that alias their first input (views, in-place activations, eval-mode dropout)
 _PASSTHROUGH_LAYERS = frozenset({"ReLU", "ReLU6", "LeakyReLU", "ELU", "SiLU", "Mish", "Hardswish", "Hardsigmoid",
                                  "Dropout", "Dropout2d", "Identity", "Flatten", "Unflatten"})
-_PASSTHROUGH_OPS = frozenset({"reshape", "flatten", "permute", "transpose", "unsqueeze", "squeeze", "dropout"})
+_PASSTHROUGH_OPS = frozenset({"reshape", "flatten", "permute", "transpose", "unsqueeze", "squeeze", "dropout",
+                              "aten.view", "aten.reshape", "aten._unsafe_view", "aten.transpose.int",
+                              "aten.unsqueeze", "aten.squeeze.dim", "aten.permute", "aten.flatten.using_ints"})
 
 
 class Step(NamedTuple):
@@ -311,13 +323,23 @@ def _run_inplace(step: Step, env: dict[str, Any]) -> Any:
     rest = [env[name] for name in step.inputs[1:]]
     if step.what in _INPLACE_UNARY:
         return step.fn(target, *rest, *step.extra, **step.kwargs, inplace=True)
+    if step.what.startswith("aten.") and not target.is_floating_point():  # rsqrt(int) is a float: not in place
+        return step.fn(target, *rest, *step.extra, **step.kwargs)
     if rest:
         other = rest[0]
         shape = other.shape if isinstance(other, torch.Tensor) else ()
-        if torch.broadcast_shapes(target.shape, shape) != target.shape or \
-                torch.result_type(target, other) != target.dtype:
+        if not _broadcasts_into(shape, target.shape) or torch.result_type(target, other) != target.dtype:
             return step.fn(target, *rest, *step.extra, **step.kwargs)
-    return getattr(target, _INPLACE_METHOD[step.what])(*rest, *step.extra, **step.kwargs)
+    how = _INPLACE_METHOD[step.what]
+    if isinstance(how, str):
+        return getattr(target, how)(*rest, *step.extra, **step.kwargs)
+    return how(target, *rest, *step.extra, **step.kwargs)
+
+
+def _broadcasts_into(shape: Sequence[int], target: Sequence[int]) -> bool:
+    """Broadcasting ``shape`` against ``target`` gives ``target``. (Not torch.broadcast_shapes: its Python
+    reference imports sympy, most of a second, on a process's first call.)"""
+    return len(shape) <= len(target) and all(d in (1, t) for d, t in zip(reversed(shape), reversed(target)))
 
 
 def _resolve(value: Any, env: dict[str, Any]) -> Any:
@@ -542,8 +564,33 @@ def _construct(what: str, args: dict[str, Any], device: Any) -> nn.Module:
     cls = LAYER_BINDINGS[what]
     if device is None:
         return cls(**args)
+    if torch.device(device).type == "meta":
+        with torch.device(device), _SkipInitOnMeta():
+            return cls(**args)
     with torch.device(device):
         return cls(**args)
+
+
+# in-place initialisers a constructor calls on its fresh parameters: the functions of torch.nn.init (they
+# dispatch __torch_function__ themselves) and the Tensor methods that reset_parameters calls directly
+_INIT_METHODS = frozenset({torch.Tensor.normal_, torch.Tensor.uniform_, torch.Tensor.fill_, torch.Tensor.zero_})
+
+
+class _SkipInitOnMeta(torch.overrides.TorchFunctionMode):
+    """Constructors' initialisers do nothing to meta tensors: there are no values to fill.
+
+    Not only saved work: torch's meta ``normal_`` (``nn.Embedding``'s init) imports
+    ``torch._dynamo`` on first use, about a second of a process's first ``load_model``.
+    """
+
+    def __torch_function__(self, func: Any, types: Any, args: Sequence[Any] = (),
+                           kwargs: Mapping[str, Any] | None = None) -> Any:
+        kwargs = kwargs or {}
+        target = args[0] if args else kwargs.get("tensor")
+        if (func in _INIT_METHODS or getattr(func, "__module__", None) == "torch.nn.init") and \
+                isinstance(target, torch.Tensor) and target.is_meta:
+            return target
+        return func(*args, **kwargs)
 
 
 def _state_bytes(module: nn.Module | torch.Tensor) -> int:

@@ -1,7 +1,8 @@
 """Hugging Face models (tiny configs, random weights) through the default export, reloaded without transformers.
 
 Each model is exported with default settings, then loaded in a fresh interpreter
-that asserts ``transformers`` was never imported; outputs must equal the
+that asserts ``transformers`` was never imported (nor ``torch._dynamo`` and
+sympy, which cost a process its first second); outputs must equal the
 original's bit for bit at the export shape and at another batch size and
 sequence length (the sizes torch.export kept symbolic).
 """
@@ -35,6 +36,8 @@ for i, (inputs, expected) in enumerate(cases):
         assert want.dtype == got[key].dtype and want.shape == got[key].shape, (i, key, want.shape, got[key].shape)
         assert torch.equal(want, got[key]), (i, key, (want - got[key]).abs().max().item())
 assert "transformers" not in sys.modules, "loading imported transformers"
+# a second or more of a process's first load: nothing on the load and run path may pull these in
+assert "torch._dynamo" not in sys.modules and "sympy" not in sys.modules, "loading imported torch._dynamo/sympy"
 print("OK", len(cases))
 """
 
@@ -111,3 +114,24 @@ def test_a_decoder_exported_with_its_kv_cache_on_keeps_only_the_logits(tmp_path:
     with torch.no_grad():
         got, want = rebuilt(**inputs), model(**inputs)
     assert list(got) == ["logits"] and torch.equal(got["logits"], want.logits)
+
+
+def test_inference_writes_aten_ops_in_place_with_the_same_bits(tmp_path: Path, monkeypatch) -> None:
+    """Without autograd the interpreter runs elementwise ATen rows (RMSNorm's mul, SiLU, residual adds) in place
+    over values nobody else reads; the logits are those of the plan switched off, and the input is untouched."""
+    from modelpack.torch.build import SpecModule
+
+    build, make_inputs, fixed = MODELS["llama"]
+    torch.manual_seed(0)
+    modelpack.export(build().eval(), tmp_path / "m.mpk", {**make_inputs(2, 8), **fixed})
+    rebuilt = modelpack.load_model(tmp_path / "m.mpk")
+    assert {s.what for s in rebuilt._steps if s.name in rebuilt._inplace} >= {"aten.mul.Tensor", "aten.silu",
+                                                                               "aten.rsqrt", "aten.add.Tensor"}
+    inputs = make_inputs(3, 5)
+    before = inputs["input_ids"].clone()
+    with torch.no_grad():
+        got = rebuilt(**inputs)["logits"]
+        with monkeypatch.context() as m:
+            m.setattr(SpecModule, "_inplace", property(lambda self: {}))
+            expected = rebuilt(**inputs)["logits"]
+    assert torch.equal(got, expected) and torch.equal(inputs["input_ids"], before)
