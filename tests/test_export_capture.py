@@ -191,3 +191,27 @@ def test_default_capture_records_no_bound_so_batch_one_runs(tmp_path) -> None:
     assert "sizes" not in parse_yaml(read_spec_text(tmp_path / "m.mpk"))[0]
     x = torch.randn(1, 1, 4)
     assert torch.equal(modelpack.load_model(tmp_path / "m.mpk")(x), model(x))
+
+
+class _SameNames(nn.Module):
+    """Modules named like the ops they run (`lstm`, `linear`): an op node may not take a module's name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(4, 6, batch_first=True)
+        self.linear = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y, _ = self.lstm(x)
+        return F.linear(y, self.linear.weight) + self.linear(y)
+
+
+def test_op_nodes_never_take_a_module_path_as_their_name(tmp_path) -> None:
+    torch.manual_seed(0)
+    model, x = _SameNames().eval(), torch.randn(2, 5, 4)
+    modelpack.export(model, tmp_path / "m.mpk", x, capture="export")
+    names = [n["name"] for n in parse_yaml(read_spec_text(tmp_path / "m.mpk"))[0]["nodes"]]
+    assert "lstm" not in names and "linear" not in names and "lstm.weight_ih_l0" in names
+    rebuilt = modelpack.load_model(tmp_path / "m.mpk")
+    assert list(rebuilt.state_dict()) == list(model.state_dict())
+    assert torch.equal(rebuilt(x), model(x))

@@ -115,6 +115,10 @@ class _Converter:
         self.sizes: dict[str, str] = {}
         self.outputs: list[str] | dict[str, str] = []
         self.state = dict(model.state_dict(keep_vars=True))
+        # module paths and every dotted prefix of a tensor's key: an op named `lstm` beside the
+        # Parameter `lstm.weight_ih_l0` would make one name both a node and a parent
+        self.reserved = {".".join(parts[:i]) for key in (*self.state, *dict(model.named_modules()))
+                         if key for parts in [key.split(".")] for i in range(1, len(parts) + 1)}
 
     # ------------------------------------------------------------------ walk
 
@@ -307,7 +311,7 @@ class _Converter:
         if name_problem(base):  # fx names ops after their target: `to`, `float` would shadow Module attributes
             base = f"{base}_op"
         name, i = base, 1
-        while name in self.meta:
+        while name in self.meta or name in self.reserved:
             name, i = f"{base}_{i}", i + 1
         return name
 
