@@ -215,3 +215,30 @@ def test_op_nodes_never_take_a_module_path_as_their_name(tmp_path) -> None:
     rebuilt = modelpack.load_model(tmp_path / "m.mpk")
     assert list(rebuilt.state_dict()) == list(model.state_dict())
     assert torch.equal(rebuilt(x), model(x))
+
+
+class _Encoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(30, 16)
+        self.encoder = nn.TransformerEncoderLayer(16, 2, dim_feedforward=32, dropout=0.0, batch_first=True)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(self.embed(tokens)).mean(dim=1))
+
+
+def test_a_layer_whose_ops_share_sizes_with_the_rest_still_folds(tmp_path) -> None:
+    """The encoder layer's reshapes compute batch*seq, which ops after it reuse; sizes are read from the
+    inputs, so the call folds into one TransformerEncoderLayer node and its fast kernel runs again."""
+    torch.manual_seed(0)
+    model = _Encoder().eval()
+    modelpack.export(model, tmp_path / "m.mpk", torch.randint(0, 30, (2, 7)), capture="export")
+    nodes = parse_yaml(read_spec_text(tmp_path / "m.mpk"))[0]["nodes"]
+    assert [n["name"] for n in nodes if n.get("layer") == "TransformerEncoderLayer"] == ["encoder"]
+    assert all(n["in"][0] == "tokens" for n in nodes if n.get("op") == "size")  # sizes come from the input
+    rebuilt = modelpack.load_model(tmp_path / "m.mpk")
+    for shape in ((2, 7), (3, 4)):
+        tokens = torch.randint(0, 30, shape)
+        with torch.no_grad():
+            assert torch.equal(rebuilt(tokens), model(tokens)), shape

@@ -113,6 +113,8 @@ class _Converter:
         self.sources: dict[str, str] = {}
         self.extra_state: dict[str, torch.Tensor] = {}
         self.sizes: dict[str, str] = {}
+        self.symbol_at: dict[str, tuple[str, int]] = {}  # symbol -> (input, dim) where it first appears
+        self.size_nodes: dict[tuple[str, int], str] = {}  # (input, dim) -> its one size node
         self.outputs: list[str] | dict[str, str] = []
         self.state = dict(model.state_dict(keep_vars=True))
         # module paths and every dotted prefix of a tensor's key: an op named `lstm` beside the
@@ -157,11 +159,34 @@ class _Converter:
                 name = next(user, None)
                 if node is not None:
                     self.value[node] = name if name is not None else getattr(spec.arg, "value", None)
+                    if name is not None:
+                        self._input_sizes(node, name)
             elif spec.kind in (InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR):
                 self.value[node] = _StateRef(spec.target, spec.kind, spec.persistent)
             else:
                 raise ExportError(f"the exported program has a {spec.kind.name} input ({spec.target}); "
                                   "modelpack cannot carry it")
+
+    def _input_sizes(self, node: fx.Node, name: str) -> None:
+        """Where each symbolic size first appears among the inputs: symbol -> (input, dim)."""
+        val = node.meta.get("val")
+        for d, size in enumerate(getattr(val, "shape", ())):
+            expr = getattr(getattr(size, "node", None), "expr", None)
+            if expr is not None and getattr(expr, "is_Symbol", False):
+                self.symbol_at.setdefault(str(expr), (name, d))
+
+    def _size(self, node: fx.Node) -> None:
+        """``x.size(d)``: read from the input that first has that size, one node per size, so a size
+        never hangs on an intermediate value (a layer call that computes one can still fold)."""
+        expr = getattr(getattr(node.meta.get("val"), "node", None), "expr", None)
+        where = self.symbol_at.get(str(expr)) if expr is not None else None
+        if where is None:
+            self._add(node, "size", [self._ref(node.args[0])], {"dim": node.args[1]})
+        elif where in self.size_nodes:
+            self.value[node] = self.size_nodes[where]
+        else:
+            self._add(node, "size", [where[0]], {"dim": where[1]})
+            self.size_nodes[where] = self.value[node]
 
     def _state(self, ref: "_StateRef") -> str:
         """The Parameter/Buffer node of a state tensor, added at its first use."""
@@ -215,7 +240,7 @@ class _Converter:
             self.value[node] = self._ref(node.args[0])
             return
         if row == "aten.sym_size.int":
-            self._add(node, "size", [self._ref(node.args[0])], {"dim": node.args[1]})
+            self._size(node)
             return
         if row in _SAME_AS:  # another name for a table op with the same schema and kernel
             target = getattr(torch.ops.aten, _SAME_AS[row]).default

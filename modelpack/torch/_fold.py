@@ -26,6 +26,9 @@ from .build import arg_refs
 __all__ = ["fold_layers"]
 
 _STATE = ("Parameter", "Buffer")
+# the capture's SymInt nodes (sizes and their arithmetic): not tensors a layer takes or gives, so a
+# layer call may read them from outside, and the ones computed inside stay for whoever reads them
+_SIZE_OPS = frozenset({"size", "add", "sub", "mul", "div", "neg", "pow"})
 
 
 def fold_layers(nodes: list[dict[str, Any]], meta: Mapping[str, dict[str, Any]], model: nn.Module,
@@ -41,8 +44,12 @@ def fold_layers(nodes: list[dict[str, Any]], meta: Mapping[str, dict[str, Any]],
     readers = _readers(nodes)
     taken = {n["name"] for n in nodes}
     by_name = {n["name"]: n for n in nodes}
-    found = [(members, _fold(path, members, modules[path], by_name, readers, outputs, taken, calls[path], tensors))
-             for path, members in groups]
+    found = []
+    for path, members in groups:
+        ops = _foldable(members, by_name, readers, outputs)
+        if ops:
+            found.append((ops, _fold(path, ops, modules[path], by_name, readers, outputs, taken, calls[path],
+                                     tensors)))
     folds = [(members, f) for members, f in found if f is not None]
     # a state node leaves the spec only with every call that reads it folded into a layer owning it
     # (tied weights: the embedding and the output projection each own the one tensor under their key)
@@ -88,6 +95,23 @@ def _groups(nodes: list[dict[str, Any]], meta: Mapping[str, dict[str, Any]],
     return groups
 
 
+def _foldable(members: list[str], by_name: Mapping[str, dict[str, Any]], readers: Mapping[str, set[str]],
+              outputs: set[str]) -> list[str]:
+    """The call's nodes that folding removes: all but the sizes read after it (and the sizes those need),
+    which stay; [] when such a size is computed from one of the call's tensors (it could not stay)."""
+    group = set(members)
+    keep = [m for m in members if by_name[m].get("op") in _SIZE_OPS and (readers.get(m, set()) - group or m in outputs)]
+    todo, kept = list(keep), set(keep)
+    while todo:
+        for name in _reads(by_name[todo.pop()]):
+            if name in group and name not in kept:
+                if by_name[name].get("op") not in _SIZE_OPS and by_name[name].get("op") != "scalar":
+                    return []
+                kept.add(name)
+                todo.append(name)
+    return [m for m in members if m not in kept]
+
+
 def _layer_call(stack: Mapping[str, Any], modules: Mapping[str, nn.Module]) -> tuple[str, str] | None:
     """The outermost module in the stack whose exact class is a vocabulary layer: (stack key, path)."""
     for key, (path, _) in stack.items():
@@ -123,7 +147,8 @@ def _fold(path: str, members: list[str], module: nn.Module, by_name: Mapping[str
     owned = [t for t in module.state_dict(keep_vars=True).values()]
     if any(not any(tensors.get(name) is t for t in owned) for name in state):
         return None  # reads a tensor that is not its own (under its key, or tied to it under another)
-    external = {name for m in members for name in _reads(by_name[m]) if name not in group and name not in state}
+    external = {name for m in members for name in _reads(by_name[m])
+                if name not in group and name not in state and by_name.get(name, {}).get("op") not in _SIZE_OPS}
     produced = [m for m in members if (readers.get(m, set()) - group) or m in outputs]
     if len(external) != 1 or len(produced) != 1:
         return None
