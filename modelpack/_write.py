@@ -18,7 +18,7 @@ from . import _fs, limits, manifest, split, tree
 from ._gc import paused_gc
 from ._zipwrite import ZipWriter
 from .codec import CopiedArray, DType, RawArray, nbytes_of, npy_header, numpy_payload
-from .errors import FormatError, LimitError, UnsupportedObjectError
+from .errors import FormatError, LimitError, ModelPackError, UnsupportedObjectError
 
 __all__ = ["write_pack", "Progress", "limits_at_save"]
 
@@ -75,9 +75,12 @@ def _payloads(leaves: list[tree.Leaf]) -> list[_Payload]:
         if leaf.kind != "torch" or isinstance(leaf.value, (RawArray, CopiedArray)):
             out.append((leaf, *_payload(leaf)))
             continue
-        where = leaf.where or leaf.name
-        row, shape, view = torch_plan_view(leaf.value, where=where)
+        try:
+            row, shape, view = torch_plan_view(leaf.value)
+        except ModelPackError as e:  # the object's path, built only now
+            raise e.with_context(where=leaf.where or leaf.name)
         if view is None:
+            where = leaf.where or leaf.name
             out.append((leaf, row, shape, functools.partial(_copied, torch_payload, leaf.value, where)))
         else:
             out.append((leaf, row, shape, view))
