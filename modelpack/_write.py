@@ -271,16 +271,7 @@ def _write_members(zw: ZipWriter, tree_json: Any, payloads: list[_Payload], meta
     for item in payloads:  # may be a generator (stream_pack): drop each tensor before the next is made
         entries.append(_write_tensor(zw, *item, bar, sha256, streamed=not isinstance(payloads, list)))
         del item
-    body: dict[str, Any] = {
-        "format": manifest.FORMAT,
-        "version": manifest.VERSION,
-        "metadata": meta,
-        "tensors": entries,
-        "tree": tree_json,
-    }
-    if shards is not None:
-        body[split.SHARDS_KEY] = shards
-    blob = manifest.dumps(body)
+    blob = manifest.dumps_pack(meta, entries, tree_json, shards)
     with limits_at_save():
         manifest.check_member_size(manifest.MANIFEST, len(blob))
         manifest.check_containers(blob)
@@ -291,8 +282,8 @@ def _write_members(zw: ZipWriter, tree_json: Any, payloads: list[_Payload], meta
 
 def _write_tensor(zw: ZipWriter, leaf: tree.Leaf, row: DType, shape: tuple[int, ...],
                   data: "memoryview | CopiedArray | Callable[[], memoryview]", bar: Progress, sha256: bool,
-                  streamed: bool = False) -> dict[str, Any]:
-    """One tensor member and its manifest entry. A copy made here, or a streamed tensor (made for this
+                  streamed: bool = False) -> str:
+    """One tensor member and its manifest entry (as JSON text). A copy made here, or a streamed tensor (made for this
     write), is in the file before the next one is made when it is big: one such tensor in memory at a time.
     A CopiedArray's bytes go file to file (see ``ZipWriter.add_copied``)."""
     head = npy_header(row.descr, shape)
@@ -308,16 +299,5 @@ def _write_tensor(zw: ZipWriter, leaf: tree.Leaf, row: DType, shape: tuple[int, 
         member = zw.add(f"{leaf.name}.npy", head, data, align=True, progress=bar.update, sha256=sha256)
         if (copied or streamed) and data.nbytes >= _COPY_SETTLE:  # type: ignore[union-attr]
             zw.settle()  # small ones wait in one gathered batch at most
-    entry = {
-        "name": leaf.name,
-        "member": member.name,
-        "dtype": row.name,
-        "shape": list(shape),
-        "kind": leaf.kind,
-        "offset": member.data_offset + len(head),
-        "nbytes": data.nbytes,
-        "crc32": f"{member.crc:08x}",
-    }
-    if member.sha256 is not None:
-        entry[manifest.SHA256] = member.sha256
-    return entry
+    return manifest.entry_text(leaf.name, member.name, row.name, shape, leaf.kind, member.data_offset + len(head),
+                               data.nbytes, member.crc, member.sha256)
