@@ -239,7 +239,8 @@ def _write_split(path: str, tree_json: Any, payloads: Iterable[_Payload], tensor
         target = os.path.join(folder, file)
         part = itertools.islice(items, len(group))
         blob = _write_one(target, shard_tree, part, {}, None, bar, force_zip64, sha256=sha256)  # type: ignore[arg-type]
-        rows.append({"file": file, "size": os.stat(target).st_size, "sha256": split.manifest_digest(blob)})
+        rows.append({"file": file, "size": os.stat(target).st_size, "sha256": split.manifest_digest(blob),
+                     "tensors": [tensor_names[i] for i in group]})
     next(items, None)  # a stream checks its count once exhausted
     _write_one(path, tree_json, [], meta, spec, bar, force_zip64, shards=rows)
 
