@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -89,8 +90,8 @@ class Pack(Mapping[str, Any]):
     the spec; tensors are read (or mapped) one by one when asked for. A split
     pack's index lists every tensor's name and shard, so a shard is opened, and
     checked against the index, when one of its tensors (or ``entries``) is
-    first asked for; ``verify`` checks every shard. A remote source checks a member's local header
-    when that member is first read. The pack is closed by ``close()``, by
+    first asked for; ``verify`` checks every shard. A remote source checks a
+    member's local header when that member is first read. The pack is closed by ``close()``, by
     ``with``, or when garbage collected; tensors handed out stay valid.
     """
 
@@ -103,6 +104,7 @@ class Pack(Mapping[str, Any]):
         self._where_is: dict[str, int] = {}  # a split index's tensor name -> its row
         self._joined = True  # every shard's entries are in self._entries
         self._closed = False
+        self._opening = threading.Lock()  # two threads first using one shard open it once
         self._header_checked: set[str] = set()
         try:
             with paused_gc():
@@ -164,14 +166,18 @@ class Pack(Mapping[str, Any]):
     def _shard(self, i: int) -> "Pack":
         """Shard ``i``, opened and bound to its row at its first use (a clear error naming it otherwise)."""
         shard = self._opened[i]
-        if shard is None:
-            if self._closed:
-                raise ValueError(f"{self.path} is closed")
-            try:
-                shard = split.open_shard(self, self._rows[i], Pack)
-            except ModelPackError as e:
-                raise e.with_context(source=self.path)
-            self._opened[i] = shard
+        if shard is not None:
+            return shard
+        with self._opening:
+            shard = self._opened[i]
+            if shard is None:
+                if self._closed:
+                    raise ValueError(f"{self.path} is closed")
+                try:
+                    shard = split.open_shard(self, self._rows[i], Pack)
+                except ModelPackError as e:
+                    raise e.with_context(source=self.path)
+                self._opened[i] = shard
         return shard
 
     @property
@@ -456,7 +462,8 @@ class Pack(Mapping[str, Any]):
     def close(self) -> None:
         """Release the file (and every shard's); tensors already handed out stay valid (they keep the map)."""
         self._map = None
-        self._closed = True
+        with self._opening:  # no shard is opened after this
+            self._closed = True
         for shard in self._opened:
             if shard is not None:
                 shard.close()
