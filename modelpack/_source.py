@@ -79,6 +79,9 @@ class Source:
             where="manifest.json.shards",
         )
 
+    def hold_folder(self) -> None:
+        """Fix where :meth:`sibling` looks, for shards opened later (local files; URLs are absolute)."""
+
     def close(self) -> None:
         pass
 
@@ -94,6 +97,7 @@ class FileSource(Source):
         self._fd: int | None = _open_regular_file(self.name, nofollow)
         self._closer = weakref.finalize(self, os.close, self._fd)  # dropped without close(): fd freed
         self.size = os.fstat(self._fd).st_size
+        self._folder: str | None = None
 
     @property
     def fd(self) -> int:
@@ -116,8 +120,13 @@ class FileSource(Source):
     def sibling(self, name: str) -> Source:
         if not SHARD_NAME_RE.fullmatch(name) or ".." in name:
             raise FormatError(f"shard name {name[:80]!r} is not a plain file name", where="manifest.json.shards")
-        folder = os.path.dirname(self.name)
-        return FileSource(os.path.join(folder, name), nofollow=True)
+        if self._folder is None:
+            self.hold_folder()
+        return FileSource(os.path.join(self._folder, name), nofollow=True)  # type: ignore[arg-type]
+
+    def hold_folder(self) -> None:
+        """Fix the folder shards are found in now (an index opens them later; the working folder may change)."""
+        self._folder = os.path.dirname(os.path.abspath(self.name))
 
     def close(self) -> None:
         self._fd = None

@@ -18,7 +18,7 @@ from . import _fs, limits, manifest, split, tree
 from ._gc import paused_gc
 from ._zipwrite import ZipWriter
 from .codec import CopiedArray, DType, RawArray, nbytes_of, npy_header, numpy_payload
-from .errors import FormatError, LimitError, UnsupportedObjectError
+from .errors import FormatError, LimitError, ModelPackError, UnsupportedObjectError
 
 __all__ = ["write_pack", "Progress", "limits_at_save"]
 
@@ -75,9 +75,12 @@ def _payloads(leaves: list[tree.Leaf]) -> list[_Payload]:
         if leaf.kind != "torch" or isinstance(leaf.value, (RawArray, CopiedArray)):
             out.append((leaf, *_payload(leaf)))
             continue
-        where = leaf.where or leaf.name
-        row, shape, view = torch_plan_view(leaf.value, where=where)
+        try:
+            row, shape, view = torch_plan_view(leaf.value)
+        except ModelPackError as e:  # the object's path, built only now
+            raise e.with_context(where=leaf.where or leaf.name)
         if view is None:
+            where = leaf.where or leaf.name
             out.append((leaf, row, shape, functools.partial(_copied, torch_payload, leaf.value, where)))
         else:
             out.append((leaf, row, shape, view))
@@ -236,7 +239,8 @@ def _write_split(path: str, tree_json: Any, payloads: Iterable[_Payload], tensor
         target = os.path.join(folder, file)
         part = itertools.islice(items, len(group))
         blob = _write_one(target, shard_tree, part, {}, None, bar, force_zip64, sha256=sha256)  # type: ignore[arg-type]
-        rows.append({"file": file, "size": os.stat(target).st_size, "sha256": split.manifest_digest(blob)})
+        rows.append({"file": file, "size": os.stat(target).st_size, "sha256": split.manifest_digest(blob),
+                     "tensors": [tensor_names[i] for i in group]})
     next(items, None)  # a stream checks its count once exhausted
     _write_one(path, tree_json, [], meta, spec, bar, force_zip64, shards=rows)
 
@@ -268,16 +272,7 @@ def _write_members(zw: ZipWriter, tree_json: Any, payloads: list[_Payload], meta
     for item in payloads:  # may be a generator (stream_pack): drop each tensor before the next is made
         entries.append(_write_tensor(zw, *item, bar, sha256, streamed=not isinstance(payloads, list)))
         del item
-    body: dict[str, Any] = {
-        "format": manifest.FORMAT,
-        "version": manifest.VERSION,
-        "metadata": meta,
-        "tensors": entries,
-        "tree": tree_json,
-    }
-    if shards is not None:
-        body[split.SHARDS_KEY] = shards
-    blob = manifest.dumps(body)
+    blob = manifest.dumps_pack(meta, entries, tree_json, shards)
     with limits_at_save():
         manifest.check_member_size(manifest.MANIFEST, len(blob))
         manifest.check_containers(blob)
@@ -288,8 +283,8 @@ def _write_members(zw: ZipWriter, tree_json: Any, payloads: list[_Payload], meta
 
 def _write_tensor(zw: ZipWriter, leaf: tree.Leaf, row: DType, shape: tuple[int, ...],
                   data: "memoryview | CopiedArray | Callable[[], memoryview]", bar: Progress, sha256: bool,
-                  streamed: bool = False) -> dict[str, Any]:
-    """One tensor member and its manifest entry. A copy made here, or a streamed tensor (made for this
+                  streamed: bool = False) -> str:
+    """One tensor member and its manifest entry (as JSON text). A copy made here, or a streamed tensor (made for this
     write), is in the file before the next one is made when it is big: one such tensor in memory at a time.
     A CopiedArray's bytes go file to file (see ``ZipWriter.add_copied``)."""
     head = npy_header(row.descr, shape)
@@ -305,16 +300,5 @@ def _write_tensor(zw: ZipWriter, leaf: tree.Leaf, row: DType, shape: tuple[int, 
         member = zw.add(f"{leaf.name}.npy", head, data, align=True, progress=bar.update, sha256=sha256)
         if (copied or streamed) and data.nbytes >= _COPY_SETTLE:  # type: ignore[union-attr]
             zw.settle()  # small ones wait in one gathered batch at most
-    entry = {
-        "name": leaf.name,
-        "member": member.name,
-        "dtype": row.name,
-        "shape": list(shape),
-        "kind": leaf.kind,
-        "offset": member.data_offset + len(head),
-        "nbytes": data.nbytes,
-        "crc32": f"{member.crc:08x}",
-    }
-    if member.sha256 is not None:
-        entry[manifest.SHA256] = member.sha256
-    return entry
+    return manifest.entry_text(leaf.name, member.name, row.name, shape, leaf.kind, member.data_offset + len(head),
+                               data.nbytes, member.crc, member.sha256)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -86,9 +87,11 @@ class Pack(Mapping[str, Any]):
     ``items``, ``in``, ``len``). ``source`` is a path, a URL (``http(s)://``,
     or any fsspec URL), bytes, or a readable seekable binary file object.
     Construction reads only the zip directory, local headers, the manifest and
-    the spec (of every shard, for a split pack); tensors are read (or mapped)
-    one by one when asked for. A remote source checks a member's local header
-    when that member is first read. The pack is closed by ``close()``, by
+    the spec; tensors are read (or mapped) one by one when asked for. A split
+    pack's index lists every tensor's name and shard, so a shard is opened, and
+    checked against the index, when one of its tensors (or ``entries``) is
+    first asked for; ``verify`` checks every shard. A remote source checks a
+    member's local header when that member is first read. The pack is closed by ``close()``, by
     ``with``, or when garbage collected; tensors handed out stay valid.
     """
 
@@ -96,8 +99,12 @@ class Pack(Mapping[str, Any]):
         self.source: Source = open_source(source)
         self.path = self.source.name
         self._map: np.ndarray | None = None
-        self.shards: list[Pack] = []
-        self._owner: dict[str, Pack] = {}
+        self._rows: list[dict[str, Any]] = []  # a split index's shard rows, and each shard once opened
+        self._opened: list[Pack | None] = []
+        self._where_is: dict[str, int] = {}  # a split index's tensor name -> its row
+        self._joined = True  # every shard's entries are in self._entries
+        self._closed = False
+        self._opening = threading.Lock()  # two threads first using one shard open it once
         self._header_checked: set[str] = set()
         try:
             with paused_gc():
@@ -124,10 +131,11 @@ class Pack(Mapping[str, Any]):
         self.manifest_sha256 = split.manifest_digest(blob)
         self.manifest: dict[str, Any] = manifest.parse(blob)
         self._tensor_members = manifest.check(self.manifest, members)
-        self.entries: dict[str, dict[str, Any]] = {e["name"]: e for e in self.manifest["tensors"]}
+        self._entries: dict[str, dict[str, Any]] = {e["name"]: e for e in self.manifest["tensors"]}
+        self._names: Mapping[str, Any] = self._entries  # every tensor name, in file order
         if not self.source.lazy_headers:
             members_of = self._tensor_members
-            for name, entry in self.entries.items():
+            for name, entry in self._entries.items():
                 m = members_of[name]
                 row = DTYPES[entry["dtype"]]  # manifest.check proved the name is in the table
                 head = npy_header(row.descr, entry["shape"])
@@ -139,14 +147,52 @@ class Pack(Mapping[str, Any]):
             self._join_shards()
 
     def _join_shards(self) -> None:
-        self.shards = split.open_shards(self, Pack)
-        for shard in self.shards:
-            for name, entry in shard.entries.items():
-                if name in self.entries:
-                    raise FormatError(f"tensor {name!r} is in two shards", where=f"shard {shard.path!r}")
-                self.entries[name] = entry
-                self._owner[name] = shard
-        manifest.check_tree(self.manifest["tree"], self.entries)
+        if self.manifest["tensors"]:
+            raise FormatError("the index of a split pack holds no tensors of its own", where="manifest.json.tensors")
+        self._rows = split.check_shards(self.manifest[split.SHARDS_KEY])
+        self._opened = [None] * len(self._rows)
+        self.source.hold_folder()
+        where_is = split.tensor_shards(self._rows)
+        if where_is is None:  # an index that lists no names: every shard opened now to learn them
+            where_is = {}
+            for i, row in enumerate(self._rows):
+                for name in self._shard(i)._entries:
+                    if name in where_is:
+                        raise FormatError(f"tensor {name!r} is in two shards", where=f"shard {row['file']!r}")
+                    where_is[name] = i
+        self._where_is, self._names, self._joined = where_is, where_is, False
+        manifest.check_tree(self.manifest["tree"], where_is)
+
+    def _shard(self, i: int) -> "Pack":
+        """Shard ``i``, opened and bound to its row at its first use (a clear error naming it otherwise)."""
+        shard = self._opened[i]
+        if shard is not None:
+            return shard
+        with self._opening:
+            shard = self._opened[i]
+            if shard is None:
+                if self._closed:
+                    raise ValueError(f"{self.path} is closed")
+                try:
+                    shard = split.open_shard(self, self._rows[i], Pack)
+                except ModelPackError as e:
+                    raise e.with_context(source=self.path)
+                self._opened[i] = shard
+        return shard
+
+    @property
+    def entries(self) -> dict[str, dict[str, Any]]:
+        """Every tensor's manifest entry by name (a split pack's: each shard opened, once, to read them)."""
+        if not self._joined:
+            for i in range(len(self._rows)):
+                self._entries.update(self._shard(i)._entries)
+            self._joined = True
+        return self._entries
+
+    @property
+    def shards(self) -> list["Pack"]:
+        """A split pack's shards, every one opened and checked; ``[]`` for a single file."""
+        return [self._shard(i) for i in range(len(self._rows))]
 
     def _member_bytes(self, m: Member, size: int) -> bytes:
         """The first ``size`` bytes of a member's data; a lazily placed member's header is checked first."""
@@ -190,7 +236,7 @@ class Pack(Mapping[str, Any]):
         if self.source.lazy_headers and m.name not in self._header_checked:
             self.source.prefetch(m.header_offset, m.data_offset + m.size)  # header and data: one request
             try:
-                self._check_npy_header(self.entries[name], m)
+                self._check_npy_header(self._entries[name], m)
             except ModelPackError as e:
                 raise e.with_context(source=self.path)
 
@@ -212,21 +258,21 @@ class Pack(Mapping[str, Any]):
         return dict(self.manifest["metadata"])
 
     def keys(self) -> list[str]:  # type: ignore[override]  # a list, as before Pack was a Mapping
-        """Tensor names, in file order."""
-        return list(self.entries)
+        """Tensor names, in file order (a split pack's from its index: no shard opened)."""
+        return list(self._names)
 
     # identity, not Mapping's value comparison (which would read every tensor)
     __eq__ = object.__eq__
     __hash__ = object.__hash__
 
     def __contains__(self, name: object) -> bool:
-        return name in self.entries
+        return name in self._names
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return len(self._names)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.entries)
+        return iter(self._names)
 
     def __getitem__(self, name: str) -> Any:
         return self.tensor(name)
@@ -240,9 +286,12 @@ class Pack(Mapping[str, Any]):
         a numpy array); ``"auto"`` or None keeps the file's dtype.
         ``map_location`` moves a torch tensor.
         """
-        entry = self.entries.get(name)
+        if name in self._where_is:
+            return self._shard(self._where_is[name]).tensor(name, mmap=mmap, map_location=map_location, dtype=dtype,
+                                                            framework=framework)
+        entry = self._entries.get(name)
         if entry is None:
-            raise KeyError(f"no tensor {name!r} in {self.path}; it has {len(self.entries)} tensors")
+            raise KeyError(f"no tensor {name!r} in {self.path}; it has {len(self._names)} tensors")
         row = dtype_by_name(entry["dtype"])
         arr = self.array(name, mmap=mmap)
         want = framework or ("torch" if entry["kind"] == "torch" else "numpy")
@@ -260,10 +309,9 @@ class Pack(Mapping[str, Any]):
 
     def array(self, name: str, *, mmap: bool = True) -> np.ndarray:
         """A tensor's stored bytes as numpy (raw unsigned bits for dtypes numpy lacks); no torch needed."""
-        owner = self._owner.get(name)
-        if owner is not None:
-            return owner.array(name, mmap=mmap)
-        entry = self.entries[name]
+        if name in self._where_is:
+            return self._shard(self._where_is[name]).array(name, mmap=mmap)
+        entry = self._entries[name]
         row = dtype_by_name(entry["dtype"])
         self._first_read(name)
         mapped = mmap and self._map_source()
@@ -295,7 +343,9 @@ class Pack(Mapping[str, Any]):
 
     def read_into(self, name: str, out: memoryview) -> None:
         """Read a tensor's stored bytes (C order) straight into ``out``, which must be exactly that long."""
-        entry = self.entries[name]
+        if name in self._where_is:
+            return self._shard(self._where_is[name]).read_into(name, out)
+        entry = self._entries[name]
         out = out.cast("B")
         if out.nbytes != entry["nbytes"]:
             raise ValueError(f"tensor {name!r} has {entry['nbytes']} bytes, the buffer {out.nbytes}")
@@ -339,10 +389,10 @@ class Pack(Mapping[str, Any]):
                device_map: Mapping[str, Any] | None = None, framework: str | None = None) -> dict[str, Any]:
         """``{name: tensor}`` for the tensors named (see :meth:`tensor`); unknown names are a KeyError."""
         names = [keys] if isinstance(keys, str) else list(keys)
-        missing = [n for n in names if n not in self.entries]
+        missing = [n for n in names if n not in self._names]
         if missing:
-            raise KeyError(f"no tensor {missing[0]!r} in {self.path}; it has {len(self.entries)} tensors, "
-                           f"e.g. {', '.join(list(self.entries)[:5])}")
+            raise KeyError(f"no tensor {missing[0]!r} in {self.path}; it has {len(self._names)} tensors, "
+                           f"e.g. {', '.join(list(self._names)[:5])}")
         out = {}
         for name in names:
             where = device_for(name, device_map) if device_map else map_location
@@ -356,14 +406,14 @@ class Pack(Mapping[str, Any]):
     def _all(self, mmap: bool) -> dict[str, Any]:
         """Every tensor as :meth:`tensor` gives it, in one pass: one size check and one lookup per tensor."""
         out: dict[str, Any] = {}
-        for shard in self.shards:
-            out.update(shard._all(mmap))
+        for i in range(len(self._rows)):
+            out.update(self._shard(i)._all(mmap))
         if not self._tensor_members:
             return out
         mapped = mmap and self._map_source()
         self._check_size(next(iter(self._tensor_members)))
         to_torch = None
-        lazy, whole, entries = self.source.lazy_headers, self._map, self.entries
+        lazy, whole, entries = self.source.lazy_headers, self._map, self._entries
         for name in self._tensor_members:
             if lazy:
                 self._first_read(name)  # a remote member's headers, checked (and its bytes fetched) first
@@ -393,7 +443,7 @@ class Pack(Mapping[str, Any]):
             for m in self.members.values():
                 if m.name in tensor_of:
                     self._first_read(tensor_of[m.name])  # a remote member: headers checked, bytes fetched once
-                entry = self.entries[tensor_of[m.name]] if m.name in tensor_of else None
+                entry = self._entries[tensor_of[m.name]] if m.name in tensor_of else None
                 want_sha = None if entry is None else entry.get(manifest.SHA256)
                 skip = 0 if entry is None else entry["offset"] - m.data_offset
                 crc, sha = _crc_range(self.source, m.data_offset, m.size, buf, bar, skip if want_sha else None)
@@ -412,8 +462,11 @@ class Pack(Mapping[str, Any]):
     def close(self) -> None:
         """Release the file (and every shard's); tensors already handed out stay valid (they keep the map)."""
         self._map = None
-        for shard in self.shards:
-            shard.close()
+        with self._opening:  # no shard is opened after this
+            self._closed = True
+        for shard in self._opened:
+            if shard is not None:
+                shard.close()
         self.source.close()
 
     def __enter__(self) -> "Pack":

@@ -50,6 +50,37 @@ def dumps(manifest: Mapping[str, Any]) -> bytes:
     return text.encode("ascii")
 
 
+_PLAIN_JSON = re.compile(r"[A-Za-z0-9_.\-]*")  # strings JSON writes as they are, between quotes
+
+
+def entry_text(name: str, member: str, dtype: str, shape: Sequence[int], kind: str, offset: int, nbytes: int,
+               crc: int, sha256: str | None = None) -> str:
+    """One tensor entry exactly as :func:`dumps` writes it, formatted directly (the writer's per-tensor cost).
+
+    Anything but plain names and int dims goes through ``json.dumps`` itself.
+    """
+    dims = [str(d) for d in shape if type(d) is int]
+    if len(dims) != len(shape) or not _PLAIN_JSON.fullmatch(name + member + dtype + kind):
+        entry = {"name": name, "member": member, "dtype": dtype, "shape": list(shape), "kind": kind,
+                 "offset": offset, "nbytes": nbytes, "crc32": f"{crc:08x}"}
+        if sha256 is not None:
+            entry[SHA256] = sha256
+        return dumps(entry).decode("ascii")
+    sha = "" if sha256 is None else f',"{SHA256}":"{sha256}"'
+    return (f'{{"name":"{name}","member":"{member}","dtype":"{dtype}","shape":[{",".join(dims)}],'
+            f'"kind":"{kind}","offset":{offset},"nbytes":{nbytes},"crc32":"{crc:08x}"{sha}}}')
+
+
+def dumps_pack(metadata: Mapping[str, str], entries: Sequence[str], tree_json: Any,
+               shards: list[dict[str, Any]] | None = None) -> bytes:
+    """:func:`dumps` of a whole manifest whose tensor entries are already text (:func:`entry_text`)."""
+    head = dumps({"format": FORMAT, "version": VERSION, "metadata": metadata})
+    tail: dict[str, Any] = {"tree": tree_json}
+    if shards is not None:
+        tail["shards"] = shards
+    return b"".join((head[:-1], b',"tensors":[', ",".join(entries).encode("ascii"), b"],", dumps(tail)[1:]))
+
+
 def check_member_size(member: str, size: int) -> None:
     """The cap on manifest.json or spec.yaml bytes: the reader checks it before reading, the writer before writing."""
     cap, what = _SIZE_CAPS[member]

@@ -7,6 +7,11 @@ file name, byte size and the SHA-256 of the shard's manifest bytes (which in tur
 tensor's CRC-32): a missing, truncated, swapped or foreign shard is refused by name. Shard
 names are plain file names in the index's folder; symbolic links are refused. Writing puts
 each shard atomically in place and the index last, one tensor in flight at a time.
+
+Each row also lists its shard's tensor names (``tensors``), so a reader knows
+every name and where it lives from the index alone: a shard is opened, and
+checked against its row, when one of its tensors is first asked for. An index
+without the lists (written before them) has every shard opened up front.
 """
 
 from __future__ import annotations
@@ -17,15 +22,17 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import limits
+from . import limits, tree
 from ._source import SHARD_NAME_RE
 from .errors import FormatError, IntegrityError, UnsupportedObjectError
 
 Pack = Any  # modelpack.api.Pack, which imports this module
-__all__ = ["parse_size", "plan_shards", "shard_names", "check_shards", "SHARDS_KEY", "manifest_digest"]
+__all__ = ["parse_size", "plan_shards", "shard_names", "check_shards", "tensor_shards", "open_shard", "SHARDS_KEY",
+           "manifest_digest"]
 
 SHARDS_KEY = "shards"
 _SHARD_KEYS = ("file", "size", "sha256")
+_NAMES_KEY = "tensors"  # optional in a row (every row or none): the shard's tensor names, in its order
 _WHERE = f"manifest.json.{SHARDS_KEY}"
 _SIZE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*", re.IGNORECASE)
 _UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
@@ -92,8 +99,9 @@ def check_shards(value: Any) -> list[dict[str, Any]]:
     seen: set[str] = set()
     for i, row in enumerate(value):
         where = f"{_WHERE}[{i}]"
-        if not isinstance(row, dict) or set(row) != set(_SHARD_KEYS):
-            raise FormatError(f"each shard must have exactly the keys {list(_SHARD_KEYS)}", where=where)
+        if not isinstance(row, dict) or set(row) - {_NAMES_KEY} != set(_SHARD_KEYS):
+            raise FormatError(f"each shard must have exactly the keys {list(_SHARD_KEYS)}, and optionally "
+                              f"{_NAMES_KEY!r}", where=where)
         name = row["file"]
         if not isinstance(name, str) or not SHARD_NAME_RE.fullmatch(name) or ".." in name:
             raise FormatError(f"shard file {str(name)[:80]!r} is not a plain .mpk file name in the index's "
@@ -105,26 +113,33 @@ def check_shards(value: Any) -> list[dict[str, Any]]:
             raise FormatError(f"shard size {str(row['size'])[:40]!r} is not a non-negative integer", where=where)
         if not isinstance(row["sha256"], str) or not _SHA_RE.fullmatch(row["sha256"]):
             raise FormatError("shard sha256 must be 64 lowercase hex digits", where=where)
+        if (_NAMES_KEY in row) != (_NAMES_KEY in value[0]):
+            raise FormatError(f"either every shard lists its {_NAMES_KEY!r} or none does", where=where)
     return value
 
 
-def open_shards(index: Pack, opener: Callable[[Any], Pack]) -> list[Pack]:
-    """Open and bind every shard of ``index``; tensors then resolve through the index."""
-    rows = check_shards(index.manifest[SHARDS_KEY])
-    if index.manifest["tensors"]:
-        raise FormatError("the index of a split pack holds no tensors of its own", where="manifest.json.tensors")
-    shards: list[Pack] = []
-    try:
-        for row in rows:
-            shards.append(_open_one(index, row, opener))
-    except BaseException:
-        for shard in shards:
-            shard.close()
-        raise
-    return shards
+def tensor_shards(rows: list[dict[str, Any]]) -> dict[str, int] | None:
+    """Tensor name -> index of its shard's row, in file order, from checked rows; None if they list no names."""
+    if _NAMES_KEY not in rows[0]:
+        return None
+    where_is: dict[str, int] = {}
+    for i, row in enumerate(rows):
+        names = row[_NAMES_KEY]
+        where = f"{_WHERE}[{i}].{_NAMES_KEY}"
+        if not isinstance(names, list):
+            raise FormatError("a shard's tensors must be a list of names", where=where)
+        limits.check("max_tensors", len(where_is) + len(names), where=_WHERE, what="number of tensors")
+        for name in names:
+            if not isinstance(name, str) or not tree.valid_name(name):
+                raise FormatError(f"{str(name)[:80]!r} is not a valid tensor name", where=where)
+            if name in where_is:
+                raise FormatError(f"tensor {name!r} is in two shards", where=where)
+            where_is[name] = i
+    return where_is
 
 
-def _open_one(index: Pack, row: dict[str, Any], opener: Callable[[Any], Pack]) -> Pack:
+def open_shard(index: Pack, row: dict[str, Any], opener: Callable[[Any], Pack]) -> Pack:
+    """Open one shard of ``index`` and check it against its row: size, manifest digest, tensor names."""
     name = row["file"]
     where = f"shard {name!r}"
     try:
@@ -144,4 +159,7 @@ def _open_one(index: Pack, row: dict[str, Any], opener: Callable[[Any], Pack]) -
     if SHARDS_KEY in shard.manifest:
         shard.close()
         raise FormatError(f"shard {name!r} is itself a split index; shards hold tensors only", where=where)
+    if _NAMES_KEY in row and row[_NAMES_KEY] != shard.keys():
+        shard.close()
+        raise FormatError(f"shard {name!r} does not hold the tensors the index lists for it", where=where)
     return shard

@@ -21,7 +21,6 @@ independent copies of the values each one shows.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 import struct
@@ -51,14 +50,26 @@ _SPARSE: Mapping[str, tuple[tuple[str, str], ...]] = {
 }
 
 
-@dataclasses.dataclass
 class Leaf:
-    """A tensor found in the tree: its manifest name, kind and the object itself."""
+    """A tensor found in the tree: its manifest name, kind ("torch", "numpy" or "numpy-scalar") and the object.
 
-    name: str
-    kind: str  # "torch", "numpy" or "numpy-scalar"
-    value: Any
-    where: str = ""  # the path in the saved object, for errors: obj['opt'][2]
+    ``where`` is its path in the saved object, for errors (``obj['opt'][2]``); from
+    ``encode`` it is built from the path tuple only when an error asks for it.
+    """
+
+    __slots__ = ("name", "kind", "value", "_where", "_path")
+
+    def __init__(self, name: str, kind: str, value: Any, where: str = "", *, path: tuple[Any, ...] | None = None):
+        self.name, self.kind, self.value, self._where, self._path = name, kind, value, where, path
+
+    @property
+    def where(self) -> str:
+        if not self._where and self._path is not None:
+            self._where = _path_str(self._path)
+        return self._where
+
+    def __repr__(self) -> str:
+        return f"Leaf(name={self.name!r}, kind={self.kind!r}, where={self.where!r})"
 
 
 def valid_name(name: str) -> bool:
@@ -175,13 +186,13 @@ class _Encoder:
             return self._by_identity[key]
         name = self._name_for(path)
         self._by_identity[key] = name
-        self.leaves.append(Leaf(name, kind, value, where or _path_str(path)))
+        self.leaves.append(Leaf(name, kind, value, where or "", path=path))
         if len(self.leaves) > self._max_tensors:
             limits.check("max_tensors", len(self.leaves), what="number of tensors")
         return name
 
     def _name_for(self, path: tuple[Any, ...]) -> str:
-        name = ".".join(p if type(p) is str else str(p) for p in path) or "tensor"
+        name = ".".join([p if type(p) is str else str(p) for p in path]) or "tensor"
         ok = (len(name) <= self._max_name and NAME_RE.fullmatch(name) and ".." not in name  # valid_name, caps read once
               and not name.endswith("."))
         if not ok or name.casefold() in self._names:
@@ -207,15 +218,23 @@ def _nonfinite(x: float) -> str:
     return "nan" if bits == _CANONICAL_NAN else f"0x{bits:016x}"
 
 
+_torch_names: tuple[Any, ...] | None = None  # torch's plain types, strided layout, functorch check: read once
+
+
 def _plain_torch(t: Any) -> bool:
     """A dense tensor (or Parameter) over ordinary memory, whose address identifies its values."""
-    torch = sys.modules["torch"]
+    global _torch_names
+    if _torch_names is None:
+        torch = sys.modules["torch"]
+        _torch_names = ((torch.Tensor, torch.nn.Parameter), torch.strided,
+                        torch._C._functorch.is_functorch_wrapped_tensor)
+    plain, strided, wrapped = _torch_names
     return (
-        type(t) in (torch.Tensor, torch.nn.Parameter)
-        and t.layout == torch.strided
+        type(t) in plain
+        and t.layout == strided
         and not (t.is_nested or t.is_quantized or t._is_zerotensor())
-        and not torch._C._functorch.is_functorch_wrapped_tensor(t)  # inside vmap/grad: no storage
-        and t.device.type != "meta"
+        and not wrapped(t)  # inside vmap/grad: no storage
+        and not t.is_meta
         and t.numel() > 0
     )
 
@@ -241,8 +260,8 @@ def tensor_key(value: Any) -> Hashable:
         "torch",
         value.device,
         value.data_ptr(),
-        tuple(value.shape),
-        tuple(value.stride()),
+        value.shape,  # a torch.Size: a tuple, hashed and compared as one
+        value.stride(),
         value.dtype,
         value.is_conj(),
         value.is_neg(),

@@ -50,6 +50,34 @@ def test_each_shard_is_a_pack_of_its_own(tmp_path):
     assert set(seen) == set(obj) and all(bits_equal(seen[k], obj[k]) for k in obj)
 
 
+def test_the_index_lists_each_shards_tensors_in_order(tmp_path):
+    obj = _tensors()
+    api.save(obj, tmp_path / "m.mpk", max_shard_size=9000)
+    with api.open(tmp_path / "m.mpk") as index:
+        rows = index.manifest["shards"]
+        listed = [name for row in rows for name in row["tensors"]]
+        assert listed == list(obj) == index.keys()
+        for row in rows:
+            with api.open(tmp_path / row["file"]) as shard:
+                assert shard.keys() == row["tensors"]
+
+
+def test_load_of_some_keys_opens_only_their_shards(tmp_path, monkeypatch):
+    obj = _tensors()
+    api.save(obj, tmp_path / "m.mpk", max_shard_size=9000)
+    opened = []
+    real = split.open_shard
+    monkeypatch.setattr(split, "open_shard", lambda index, row, opener: opened.append(row["file"]) or
+                        real(index, row, opener))
+    out = api.load(tmp_path / "m.mpk", keys=["layer9.weight", "layer8.weight"])
+    assert bits_equal(out["layer9.weight"], obj["layer9.weight"]) and opened == ["m-00005-of-00005.mpk"]
+    opened.clear()
+    with api.open(tmp_path / "m.mpk") as pack:
+        assert len(pack) == 10 and "layer0.weight" in pack and opened == []
+        pack.verify()
+    assert len(opened) == 5
+
+
 def test_fits_in_one_shard_writes_one_plain_file(tmp_path):
     api.save(_tensors(2), tmp_path / "m.mpk", max_shard_size="1GB")
     assert os.listdir(tmp_path) == ["m.mpk"]

@@ -19,6 +19,10 @@ _BY_TORCH: dict[torch.dtype, DType] = {
 # same-width integer dtypes: raw rows are copied and viewed through these (torch has no kernels for some)
 _CARRIER = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 _NESTED = "cannot save a nested tensor; save its components instead: list(t.unbind())"
+# looked up once: each costs an attribute walk per tensor otherwise (``t.device.type`` builds a string)
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+_STRIDED = torch.strided
+_WRAPPED = torch._C._functorch.is_functorch_wrapped_tensor
 
 
 def dtype_row(dtype: torch.dtype, *, where: str = "") -> DType:
@@ -61,20 +65,20 @@ def _subclass_refusal(t: torch.Tensor) -> str:
 
 def _refusal(t: torch.Tensor) -> str | None:
     """Why a tensor cannot be stored as one dense member, with what to do instead; None if it can."""
-    if type(t) not in (torch.Tensor, torch.nn.Parameter):
+    if type(t) not in _PLAIN:
         return _subclass_refusal(t)
     if t.is_nested:
         return _NESTED
-    if torch._C._functorch.is_functorch_wrapped_tensor(t):
+    if _WRAPPED(t):
         return "cannot save a tensor inside a torch.func transform (vmap, grad...); save it outside the transform"
     if t.is_quantized:
         return (
             f"cannot save a quantized tensor (dtype {t.dtype}); save t.dequantize(), "
             "or t.int_repr() together with its scale and zero point"
         )
-    if t.layout != torch.strided:
+    if t.layout != _STRIDED:
         return f"cannot save a {t.layout} tensor; only dense and sparse tensors: convert with t.to_dense()"
-    if t.device.type == "meta":
+    if t.is_meta:
         return (
             "cannot save a tensor on the meta device: it has a shape but no data; "
             "materialize it first (e.g. module.to_empty(device='cpu'), then load or initialize the weights)"
@@ -100,10 +104,11 @@ def torch_plan_view(t: torch.Tensor, *, where: str = "") -> tuple[DType, tuple[i
     if why is not None:
         raise UnsupportedObjectError(why, where=where or None)
     row = _BY_TORCH.get(t.dtype) or dtype_row(t.dtype, where=where)
-    if row.numpy_native and t.device.type == "cpu" and t.is_contiguous() and not (t.is_conj() or t.is_neg()):
-        # a byte view of the tensor's own memory, no torch view ops
-        view = memoryview(t.detach().numpy()).cast("B") if t.numel() else memoryview(b"")  # cast refuses 0 dims
-        return row, tuple(t.shape), view
+    if row.numpy_native and t.is_cpu and t.is_contiguous() and not (t.is_conj() or t.is_neg()):
+        # a byte view of the tensor's own memory, no torch view ops (detach only where numpy() needs it)
+        arr = (t.detach() if t.requires_grad else t).numpy()
+        view = memoryview(arr).cast("B") if arr.size else memoryview(b"")  # cast refuses empty arrays
+        return row, arr.shape, view
     return row, tuple(t.shape), None
 
 
