@@ -43,6 +43,7 @@ def _peak_live(model: SpecModule, *inputs: torch.Tensor) -> int:
         return run(step, env)
 
     model._run = spy  # type: ignore[method-assign]
+    model.__modelpack__.plain = tuple(None for _ in model._steps)  # every step through _run, so the spy sees it
     try:
         model(*inputs)
     finally:
