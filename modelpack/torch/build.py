@@ -54,9 +54,9 @@ _INPLACE_METHOD: dict[str, Any] = {
 _COMMUTATIVE = frozenset({"add", "mul", "aten.add.Tensor", "aten.mul.Tensor"})
 # producers whose output is always new memory (never a view of an input, a parameter or a cache);
 # MultiheadAttention: a tuple of new tensors (out_proj's output, the weights), read through getitem
-_FRESH_LAYERS = frozenset({"MultiheadAttention", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
+_FRESH_LAYERS = frozenset({"Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
                            "Linear", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm",
-                           "Embedding"})
+                           "Embedding", "MultiheadAttention"})
 _FRESH_OPS = frozenset({*_INPLACE_UNARY, *_INPLACE_METHOD, "gelu", "matmul", "linear", "cat", "softmax",
                         "log_softmax", "aten.mm", "aten.bmm", "aten.matmul", "aten.linear", "aten.cat",
                         "aten.mean.dim", "aten.softmax.int", "aten.scaled_dot_product_attention", "aten.cos",
@@ -64,7 +64,8 @@ _FRESH_OPS = frozenset({*_INPLACE_UNARY, *_INPLACE_METHOD, "gelu", "matmul", "li
 # outputs that alias their first input or part of it (views, in-place activations, eval-mode dropout, getitem)
 _PASSTHROUGH_LAYERS = frozenset({"ReLU", "ReLU6", "LeakyReLU", "ELU", "SiLU", "Mish", "Hardswish", "Hardsigmoid",
                                  "Dropout", "Dropout2d", "Identity", "Flatten", "Unflatten"})
-_PASSTHROUGH_OPS = frozenset({"getitem", "reshape", "flatten", "permute", "transpose", "unsqueeze", "squeeze", "dropout",
+_PASSTHROUGH_OPS = frozenset({"getitem", "reshape", "flatten", "permute", "transpose", "unsqueeze", "squeeze",
+                              "dropout",
                               "aten.view", "aten.reshape", "aten._unsafe_view", "aten.transpose.int",
                               "aten.unsqueeze", "aten.squeeze.dim", "aten.permute", "aten.flatten.using_ints"})
 
