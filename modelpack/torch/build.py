@@ -275,9 +275,11 @@ class SpecModule(nn.Module):
 
 
 def _plain(step: Step) -> str | None:
-    """"op" or "layer" when the eager loop may call the step directly: what ``_run`` would do for it
-    with none of its special cases (refs to resolve, a training flag, a device, a traced whole op,
-    a Parameter/Buffer read); None sends the step through ``_run``."""
+    """How the eager loop may call the step directly ("op" or "layer"), or None to go through ``_run``.
+
+    Direct means what ``_run`` does for the step when none of its special cases applies: no refs
+    to resolve, no training flag, no device, no traced whole op, no Parameter/Buffer read.
+    """
     if step.has_refs or step.variadic or step.device:
         return None
     if step.kind == "layer":
