@@ -20,9 +20,9 @@ transformers (the Llama-shaped ``LlamaForCausalLM`` of ``load_model.py --model
 llama``, float32, ``--llama-layers`` layers of width 2048, 32 tokens, no KV cache).
 A model the exporter cannot capture yet is reported as such, not hidden.
 Targets (issue 10): at most 1.0x eager latency and at most eager peak memory.
-Measured (docs/BENCHMARKS.md, ``--threads 1`` on 2 busy CPUs): Llama 0.91x,
-ResNet-50 1.00x, ViT-B/16 1.01x eager latency, peak memory below eager on all
-three. On a shared machine use ``--threads 1``: with two threads the ratios of
+Measured (docs/BENCHMARKS.md, ``--threads 1`` on 2 busy CPUs): Llama 0.94x,
+ResNet-50 0.93x, ViT-B/16 0.98x eager latency (CPU time 0.92x-0.99x; parity
+within noise between runs), peak memory below eager on all three. On a shared machine use ``--threads 1``: with two threads the ratios of
 one file swung from 0.5x to 2.5x between runs (OpenMP stalls).
 """
 

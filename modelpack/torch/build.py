@@ -50,18 +50,22 @@ _INPLACE_METHOD: dict[str, Any] = {
     "aten.pow.Tensor_Scalar": "pow_", "aten.neg": "neg_", "aten.rsqrt": "rsqrt_", "aten.sqrt": "sqrt_",
     "aten.exp": "exp_", "aten.sigmoid": "sigmoid_", "aten.tanh": "tanh_", "aten.relu": "relu_", "aten.abs": "abs_",
     "aten.silu": torch.ops.aten.silu_.default, "aten.gelu": torch.ops.aten.gelu_.default}
-# producers whose output is always new memory (never a view of an input, a parameter or a cache)
+# two-input rows whose inputs may trade places (the in-place write then goes into the second; see inplace_plan)
+_COMMUTATIVE = frozenset({"add", "mul", "aten.add.Tensor", "aten.mul.Tensor"})
+# producers whose output is always new memory (never a view of an input, a parameter or a cache);
+# MultiheadAttention: a tuple of new tensors (out_proj's output, the weights), read through getitem
 _FRESH_LAYERS = frozenset({"Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
                            "Linear", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm",
-                           "Embedding"})
+                           "Embedding", "MultiheadAttention"})
 _FRESH_OPS = frozenset({*_INPLACE_UNARY, *_INPLACE_METHOD, "gelu", "matmul", "linear", "cat", "softmax",
                         "log_softmax", "aten.mm", "aten.bmm", "aten.matmul", "aten.linear", "aten.cat",
                         "aten.mean.dim", "aten.softmax.int", "aten.scaled_dot_product_attention", "aten.cos",
                         "aten.sin", "aten.layer_norm", "aten.embedding"})
-# outputs that alias their first input (views, in-place activations, eval-mode dropout)
+# outputs that alias their first input or part of it (views, in-place activations, eval-mode dropout, getitem)
 _PASSTHROUGH_LAYERS = frozenset({"ReLU", "ReLU6", "LeakyReLU", "ELU", "SiLU", "Mish", "Hardswish", "Hardsigmoid",
                                  "Dropout", "Dropout2d", "Identity", "Flatten", "Unflatten"})
-_PASSTHROUGH_OPS = frozenset({"reshape", "flatten", "permute", "transpose", "unsqueeze", "squeeze", "dropout",
+_PASSTHROUGH_OPS = frozenset({"getitem", "reshape", "flatten", "permute", "transpose", "unsqueeze", "squeeze",
+                              "dropout",
                               "aten.view", "aten.reshape", "aten._unsafe_view", "aten.transpose.int",
                               "aten.unsqueeze", "aten.squeeze.dim", "aten.permute", "aten.flatten.using_ints"})
 
@@ -82,6 +86,9 @@ class Step(NamedTuple):
     device: str = ""  # ATen rows: "factory"/"input" when torch needs a device the file never stores
 
 
+Guard = tuple[tuple[tuple[str, ...], type], ...]  # the producing layers (path, class) an in-place claim relies on
+
+
 class Namespace(nn.Module):
     """An intermediate level of a dotted node name (``layer1`` of ``layer1.0.conv1``).
 
@@ -96,7 +103,8 @@ class Namespace(nn.Module):
 class _Interpreter:
     """What SpecModule's forward reads besides its children (see ``SpecModule.__init__``)."""
 
-    __slots__ = ("spec", "input_names", "steps", "output_keys", "output_refs", "release", "inplace", "bounds")
+    __slots__ = ("spec", "input_names", "steps", "output_keys", "output_refs", "release", "inplace", "bounds",
+                 "plain")
 
     def __init__(self, *values: Any) -> None:
         for name, value in zip(self.__slots__, values, strict=True):
@@ -124,7 +132,8 @@ class SpecModule(nn.Module):
             # names whose value is dead after each step: freed at once, so activations reuse warm
             # memory and the peak is the live set, not the sum of every intermediate value
             release_plan(steps, refs), inplace_plan(steps, refs),
-            size_bounds(spec))  # the sizes torch.export found the model supports, checked per call
+            size_bounds(spec),  # the sizes torch.export found the model supports, checked per call
+            tuple(_plain(step) for step in steps))  # the eager loop's shortcut (see _run_eager)
 
     # read through the reserved key (class-level properties: an instance attribute cannot hide them)
     spec = property(lambda self: self.__modelpack__.spec, doc="the expanded, validated spec")
@@ -157,14 +166,26 @@ class SpecModule(nn.Module):
         return self._collect(env)
 
     def _run_eager(self, env: dict[str, Any]) -> None:
-        """Like the compiled loop, but a failure says which node it came from (an exception note)."""
+        """Like the compiled loop, but a failure says which node it came from (an exception note).
+
+        Steps that need none of ``_run``'s cases (refs, training flag, device, tracing, state) are
+        called right here: the same callable with the same arguments, less Python per step.
+        """
         step = None
         try:
             inplace = self._inplace if not torch.is_grad_enabled() else {}
-            for step, dead in zip(self._steps, self._release):
-                guard = inplace.get(step.name)
-                if guard is not None and self._owned(guard, env[step.inputs[0]]):
-                    env[step.name] = _run_inplace(step, env)
+            state = self.__modelpack__
+            for step, dead, plain in zip(state.steps, state.release, state.plain):
+                claim = inplace.get(step.name) if inplace else None
+                if claim is not None and self._owned(claim[1], env[step.inputs[claim[0]]]):
+                    env[step.name] = _run_inplace(step, env, claim[0])
+                elif plain == "op":
+                    env[step.name] = step.fn(*[env[name] for name in step.inputs], *step.extra, **step.kwargs)
+                elif plain == "layer":
+                    module: nn.Module = self
+                    for part in step.path:
+                        module = module._modules[part]  # type: ignore[assignment]
+                    env[step.name] = module(*[env[name] for name in step.inputs], **step.kwargs)
                 else:
                     env[step.name] = self._run(step, env)
                 for name in dead:
@@ -206,7 +227,7 @@ class SpecModule(nn.Module):
             return tensor.device
         return torch.device("cpu")
 
-    def _owned(self, guard: tuple[tuple[tuple[str, ...], type], ...], value: Any) -> bool:
+    def _owned(self, guard: Guard, value: Any) -> bool:
         """The in-place plan still holds: the layers it relied on were not swapped, the value is a plain tensor."""
         if not isinstance(value, torch.Tensor) or value.requires_grad:
             return False
@@ -253,6 +274,21 @@ class SpecModule(nn.Module):
         return tuple(env[ref] for ref in self._output_refs)
 
 
+def _plain(step: Step) -> str | None:
+    """How the eager loop may call the step directly ("op" or "layer"), or None to go through ``_run``.
+
+    Direct means what ``_run`` does for the step when none of its special cases applies: no refs
+    to resolve, no training flag, no device, no traced whole op, no Parameter/Buffer read.
+    """
+    if step.has_refs or step.variadic or step.device:
+        return None
+    if step.kind == "layer":
+        return None if step.what in _STATE_LAYERS or step.extra else "layer"
+    if step.what in _TRAINING_OPS or step.what in _WHOLE_OPS:
+        return None
+    return "op"
+
+
 def release_plan(steps: Sequence[Step], outputs: Iterable[str]) -> tuple[tuple[str, ...], ...]:
     """For each step, the values no later step (nor the outputs) reads: safe to drop right after it.
 
@@ -276,12 +312,15 @@ def release_plan(steps: Sequence[Step], outputs: Iterable[str]) -> tuple[tuple[s
     return tuple(tuple(names) for names in plan)
 
 
-def inplace_plan(steps: Sequence[Step], outputs: Iterable[str]) -> dict[str, tuple[tuple[tuple[str, ...], type], ...]]:
-    """Op steps that may overwrite their first input: {step name: the layers that claim relies on}.
+def inplace_plan(steps: Sequence[Step], outputs: Iterable[str]) -> dict[str, tuple[int, Guard]]:
+    """Op steps that may overwrite an input: {step name: (which input, the layers that claim relies on)}.
 
     An op may run in place when its first input is a value no one else can
     observe: made fresh by its producer (or by a chain of views/in-place steps
-    over a fresh value), read by this step alone, and not an output. Only used
+    over a fresh value), read by this step alone, and not an output. A
+    commutative op (``add`` without ``alpha``, ``mul``) may instead write into
+    its second input when that one qualifies (the residual ``x + f(x)``): IEEE
+    addition and multiplication give the same bits either way round. Only used
     without autograd; the returned guard lists the producing layers and their
     classes, re-checked per call, so swapping a layer (``model.fc = nn.Identity()``)
     turns the claim off instead of overwriting someone's tensor.
@@ -292,44 +331,56 @@ def inplace_plan(steps: Sequence[Step], outputs: Iterable[str]) -> dict[str, tup
         names = list(step.inputs) + (list(arg_refs([step.extra, dict(step.kwargs)])) if step.has_refs else [])
         for name in names:
             readers[name] = readers.get(name, 0) + 1
-    owned: dict[str, tuple[tuple[tuple[str, ...], type], ...]] = {}  # exclusively owned value -> its guard
-    plan: dict[str, tuple[tuple[tuple[str, ...], type], ...]] = {}
+    owned: dict[str, Guard] = {}  # exclusively owned value -> its guard
+
+    def sole(name: str | None) -> bool:
+        return name in owned and readers.get(name, 0) == 1 and name not in keep
+
+    plan: dict[str, tuple[int, Guard]] = {}
     for step in steps:
         first = step.inputs[0] if step.inputs and not step.variadic else None
-        sole = first in owned and readers.get(first, 0) == 1 and first not in keep
         if step.kind == "layer":
             cls = LAYER_BINDINGS.get(step.what)
             mine = ((step.path, cls),) if isinstance(cls, type) else None
             if mine is not None and step.what in _FRESH_LAYERS:
                 owned[step.name] = mine
-            elif mine is not None and step.what in _PASSTHROUGH_LAYERS and sole:
+            elif mine is not None and step.what in _PASSTHROUGH_LAYERS and sole(first):
                 owned[step.name] = owned[first] + mine  # type: ignore[index]
         elif step.what in _INPLACE_UNARY or step.what in _INPLACE_METHOD:
-            if sole and not step.has_refs:
-                plan[step.name] = owned[first]  # type: ignore[index]
-                owned[step.name] = owned[first]  # type: ignore[index]
+            which = 0 if sole(first) else 1 if _swappable(step) and sole(step.inputs[1]) else None
+            if which is not None and not step.has_refs:
+                plan[step.name] = (which, owned[step.inputs[which]])
+                owned[step.name] = owned[step.inputs[which]]
             else:
                 owned[step.name] = ()
         elif step.what in _FRESH_OPS:
             owned[step.name] = ()
-        elif step.what in _PASSTHROUGH_OPS and sole:
+        elif step.what in _PASSTHROUGH_OPS and sole(first):
             owned[step.name] = owned[first]  # type: ignore[index]
     return plan
 
 
-def _run_inplace(step: Step, env: dict[str, Any]) -> Any:
-    """The step computed into its (dead, unshared) first input; same kernels, same values."""
-    target = env[step.inputs[0]]
-    rest = [env[name] for name in step.inputs[1:]]
+def _swappable(step: Step) -> bool:
+    """A two-input op whose inputs may trade places: same value, same bits (commutative in IEEE arithmetic)."""
+    return step.what in _COMMUTATIVE and len(step.inputs) == 2 and step.kwargs.get("alpha", 1) == 1
+
+
+def _run_inplace(step: Step, env: dict[str, Any], which: int = 0) -> Any:
+    """The step computed into its (dead, unshared) input ``which``; same kernels, same values."""
+    target = env[step.inputs[which]]
+    rest = [env[name] for i, name in enumerate(step.inputs) if i != which]
+    if which and not (isinstance(rest[0], torch.Tensor) and rest[0].dtype == target.dtype
+                      and rest[0].device == target.device):
+        return step.fn(*[env[name] for name in step.inputs], *step.extra, **step.kwargs)
     if step.what in _INPLACE_UNARY:
         return step.fn(target, *rest, *step.extra, **step.kwargs, inplace=True)
     if step.what.startswith("aten.") and not target.is_floating_point():  # rsqrt(int) is a float: not in place
-        return step.fn(target, *rest, *step.extra, **step.kwargs)
+        return step.fn(*[env[name] for name in step.inputs], *step.extra, **step.kwargs)
     if rest:
         other = rest[0]
         shape = other.shape if isinstance(other, torch.Tensor) else ()
         if not _broadcasts_into(shape, target.shape) or torch.result_type(target, other) != target.dtype:
-            return step.fn(target, *rest, *step.extra, **step.kwargs)
+            return step.fn(*[env[name] for name in step.inputs], *step.extra, **step.kwargs)
     how = _INPLACE_METHOD[step.what]
     if isinstance(how, str):
         return getattr(target, how)(*rest, *step.extra, **step.kwargs)
