@@ -5,8 +5,9 @@ entrypoint in ``timm.list_models()``); its model is the one with the fewest
 parameters (counted on the meta device, ties broken by name), so the choice
 follows timm rather than a hand-kept list. Each is built with random init
 (``pretrained=False``, seed 0), in eval mode, exported with default
-``modelpack.export`` settings (bit-exact) at its pretrained_cfg ``input_size``
-(batch 1), then loaded in a *fresh* process that must not import timm or
+``modelpack.export`` settings (bit-exact) at batch 1 and half its pretrained_cfg
+``input_size`` (rounded up to a multiple of 32, at least 64) where the model runs
+there, else at that input_size; then loaded in a *fresh* process that must not import timm or
 torchvision (asserted), and the outputs compared with no tolerance. Every
 failure is put in a category that says what is missing: ``capture`` (torch.export
 gave up), ``vocab`` (the op it lacks), ``mismatch`` (max abs difference),
@@ -115,10 +116,7 @@ def run_one(name: str, workdir: str) -> dict:
 
     torch.manual_seed(0)
     model = timm.create_model(name, pretrained=False).eval()
-    size = tuple(model.pretrained_cfg.get("input_size") or (3, 224, 224))
-    x = torch.randn(1, *size)
-    with torch.no_grad():
-        expected = model(x)
+    size, x, expected = _example(model, torch)
     path = os.path.join(workdir, "model.mpk")
     t = time.perf_counter()
     try:
@@ -139,6 +137,29 @@ def run_one(name: str, workdir: str) -> dict:
     if got["same"]:
         return {**row, "result": "pass", "reason": ""}
     return {**row, "result": "mismatch", "reason": f"loaded model differs: max abs diff {got['diff']:.3g}"}
+
+
+def _reduced(side: int) -> int:
+    """Half the side, rounded up to a multiple of 32, at least 64 (224 -> 128, 299 -> 160, 384 -> 192)."""
+    return max(64, -(-side // 64) * 32)
+
+
+def _example(model, torch) -> tuple[tuple[int, ...], object, object]:
+    """The input (batch 1) and reference output: at the reduced resolution where the model runs there,
+    else at its pretrained_cfg input_size."""
+    default = tuple(model.pretrained_cfg.get("input_size") or (3, 224, 224))
+    reduced = default[:1] + tuple(_reduced(s) for s in default[1:])
+    for size in dict.fromkeys((reduced, default)):
+        x = torch.randn(1, *size, generator=torch.Generator().manual_seed(0))
+        try:
+            with torch.no_grad():
+                out = model(x)
+        except Exception:  # a fixed-size model (position embeddings, windows): its default size instead
+            if size == default:
+                raise
+            continue
+        return size, x, out
+    raise AssertionError("unreachable")
 
 
 _FX_TRIED = " (the torch.fx tracer was tried first: "

@@ -2,8 +2,9 @@
 
 The rule (no hand-picked rows): every functional overload of an op in the Core
 ATen opset (ops tagged ``core``), plus every functional overload that
-``torch.export``'s default IR (before ``run_decompositions``) emits for a broad
-set of probe calls -- nn modules, ``torch.nn.functional`` calls and Tensor
+``torch.export``'s default IR emits for a broad set of probe calls -- as
+exported, and functionalized (``run_decompositions({})``, what the capture
+writes for a model with in-place ops) -- nn modules, ``torch.nn.functional`` calls and Tensor
 methods. Each row keeps the schema's argument names, order and defaults; the
 leading ``Tensor`` arguments become the node's inputs (``in:``), everything else
 is a keyword argument. Device/layout/pin_memory/generator are never stored.
@@ -113,6 +114,14 @@ def _probes() -> list[tuple[Any, tuple[Any, ...]]]:
         (lambda a: (a.logsumexp(-1), a.softmax(-1, dtype=torch.float32), a.mean(-1, keepdim=True)), (x2,)),
         (lambda a: (torch.min(a, a * 2), torch.max(a, a * 2), a.max(), a.min(-1).values, a.clamp_min(0)), (x2,)),
         (lambda a: (a.clamp_max(1), torch.full_like(a, 2.0).log(), a.abs().log() / 2.0, a.long() // 3), (x2,)),
+        # Python's reflected operators: a number on the left of every binary operator
+        (lambda a: (1 + a, 1 - a, 2 * a, 2 / a, 2 ** a, 2 // a, 2 % a, 1 - a.long(), 3 & a.long()), (x2,)),
+        # matmul at every rank pairing torch.matmul distinguishes (1-4 dims on either side)
+        (lambda a: tuple(torch.matmul(a.flatten()[:math.prod(s)].reshape(s), a.flatten()[:math.prod(t)].reshape(t))
+                         for s, t in
+                         (((16,), (16,)), ((16,), (16, 1)), ((4, 4), (4,)), ((2, 2, 4), (4, 4)),
+                          ((2, 2, 4), (2, 4, 2)), ((1, 2, 2, 4), (4, 4)), ((4, 4), (1, 4, 4)),
+                          ((2, 2, 2, 2), (2, 2, 2, 2)))), (x2,)),
     ]
     return mods + fns + methods
 
@@ -140,10 +149,18 @@ def _probed_overloads() -> set[Any]:
             except Exception as e:  # a probe torch cannot export: reported, not fatal
                 print(f"# probe failed: {type(e).__name__}: {str(e)[:100]}", file=sys.stderr)
                 continue
-            for node in program.graph.nodes:
-                if node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload):
-                    found.add(node.target)
+            # the capture functionalizes a program that mutates (run_decompositions({})), which also
+            # lowers composite ops (matmul -> bmm + _unsafe_view): both IRs are what capture writes
+            for graph in (program.graph, _functional(program).graph):
+                found.update(node.target for node in graph.nodes
+                             if node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload))
     return found
+
+
+def _functional(program: Any) -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return program.run_decompositions({})
 
 
 # ----------------------------------------------------------------------------- schema -> row
