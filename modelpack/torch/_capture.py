@@ -66,8 +66,9 @@ def capture(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
     try:
         program = torch.export.export(model, args, kwargs, dynamic_shapes=dynamic_shapes, strict=False)
     except Exception as e:
+        first = next((line.strip() for line in str(e).splitlines() if line.strip()), "")
         raise ExportError(f"torch.export could not capture {type(model).__name__}: {type(e).__name__}: "
-                          f"{str(e).splitlines()[0] if str(e) else ''}") from e
+                          f"{first}") from e
     if any(_mutates(n) for n in program.graph.nodes):
         program = program.run_decompositions({})  # functionalize only: no op is decomposed
     return program
