@@ -176,6 +176,8 @@ class _Converter:
         target = node.target
         if target is operator.getitem:
             self._add(node, "getitem", [self._ref(node.args[0])], {"index": node.args[1]})
+        elif target is torch.sym_float:  # int -> float of a size (x / n in Python): x * 1.0, exact below 2**53
+            self._add(node, "mul", [self._operand(node.args[0], node), self._operand(1.0, node)], {})
         elif target in _SYM_OPS:
             op, extra = _SYM_OPS[target]
             inputs = [self._operand(a, node) for a in node.args]
