@@ -3,7 +3,8 @@
 Each module reproduces, by hand, what a family of real models does: a number on the left of
 an operator (``1 - x``, aten.rsub.Scalar), ``arange(start, end)`` (the sibling overload of
 ``arange(end)``), an in-place op (functionalized, which lowers ``matmul`` to ``_unsafe_view``),
-a size turned into a float (``torch.sym_float``).
+a size turned into a float (``torch.sym_float``); and on the fx path, a norm layer
+that calls ``F.batch_norm`` itself.
 """
 
 from __future__ import annotations
@@ -49,5 +50,26 @@ def test_export_path_round_trips_bit_exact(tmp_path, model):
     x = torch.randn(2, 3, 6)
     path = tmp_path / "m.mpk"
     modelpack.export(model, path, x, capture="export")
+    with torch.no_grad():
+        assert torch.equal(modelpack.load_model(path)(x), model(x))
+
+
+class BatchNormAct(nn.BatchNorm2d):
+    """A norm layer that calls F.batch_norm itself, then an activation (timm's BatchNormAct2d)."""
+
+    def forward(self, x):
+        x = nn.functional.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                     self.training, self.momentum, self.eps)
+        return torch.relu(x)
+
+
+def test_functional_batch_norm_traces_with_fx_bit_exact(tmp_path):
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), BatchNormAct(4)).eval()
+    model[1].running_mean.uniform_(-1, 1)
+    model[1].running_var.uniform_(0.5, 2)
+    x = torch.randn(1, 3, 8, 8)
+    path = tmp_path / "m.mpk"
+    modelpack.export(model, path, x, capture="fx")
+    assert "aten.batch_norm" in modelpack.api.read_spec_text(path)
     with torch.no_grad():
         assert torch.equal(modelpack.load_model(path)(x), model(x))
