@@ -73,3 +73,20 @@ def test_functional_batch_norm_traces_with_fx_bit_exact(tmp_path):
     assert "aten.batch_norm" in modelpack.api.read_spec_text(path)
     with torch.no_grad():
         assert torch.equal(modelpack.load_model(path)(x), model(x))
+
+
+class Meshgrid(nn.Module):
+    """A coordinate grid for position embeddings (rotary ViTs), built from the input's sizes."""
+
+    def forward(self, x):
+        ys, xs = torch.meshgrid(torch.arange(x.shape[-2], dtype=x.dtype), torch.arange(x.shape[-1], dtype=x.dtype),
+                                indexing="ij")
+        return x + ys * 2 + xs
+
+
+def test_meshgrid_round_trips_bit_exact(tmp_path):
+    x = torch.randn(1, 2, 3, 5)
+    path = tmp_path / "m.mpk"
+    modelpack.export(Meshgrid(), path, x, capture="export")
+    with torch.no_grad():
+        assert torch.equal(modelpack.load_model(path)(x), Meshgrid()(x))

@@ -115,6 +115,7 @@ def _probes() -> list[tuple[Any, tuple[Any, ...]]]:
         (lambda a: (a.logsumexp(-1), a.softmax(-1, dtype=torch.float32), a.mean(-1, keepdim=True)), (x2,)),
         (lambda a: (torch.min(a, a * 2), torch.max(a, a * 2), a.max(), a.min(-1).values, a.clamp_min(0)), (x2,)),
         (lambda a: (a.clamp_max(1), torch.full_like(a, 2.0).log(), a.abs().log() / 2.0, a.long() // 3), (x2,)),
+        (lambda a: (torch.meshgrid(a[0], a[1], indexing="ij"), torch.meshgrid(a[0], a[1], indexing="xy")), (x2,)),
         # Python's reflected operators: a number on the left of every binary operator
         (lambda a: (1 + a, 1 - a, 2 * a, 2 / a, 2 ** a, 2 // a, 2 % a, 1 - a.long(), 3 & a.long()), (x2,)),
         # matmul at every rank pairing torch.matmul distinguishes (1-4 dims on either side)

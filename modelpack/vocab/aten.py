@@ -2,7 +2,7 @@
 
 The rule: the Core ATen opset plus the ops torch.export's default IR keeps for nn
 modules, torch.nn.functional and Tensor methods, as exported and functionalized,
-with every functional overload of each op (363 rows). A row is one ATen
+with every functional overload of each op (365 rows). A row is one ATen
 overload: its leading Tensor arguments are the node's inputs, the others its
 arguments (schema names and defaults); device/layout are never stored.
 """
@@ -243,6 +243,8 @@ ATEN_OPS: Mapping[str, OpDef] = freeze_table([
     _op('aten.maximum', (), (2, 2), 1, (), 'maximum(Tensor self, Tensor other) -> Tensor'),
     _op('aten.mean', (_a('dtype', 'dtype', None, True),), (1, 1), 1, (), 'mean(Tensor self, *, ScalarType? dtype=None) -> Tensor'),
     _op('aten.mean.dim', (_a('dim', 'ints', _R, True), _a('keepdim', 'bool', False, False), _a('dtype', 'dtype', None, True)), (1, 1), 1, (), 'mean.dim(Tensor self, int[1]? dim, bool keepdim=False, *, ScalarType? dtype=None) -> Tensor'),
+    _op('aten.meshgrid', (), (1, None), None, (), 'meshgrid(Tensor[] tensors) -> Tensor[]'),
+    _op('aten.meshgrid.indexing', (_a('indexing', 'str', _R, False),), (1, None), None, (), 'meshgrid.indexing(Tensor[] tensors, *, str indexing) -> Tensor[]'),
     _op('aten.min', (), (1, 1), 1, (), 'min(Tensor self) -> Tensor'),
     _op('aten.min.dim', (_a('dim', 'int', _R, False), _a('keepdim', 'bool', False, False)), (1, 1), 2, (), 'min.dim(Tensor self, int dim, bool keepdim=False) -> (Tensor values, Tensor indices)'),
     _op('aten.min.other', (), (2, 2), 1, (), 'min.other(Tensor self, Tensor other) -> Tensor'),
