@@ -90,3 +90,23 @@ def test_meshgrid_round_trips_bit_exact(tmp_path):
     modelpack.export(Meshgrid(), path, x, capture="export")
     with torch.no_grad():
         assert torch.equal(modelpack.load_model(path)(x), Meshgrid()(x))
+
+
+class PadToMultiple(nn.Module):
+    """Pads the last dim to a multiple of 4 (window attention): ``size % 4`` of a symbolic size."""
+
+    def forward(self, x):
+        pad = (4 - x.shape[-1] % 4) % 4
+        return nn.functional.pad(x, (0, pad)) * 2
+
+
+@pytest.mark.parametrize("width", [5, 8])
+def test_size_modulo_round_trips_and_follows_the_size(tmp_path, width):
+    x = torch.randn(2, 3, width)
+    path = tmp_path / "m.mpk"
+    modelpack.export(PadToMultiple(), path, x, capture="export")
+    model = modelpack.load_model(path)
+    with torch.no_grad():
+        assert torch.equal(model(x), PadToMultiple()(x))
+        other = torch.randn(2, 3, width + 2)
+        assert torch.equal(model(other), PadToMultiple()(other))
