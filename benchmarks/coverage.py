@@ -1,10 +1,11 @@
-"""Real-model coverage: every torchvision classification and segmentation model through export -> load.
+"""Real-model coverage: torchvision models, or one model per timm family, through export -> load.
 
-Run by hand (not in CI; needs torchvision, which CI does not install):
+Run by hand (not in CI; needs torchvision, and timm for ``--suite timm``, which CI does not install):
 
-    PYTHONPATH=. python benchmarks/coverage.py [--only NAME ...] [--timeout S] [--jobs N] [--results FILE]
+    PYTHONPATH=. python benchmarks/coverage.py [--suite torchvision|timm] [--only NAME ...] [--timeout S]
+                                               [--jobs N] [--results FILE]
 
-For each model (weights=None: seeded random init, no downloads; eval mode; batch 1 at a small
+``--suite timm`` is :mod:`benchmarks._timm_suite` (one model per family, bit-exact). For each model (weights=None: seeded random init, no downloads; eval mode; batch 1 at a small
 resolution the architecture allows): ``modelpack.export`` in a subprocess (one crash or hang
 cannot stop the run), then ``modelpack.load_model`` in a *fresh* subprocess that must not import
 torchvision (asserted), and the outputs compared (max abs difference <= 1e-4). Prints a markdown
@@ -115,7 +116,7 @@ def child(name: str) -> None:
 
 
 def spawn(name: str, timeout: float) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    env = {**os.environ, "PYTHONPATH": _pythonpath()}
     t = time.perf_counter()
     try:
         proc = subprocess.run([sys.executable, __file__, "--child", name], capture_output=True, text=True,
@@ -127,6 +128,12 @@ def spawn(name: str, timeout: float) -> dict:
             return json.loads(line[len("RESULT "):])
     tail = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
     return {"result": f"fail: crashed ({tail[:160]})", "wall_s": time.perf_counter() - t}
+
+
+def _pythonpath() -> str:
+    """The repository root first, then whatever PYTHONPATH the run was given (an overlay of packages)."""
+    root = str(Path(__file__).resolve().parent.parent)
+    return os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
 
 
 def table(rows: list[dict]) -> str:
@@ -156,11 +163,18 @@ def table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--suite", choices=("torchvision", "timm"), default="torchvision")
     parser.add_argument("--only", nargs="*", help="model names (default: all)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per model")
     parser.add_argument("--jobs", type=int, default=1, help="models run at once")
     parser.add_argument("--results", help="append one JSON line per model here")
+    parser.add_argument("--picks", help="timm suite: the cached family -> model picks (default "
+                        "benchmarks/results/timm_picks.json)")
     args = parser.parse_args(argv)
+    if args.suite == "timm":
+        import _timm_suite
+
+        return _timm_suite.main(args)
     if args.child:
         child(args.child)
         return 0

@@ -68,8 +68,9 @@ def capture(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
     try:
         program = torch.export.export(model, args, kwargs, dynamic_shapes=dynamic_shapes, strict=False)
     except Exception as e:
+        first = next((line.strip() for line in str(e).splitlines() if line.strip()), "")
         raise ExportError(f"torch.export could not capture {type(model).__name__}: {type(e).__name__}: "
-                          f"{str(e).splitlines()[0] if str(e) else ''}") from e
+                          f"{first}") from e
     if any(_mutates(n) for n in program.graph.nodes):
         program = program.run_decompositions({})  # functionalize only: no op is decomposed
     return program
@@ -215,6 +216,15 @@ class _Converter:
         target = node.target
         if target is operator.getitem:
             self._add(node, "getitem", [self._ref(node.args[0])], {"index": node.args[1]})
+        elif target is torch.sym_float:  # int -> float of a size (x / n in Python): x * 1.0, exact below 2**53
+            self._add(node, "mul", [self._operand(node.args[0], node), self._operand(1.0, node)], {})
+        elif target is operator.mod:  # a % b of sizes (padding to a multiple): a - b * (a // b), Python's sign
+            a, b = (self._operand(v, node) for v in node.args)
+            quotient = self._fresh(f"{node.name}_div")
+            self._emit({"name": quotient, "op": "div", "in": [a, b], "args": {"rounding_mode": "floor"}}, node)
+            product = self._fresh(f"{node.name}_mul")
+            self._emit({"name": product, "op": "mul", "in": [b, quotient]}, node)
+            self._add(node, "sub", [a, product], {})
         elif target in _SYM_OPS:
             op, extra = _SYM_OPS[target]
             inputs = [self._operand(a, node) for a in node.args]

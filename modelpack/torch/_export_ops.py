@@ -157,6 +157,10 @@ FUNCTION_RULES: Mapping[Callable[..., Any], OpRule] = MappingProxyType({
     F.layer_norm: OpRule("layer_norm", ("input", "normalized_shape", "weight", "bias", "eps"),
                          inputs=("input", "weight", "bias")),
     F.dropout: OpRule("dropout", ("input", "p", "training", "inplace")),
+    # a norm layer that calls the functional itself (timm's BatchNormAct2d): the ATen row F.batch_norm calls,
+    # weights and statistics as {ref:} arguments, training as traced (the module's mode at export)
+    F.batch_norm: OpRule("aten.batch_norm", ("input", "running_mean", "running_var", "weight", "bias", "training",
+                                             "momentum", "eps"), preset={"cudnn_enabled": True}),
 })
 
 # Library functions hidden from tracing with torch.fx.wrap, by qualified name (module.qualname):

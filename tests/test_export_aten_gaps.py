@@ -1,0 +1,112 @@
+"""The torch.export path on constructs real models (timm) use: each class of gap once closed, round-tripped bit-exact.
+
+Each module reproduces, by hand, what a family of real models does: a number on the left of
+an operator (``1 - x``, aten.rsub.Scalar), ``arange(start, end)`` (the sibling overload of
+``arange(end)``), an in-place op (functionalized, which lowers ``matmul`` to ``_unsafe_view``),
+a size turned into a float (``torch.sym_float``); and on the fx path, a norm layer
+that calls ``F.batch_norm`` itself.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from torch import nn  # noqa: E402
+
+import modelpack  # noqa: E402
+
+
+class ReflectedOperators(nn.Module):
+    def forward(self, x):
+        return (1.0 - x) * (2 / (x.abs() + 1)) + 3 ** x.clamp(-1, 1)
+
+
+class ArangeFromStart(nn.Module):
+    def forward(self, x):
+        return x + torch.arange(1, x.shape[-1] + 1, dtype=x.dtype)
+
+
+class InPlaceThenMatmul(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(6, 4))
+
+    def forward(self, x):
+        y = x.clone()
+        y.mul_(2.0)  # in place: the capture functionalizes the program
+        return y @ self.w  # 3-d @ 2-d: view, mm, _unsafe_view once functionalized
+
+
+class SizeAsFloat(nn.Module):
+    def forward(self, x):
+        return x * torch.sym_float(x.shape[-1]) ** -0.5
+
+
+@pytest.mark.parametrize("model", [ReflectedOperators(), ArangeFromStart(), InPlaceThenMatmul(), SizeAsFloat()],
+                         ids=lambda m: type(m).__name__)
+def test_export_path_round_trips_bit_exact(tmp_path, model):
+    x = torch.randn(2, 3, 6)
+    path = tmp_path / "m.mpk"
+    modelpack.export(model, path, x, capture="export")
+    with torch.no_grad():
+        assert torch.equal(modelpack.load_model(path)(x), model(x))
+
+
+class BatchNormAct(nn.BatchNorm2d):
+    """A norm layer that calls F.batch_norm itself, then an activation (timm's BatchNormAct2d)."""
+
+    def forward(self, x):
+        x = nn.functional.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                     self.training, self.momentum, self.eps)
+        return torch.relu(x)
+
+
+def test_functional_batch_norm_traces_with_fx_bit_exact(tmp_path):
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), BatchNormAct(4)).eval()
+    model[1].running_mean.uniform_(-1, 1)
+    model[1].running_var.uniform_(0.5, 2)
+    x = torch.randn(1, 3, 8, 8)
+    path = tmp_path / "m.mpk"
+    modelpack.export(model, path, x, capture="fx")
+    assert "aten.batch_norm" in modelpack.api.read_spec_text(path)
+    with torch.no_grad():
+        assert torch.equal(modelpack.load_model(path)(x), model(x))
+
+
+class Meshgrid(nn.Module):
+    """A coordinate grid for position embeddings (rotary ViTs), built from the input's sizes."""
+
+    def forward(self, x):
+        ys, xs = torch.meshgrid(torch.arange(x.shape[-2], dtype=x.dtype), torch.arange(x.shape[-1], dtype=x.dtype),
+                                indexing="ij")
+        return x + ys * 2 + xs
+
+
+def test_meshgrid_round_trips_bit_exact(tmp_path):
+    x = torch.randn(1, 2, 3, 5)
+    path = tmp_path / "m.mpk"
+    modelpack.export(Meshgrid(), path, x, capture="export")
+    with torch.no_grad():
+        assert torch.equal(modelpack.load_model(path)(x), Meshgrid()(x))
+
+
+class PadToMultiple(nn.Module):
+    """Pads the last dim to a multiple of 4 (window attention): ``size % 4`` of a symbolic size."""
+
+    def forward(self, x):
+        pad = (4 - x.shape[-1] % 4) % 4
+        return nn.functional.pad(x, (0, pad)) * 2
+
+
+@pytest.mark.parametrize("width", [5, 8])
+def test_size_modulo_round_trips_and_follows_the_size(tmp_path, width):
+    x = torch.randn(2, 3, width)
+    path = tmp_path / "m.mpk"
+    modelpack.export(PadToMultiple(), path, x, capture="export")
+    model = modelpack.load_model(path)
+    with torch.no_grad():
+        assert torch.equal(model(x), PadToMultiple()(x))
+        other = torch.randn(2, 3, width + 2)
+        assert torch.equal(model(other), PadToMultiple()(other))
