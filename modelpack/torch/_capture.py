@@ -41,8 +41,6 @@ _SYM_OPS: Mapping[Any, tuple[str, dict[str, Any]]] = {
     operator.floordiv: ("div", {"rounding_mode": "floor"}), operator.truediv: ("div", {}),
     operator.neg: ("neg", {}), operator.pow: ("pow", {}),
 }
-# ops functionalization emits that are a table op under another name (same schema, same result)
-_SAME_AS = {"aten._unsafe_view": "view"}
 _MEMORY_FORMATS = {torch.contiguous_format: "contiguous_format", torch.preserve_format: "preserve_format",
                    torch.channels_last: "channels_last", torch.channels_last_3d: "channels_last_3d"}
 
@@ -252,9 +250,6 @@ class _Converter:
         if row == "aten.sym_size.int":
             self._size(node)
             return
-        if row in _SAME_AS:  # another name for a table op with the same schema and kernel
-            target = getattr(torch.ops.aten, _SAME_AS[row]).default
-            row = row_name(target)
         if row == "aten.to.device":  # the device is never stored: .to(x.device, dtype) is a dtype cast
             row, target = "aten.to.dtype", torch.ops.aten.to.dtype
             args = list(node.args)
