@@ -242,3 +242,44 @@ def test_a_layer_whose_ops_share_sizes_with_the_rest_still_folds(tmp_path) -> No
         tokens = torch.randint(0, 30, shape)
         with torch.no_grad():
             assert torch.equal(rebuilt(tokens), model(tokens)), shape
+
+
+class _Frac(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.frac(self.proj(x) * 3)
+
+
+class _LogAddExp(_Frac):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.proj(x)
+        return torch.logaddexp(y, x)
+
+
+def test_an_op_without_a_row_is_decomposed_into_table_ops_with_a_warning(tmp_path) -> None:
+    from modelpack.torch.export import ExportWarning
+
+    torch.manual_seed(0)
+    model, x = _Frac().eval(), torch.randn(3, 4)
+    with pytest.warns(ExportWarning, match=r"aten\.frac has no row in the vocabulary: decomposed into table ops"):
+        modelpack.export(model, tmp_path / "m.mpk", x, capture="export")
+    ops = {n.get("op") for n in parse_yaml(read_spec_text(tmp_path / "m.mpk"))[0]["nodes"]}
+    assert "aten.frac" not in ops and "aten.trunc" in ops
+    assert torch.equal(modelpack.load_model(tmp_path / "m.mpk")(x), model(x))  # this one stays exact
+
+
+def test_a_decomposition_that_rounds_differently_is_caught_by_the_bit_exact_check(tmp_path) -> None:
+    from modelpack import ExportError
+    from modelpack.torch.export import ExportWarning, ReproductionWarning
+
+    torch.manual_seed(0)
+    model, x = _LogAddExp().eval(), torch.randn(64, 4)
+    with pytest.warns(ExportWarning, match="aten.logaddexp has no row"):
+        with pytest.raises(ExportError, match=r"does not reproduce the original: max abs difference"):
+            modelpack.export(model, tmp_path / "m.mpk", x, capture="export")
+    with pytest.warns(ReproductionWarning, match="not bit for bit"):
+        modelpack.export(model, tmp_path / "m.mpk", x, capture="export", atol=1e-5)
+    assert torch.allclose(modelpack.load_model(tmp_path / "m.mpk")(x), model(x), atol=1e-5, rtol=0)

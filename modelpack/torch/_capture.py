@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,11 +31,13 @@ from ._fold import fold_layers
 from .build import arg_refs
 from .tensors import dtype_row
 
-__all__ = ["Captured", "capture", "program_to_spec", "row_name"]
+__all__ = ["Captured", "ExportWarning", "capture", "program_to_spec", "row_name"]
 
 # calls that check or constrain, and compute nothing a spec needs
 _DROPPED = {"aten._assert_tensor_metadata", "aten._assert_scalar", "aten.sym_constrain_range_for_size",
             "aten.sym_constrain_range", "aten._assert_async.msg", "aten._assert_async"}
+# ATen calls the converter writes without a row of their own (sizes, identities, device moves)
+_HANDLED = {"aten.sym_size.int", "aten.to.device", "aten.alias", "aten.lift_fresh_copy", "aten.detach"}
 # SymInt arithmetic (operator.* on sizes) -> the vocabulary's int-capable ops
 _SYM_OPS: Mapping[Any, tuple[str, dict[str, Any]]] = {
     operator.add: ("add", {}), operator.sub: ("sub", {}), operator.mul: ("mul", {}),
@@ -43,6 +46,10 @@ _SYM_OPS: Mapping[Any, tuple[str, dict[str, Any]]] = {
 }
 _MEMORY_FORMATS = {torch.contiguous_format: "contiguous_format", torch.preserve_format: "preserve_format",
                    torch.channels_last: "channels_last", torch.channels_last_3d: "channels_last_3d"}
+
+
+class ExportWarning(UserWarning):
+    """Export changed or left out something the model computes or returns (the message says what)."""
 
 
 @dataclasses.dataclass
@@ -71,8 +78,40 @@ def capture(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
                           f"{first}") from e
     if any(_mutates(n) for n in program.graph.nodes):
         program = program.run_decompositions({})  # functionalize only: no op is decomposed
+    return _decompose_outside_table(program)
+
+
+def _decompose_outside_table(program: ExportedProgram) -> ExportedProgram:
+    """Ops the table has no row for, decomposed into table ops by torch's own decompositions, with a warning.
+
+    Only those ops are decomposed (everything else stays as the default IR has
+    it, which reproduces eager bit for bit); a decomposition may round
+    differently, which export's bit-exact check then reports. An op with no
+    decomposition, or one whose decomposition needs other missing ops, stays
+    and is reported by name when the graph is converted.
+    """
+    done: list[str] = []
+    for _ in range(3):  # a decomposition may use ops that need one too
+        outside = {n.target for n in program.graph.nodes if n.op == "call_function"
+                   and isinstance(n.target, torch._ops.OpOverload) and not _in_table(row_name(n.target))}
+        table = {op: fn for op, fn in torch.export.default_decompositions().items() if op in outside}
+        if not table:
+            break
+        program = program.run_decompositions(table)
+        done += sorted(row_name(op) for op in table)
+    if done:
+        warnings.warn(f"export: {', '.join(done)} {'have' if len(done) > 1 else 'has'} no row in the vocabulary: "
+                      "decomposed into table ops "
+                      "(torch's own decomposition), which may round differently from the original kernel; "
+                      "export still checks the rebuilt model bit for bit (atol= accepts a known difference)",
+                      ExportWarning, stacklevel=5)
     return program
 
+
+def _in_table(row: str) -> bool:
+    """Whether the converter writes this ATen overload (a row, or a call it handles itself)."""
+    packet = row.rsplit(".", 1)[0] if row.count(".") == 2 else row
+    return row in OPS or row in _HANDLED or row in _DROPPED or packet in _DROPPED
 
 def _mutates(node: fx.Node) -> bool:
     target = node.target

@@ -35,6 +35,7 @@ from ..api import write_pack
 from ..errors import ExportError, SpecError
 from ..spec.names import identifier_problem
 from ..vocab import VOCAB_VERSION
+from ._capture import ExportWarning
 from ._export_capture import capture_spec, state_for
 from ._export_graph import GraphSpec, graph_to_spec
 from ._export_layers import is_layer_type
@@ -58,10 +59,6 @@ class ReproductionWarning(UserWarning):
 
 class _NotReproduced(ExportError):
     """The rebuilt model's outputs differ from the original's (beyond ``atol``)."""
-
-
-class ExportWarning(UserWarning):
-    """Export left something out of the file that the model returns (the message names it)."""
 
 
 @dataclasses.dataclass
