@@ -284,3 +284,13 @@ def test_build_refuses_names_outside_the_tables_even_after_validation():
     spec["nodes"][1] = {"name": "act", "op": "__import__", "in": ["hidden"]}
     with pytest.raises(BuildError, match="unknown op '__import__'; known: relu, relu6"):
         build_validated(spec)
+
+
+def test_parameter_and_buffer_rows_start_at_zero_when_built_to_train() -> None:
+    """build() of a spec to train from scratch: no leftover memory (possibly NaN) in state-holding rows."""
+    text = ("modelpack: 1\ninputs: {x: {shape: [batch, 4]}}\nnodes:\n"
+            "  - {name: bias, layer: Parameter, args: {shape: [64, 4]}, in: []}\n"
+            "  - {name: scale, layer: Buffer, args: {shape: [4], dtype: float16}, in: []}\n"
+            "  - {name: y, op: add, in: [x, bias]}\n  - {name: z, op: mul, in: [y, scale]}\noutputs: [z]\n")
+    model = build(text)
+    assert torch.equal(model.bias, torch.zeros(64, 4)) and torch.equal(model.scale, torch.zeros(4, dtype=torch.float16))

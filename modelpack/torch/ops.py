@@ -37,13 +37,14 @@ __all__ = [
 
 
 def make_parameter(shape: tuple[int, ...], requires_grad: bool = True, dtype: str = "float32") -> nn.Parameter:
-    """An uninitialised parameter of ``shape`` (its values come from the file)."""
-    return nn.Parameter(torch.empty(tuple(shape), dtype=_dtype(dtype)), requires_grad=requires_grad)
+    """A zero parameter of ``shape``: its values come from the file, or from training when a spec is
+    built to train from scratch (zeros, never leftover memory that may hold NaNs)."""
+    return nn.Parameter(torch.zeros(tuple(shape), dtype=_dtype(dtype)), requires_grad=requires_grad)
 
 
 def make_buffer(shape: tuple[int, ...], dtype: str = "float32", persistent: bool = True) -> torch.Tensor:
-    """An uninitialised buffer of ``shape`` (the builder registers a ``persistent=False`` one out of state_dict)."""
-    return torch.empty(tuple(shape), dtype=_dtype(dtype))
+    """A zero buffer of ``shape`` (the builder registers a ``persistent=False`` one out of state_dict)."""
+    return torch.zeros(tuple(shape), dtype=_dtype(dtype))
 
 
 def _dtype(name: str) -> torch.dtype:
