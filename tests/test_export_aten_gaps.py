@@ -110,3 +110,51 @@ def test_size_modulo_round_trips_and_follows_the_size(tmp_path, width):
         assert torch.equal(model(x), PadToMultiple()(x))
         other = torch.randn(2, 3, width + 2)
         assert torch.equal(model(other), PadToMultiple()(other))
+
+
+class SizeMaxMinCeil(nn.Module):
+    """Sizes through ``max``/``min`` (vgg's pre-logits pooling), ``math.ceil`` of a ratio (hybrid ViT padding)."""
+
+    def forward(self, x):
+        import math
+
+        wide = max(8, x.shape[-1]) - x.shape[-1]  # torch.sym_max
+        narrow = min(x.shape[-1], 7)  # torch.sym_min
+        extra = math.ceil(x.shape[-1] / 3) - x.shape[-1] // 3  # math.ceil of a float
+        return nn.functional.pad(x, (0, wide + extra)) * narrow
+
+
+@pytest.mark.parametrize("width", [5, 6, 9])
+def test_size_max_min_ceil_round_trip_and_follow_the_size(tmp_path, width):
+    x = torch.randn(2, 3, width)
+    path = tmp_path / "m.mpk"
+    modelpack.export(SizeMaxMinCeil(), path, x, capture="export")
+    model = modelpack.load_model(path)
+    with torch.no_grad():
+        for other in (x, torch.randn(2, 3, width + 1), torch.randn(2, 3, width + 4)):
+            assert torch.equal(model(other), SizeMaxMinCeil()(other))
+
+
+@pytest.mark.parametrize("mode,size", [("bicubic", (5, 7)), ("bilinear", (3, 9))])
+def test_antialiased_resize_round_trips_bit_exact(tmp_path, mode, size):
+    class Resize(nn.Module):  # position-embedding resampling (timm resample_abs_pos_embed)
+        def forward(self, x):
+            return nn.functional.interpolate(x, size=size, mode=mode, antialias=True)
+
+    x = torch.randn(1, 2, 6, 6)
+    path = tmp_path / "m.mpk"
+    modelpack.export(Resize(), path, x, capture="export")
+    with torch.no_grad():
+        assert torch.equal(modelpack.load_model(path)(x), Resize()(x))
+
+
+def test_linear_1d_resize_round_trips_bit_exact(tmp_path):
+    class Resize1d(nn.Module):  # relative-position tables resampled along one axis (SAM ViT)
+        def forward(self, x):
+            return nn.functional.interpolate(x, size=11, mode="linear")
+
+    x = torch.randn(1, 2, 6)
+    path = tmp_path / "m.mpk"
+    modelpack.export(Resize1d(), path, x, capture="export")
+    with torch.no_grad():
+        assert torch.equal(modelpack.load_model(path)(x), Resize1d()(x))
