@@ -158,3 +158,24 @@ def test_linear_1d_resize_round_trips_bit_exact(tmp_path):
     modelpack.export(Resize1d(), path, x, capture="export")
     with torch.no_grad():
         assert torch.equal(modelpack.load_model(path)(x), Resize1d()(x))
+
+
+class WindowPadding(nn.Module):
+    """On the fx path: ``math.ceil`` of a size ratio (volo) and ``size % window`` (davit) as size arithmetic."""
+
+    def forward(self, x):
+        import math
+
+        pad = (3 - x.shape[-1] % 3) % 3 + math.ceil(x.shape[-1] / 4) - math.floor(x.shape[-1] / 4)
+        return x.sum(-1, keepdim=True).expand(x.shape[0], x.shape[1], pad + 1) * 2  # the size follows
+
+
+@pytest.mark.parametrize("width", [5, 6, 8])
+def test_size_ceil_and_modulo_trace_with_fx_bit_exact(tmp_path, width):
+    x = torch.randn(2, 3, width)
+    path = tmp_path / "m.mpk"
+    modelpack.export(WindowPadding(), path, x, capture="fx")
+    model = modelpack.load_model(path)
+    with torch.no_grad():
+        for other in (x, torch.randn(2, 3, width + 1), torch.randn(2, 3, width + 3)):
+            assert torch.equal(model(other), WindowPadding()(other))

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["COMPOSITES"]
+__all__ = ["COMPOSITES", "is_size_value"]
 
 Step = Callable[..., str]  # step(op, inputs, **args) -> the new node's name
 
@@ -59,3 +59,33 @@ COMPOSITES: dict[Any, Callable[..., str]] = {
     operator.mod: _modulo, torch.sym_max: _maximum, torch.sym_min: _minimum, math.floor: _floor,
     math.ceil: _ceil,
 }
+
+
+_SIZE_ARITHMETIC = frozenset({operator.add, operator.sub, operator.mul, operator.floordiv, operator.truediv,
+                              operator.neg, operator.pow, *COMPOSITES})
+
+
+def is_size_value(value: Any) -> bool:
+    """On an fx trace (no example values): whether ``value`` is a number computed from sizes alone
+    (``x.shape[-1] % 4``), so the composites above give Python's result, never a tensor's."""
+    from torch import fx
+
+    if not isinstance(value, fx.Node):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if value.op == "call_method" and value.target in ("size", "dim"):
+        return True
+    if value.op != "call_function":
+        return False
+    if value.target is getattr:
+        return value.args[1] == "shape"
+    if value.target is operator.getitem:
+        return _is_size_sequence(value.args[0])
+    return value.target in _SIZE_ARITHMETIC and all(is_size_value(a) for a in value.args)
+
+
+def _is_size_sequence(value: Any) -> bool:
+    from torch import fx
+
+    return isinstance(value, fx.Node) and ((value.op == "call_method" and value.target == "size")
+                                           or (value.op == "call_function" and value.target is getattr
+                                               and value.args[1] == "shape"))
