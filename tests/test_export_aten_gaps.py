@@ -3,7 +3,8 @@
 Each module reproduces, by hand, what a family of real models does: a number on the left of
 an operator (``1 - x``, aten.rsub.Scalar), ``arange(start, end)`` (the sibling overload of
 ``arange(end)``), an in-place op (functionalized, which lowers ``matmul`` to ``_unsafe_view``),
-a size turned into a float (``torch.sym_float``); and on the fx path, a norm layer
+a size turned into a float (``torch.sym_float``), sizes through ``max``/``min``/``math.ceil``/``%``,
+antialiased and 1-d resizes, a fold that cannot run; and on the fx path, a norm layer
 that calls ``F.batch_norm`` itself.
 """
 
@@ -179,3 +180,30 @@ def test_size_ceil_and_modulo_trace_with_fx_bit_exact(tmp_path, width):
     with torch.no_grad():
         for other in (x, torch.randn(2, 3, width + 1), torch.randn(2, 3, width + 3)):
             assert torch.equal(model(other), WindowPadding()(other))
+
+
+class SplitThenConv(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(torch.split(x, 2, 1)[0])
+
+
+def test_fold_that_cannot_run_keeps_the_ops(tmp_path, monkeypatch):
+    """A fold that hands a layer the wrong tensor (seen as torch's own shape error in the check, as in
+    timm's selective-kernel and res2net splits) is not reproduced: the layer call stays as its ATen ops."""
+    from modelpack.torch import _capture, _fold
+
+    def misfold(nodes, meta, model, outputs):  # the conv reads the unsplit input, as a bad fold would
+        folded, renames = _fold.fold_layers(nodes, meta, model, outputs)
+        return [{**n, "in": ["x"]} if n.get("layer") == "Conv2d" else n for n in folded], renames
+
+    monkeypatch.setattr(_capture, "fold_layers", misfold)
+    model, x = SplitThenConv().eval(), torch.randn(1, 4, 5, 5)
+    path = tmp_path / "m.mpk"
+    modelpack.export(model, path, x, capture="export")
+    assert "layer: Conv2d" not in modelpack.api.read_spec_text(path)
+    with torch.no_grad():
+        assert torch.equal(modelpack.load_model(path)(x), model(x))
