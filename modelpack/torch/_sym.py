@@ -14,12 +14,14 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch import fx
 
 __all__ = ["COMPOSITES", "is_size_value"]
 
 Step = Callable[..., str]  # step(op, inputs, **args) -> the new node's name
 
-# larger than any size difference: d // _BEYOND is -1 when d < 0 and 0 otherwise
+# larger than any size difference: d // _BEYOND is -1 when d < 0 and 0 otherwise (sizes are ints; a
+# float operand, rare in size arithmetic, is picked exactly too while |a - b| < 2**62)
 _BEYOND = 2 ** 62
 
 
@@ -68,8 +70,6 @@ _SIZE_ARITHMETIC = frozenset({operator.add, operator.sub, operator.mul, operator
 def is_size_value(value: Any) -> bool:
     """On an fx trace (no example values): whether ``value`` is a number computed from sizes alone
     (``x.shape[-1] % 4``), so the composites above give Python's result, never a tensor's."""
-    from torch import fx
-
     if not isinstance(value, fx.Node):
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if value.op == "call_method" and value.target in ("size", "dim"):
@@ -84,8 +84,6 @@ def is_size_value(value: Any) -> bool:
 
 
 def _is_size_sequence(value: Any) -> bool:
-    from torch import fx
-
     return isinstance(value, fx.Node) and ((value.op == "call_method" and value.target == "size")
                                            or (value.op == "call_function" and value.target is getattr
                                                and value.args[1] == "shape"))
