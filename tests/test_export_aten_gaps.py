@@ -3,7 +3,8 @@
 Each module reproduces, by hand, what a family of real models does: a number on the left of
 an operator (``1 - x``, aten.rsub.Scalar), ``arange(start, end)`` (the sibling overload of
 ``arange(end)``), an in-place op (functionalized, which lowers ``matmul`` to ``_unsafe_view``),
-a size turned into a float (``torch.sym_float``); and on the fx path, a norm layer
+a size turned into a float (``torch.sym_float``), sizes through ``max``/``min``/``math.ceil``/``%``,
+antialiased and 1-d resizes, a fold that cannot run; and on the fx path, a norm layer
 that calls ``F.batch_norm`` itself.
 """
 
@@ -110,3 +111,99 @@ def test_size_modulo_round_trips_and_follows_the_size(tmp_path, width):
         assert torch.equal(model(x), PadToMultiple()(x))
         other = torch.randn(2, 3, width + 2)
         assert torch.equal(model(other), PadToMultiple()(other))
+
+
+class SizeMaxMinCeil(nn.Module):
+    """Sizes through ``max``/``min`` (vgg's pre-logits pooling), ``math.ceil`` of a ratio (hybrid ViT padding)."""
+
+    def forward(self, x):
+        import math
+
+        wide = max(8, x.shape[-1]) - x.shape[-1]  # torch.sym_max
+        narrow = min(x.shape[-1], 7)  # torch.sym_min
+        extra = math.ceil(x.shape[-1] / 3) - x.shape[-1] // 3  # math.ceil of a float
+        return nn.functional.pad(x, (0, wide + extra)) * narrow
+
+
+@pytest.mark.parametrize("width", [5, 6, 9])
+def test_size_max_min_ceil_round_trip_and_follow_the_size(tmp_path, width):
+    x = torch.randn(2, 3, width)
+    path = tmp_path / "m.mpk"
+    modelpack.export(SizeMaxMinCeil(), path, x, capture="export")
+    model = modelpack.load_model(path)
+    with torch.no_grad():
+        for other in (x, torch.randn(2, 3, width + 1), torch.randn(2, 3, width + 4)):
+            assert torch.equal(model(other), SizeMaxMinCeil()(other))
+
+
+@pytest.mark.parametrize("mode,size", [("bicubic", (5, 7)), ("bilinear", (3, 9))])
+def test_antialiased_resize_round_trips_bit_exact(tmp_path, mode, size):
+    class Resize(nn.Module):  # position-embedding resampling (timm resample_abs_pos_embed)
+        def forward(self, x):
+            return nn.functional.interpolate(x, size=size, mode=mode, antialias=True)
+
+    x = torch.randn(1, 2, 6, 6)
+    path = tmp_path / "m.mpk"
+    modelpack.export(Resize(), path, x, capture="export")
+    with torch.no_grad():
+        assert torch.equal(modelpack.load_model(path)(x), Resize()(x))
+
+
+def test_linear_1d_resize_round_trips_bit_exact(tmp_path):
+    class Resize1d(nn.Module):  # relative-position tables resampled along one axis (SAM ViT)
+        def forward(self, x):
+            return nn.functional.interpolate(x, size=11, mode="linear")
+
+    x = torch.randn(1, 2, 6)
+    path = tmp_path / "m.mpk"
+    modelpack.export(Resize1d(), path, x, capture="export")
+    with torch.no_grad():
+        assert torch.equal(modelpack.load_model(path)(x), Resize1d()(x))
+
+
+class WindowPadding(nn.Module):
+    """On the fx path: ``math.ceil`` of a size ratio (volo) and ``size % window`` (davit) as size arithmetic."""
+
+    def forward(self, x):
+        import math
+
+        pad = (3 - x.shape[-1] % 3) % 3 + math.ceil(x.shape[-1] / 4) - math.floor(x.shape[-1] / 4)
+        return x.sum(-1, keepdim=True).expand(x.shape[0], x.shape[1], pad + 1) * 2  # the size follows
+
+
+@pytest.mark.parametrize("width", [5, 6, 8])
+def test_size_ceil_and_modulo_trace_with_fx_bit_exact(tmp_path, width):
+    x = torch.randn(2, 3, width)
+    path = tmp_path / "m.mpk"
+    modelpack.export(WindowPadding(), path, x, capture="fx")
+    model = modelpack.load_model(path)
+    with torch.no_grad():
+        for other in (x, torch.randn(2, 3, width + 1), torch.randn(2, 3, width + 3)):
+            assert torch.equal(model(other), WindowPadding()(other))
+
+
+class SplitThenConv(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(torch.split(x, 2, 1)[0])
+
+
+def test_fold_that_cannot_run_keeps_the_ops(tmp_path, monkeypatch):
+    """A fold that hands a layer the wrong tensor (seen as torch's own shape error in the check, as in
+    timm's selective-kernel and res2net splits) is not reproduced: the layer call stays as its ATen ops."""
+    from modelpack.torch import _capture, _fold
+
+    def misfold(nodes, meta, model, outputs):  # the conv reads the unsplit input, as a bad fold would
+        folded, renames = _fold.fold_layers(nodes, meta, model, outputs)
+        return [{**n, "in": ["x"]} if n.get("layer") == "Conv2d" else n for n in folded], renames
+
+    monkeypatch.setattr(_capture, "fold_layers", misfold)
+    model, x = SplitThenConv().eval(), torch.randn(1, 4, 5, 5)
+    path = tmp_path / "m.mpk"
+    modelpack.export(model, path, x, capture="export")
+    assert "layer: Conv2d" not in modelpack.api.read_spec_text(path)
+    with torch.no_grad():
+        assert torch.equal(modelpack.load_model(path)(x), model(x))

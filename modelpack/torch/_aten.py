@@ -54,7 +54,7 @@ def device_mode(entry: _Entry) -> str:
 
 def allocates(entry: _Entry) -> bool:
     """Whether the op's output size depends on numbers in the spec (so it is checked before running)."""
-    base = entry.name.removeprefix("aten.")
+    base = entry.name.removeprefix("aten.").lstrip("_")  # _upsample_bicubic2d_aa sizes as upsample_ does
     return entry.inputs == (0, 0) or any(base.startswith(p) for p in _SIZED)
 
 

@@ -28,6 +28,7 @@ from ..spec.names import name_problem
 from ..vocab import OPS
 from ._export_graph import GraphSpec
 from ._fold import fold_layers
+from ._sym import COMPOSITES
 from .build import arg_refs
 from .tensors import dtype_row
 
@@ -255,13 +256,8 @@ class _Converter:
             self._add(node, "getitem", [self._ref(node.args[0])], {"index": node.args[1]})
         elif target is torch.sym_float:  # int -> float of a size (x / n in Python): x * 1.0, exact below 2**53
             self._add(node, "mul", [self._operand(node.args[0], node), self._operand(1.0, node)], {})
-        elif target is operator.mod:  # a % b of sizes (padding to a multiple): a - b * (a // b), Python's sign
-            a, b = (self._operand(v, node) for v in node.args)
-            quotient = self._fresh(f"{node.name}_div")
-            self._emit({"name": quotient, "op": "div", "in": [a, b], "args": {"rounding_mode": "floor"}}, node)
-            product = self._fresh(f"{node.name}_mul")
-            self._emit({"name": product, "op": "mul", "in": [b, quotient]}, node)
-            self._add(node, "sub", [a, product], {})
+        elif target in COMPOSITES:  # max/min/ceil/floor/% of sizes: a few int-capable ops
+            self._composite(node, COMPOSITES[target])
         elif target in _SYM_OPS:
             op, extra = _SYM_OPS[target]
             inputs = [self._operand(a, node) for a in node.args]
@@ -272,6 +268,15 @@ class _Converter:
             raise ExportError(f"the exported graph calls {getattr(target, '__name__', target)!r}, which modelpack "
                               "cannot express (higher-order ops such as cond/while_loop are not supported)",
                               where=_module_path(node))
+
+    def _composite(self, node: fx.Node, spell: Any) -> None:
+        def step(op: str, inputs: list[str], **args: Any) -> str:
+            name = self._fresh(f"{node.name}_{op}")
+            self._emit({"name": name, "op": op, "in": inputs, **({"args": args} if args else {})}, node)
+            return name
+
+        operands = [self._operand(a, node) for a in node.args]
+        self.value[node] = spell(step, lambda v: self._operand(v, node), *operands)
 
     def _aten(self, node: fx.Node, target: Any) -> None:
         row = row_name(target)

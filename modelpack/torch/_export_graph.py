@@ -24,6 +24,7 @@ from ..spec.names import name_problem
 from ..vocab import LAYERS, OPS
 from ._export_layers import layer_args, layer_name, normalise_value
 from ._export_ops import ELIDED_METHODS, bind, public_name, rule_for, unknown_op_message
+from ._sym import COMPOSITES, is_size_value
 from ._trace import node_module, node_source
 
 __all__ = ["GraphSpec", "graph_to_spec", "UnreadTensorsWarning"]
@@ -173,6 +174,9 @@ class _Converter:
         if node.target is operator.getitem:
             self.getitem(node)
             return
+        if node.op == "call_function" and node.target in COMPOSITES and all(map(is_size_value, node.args)):
+            self.composite(node, COMPOSITES[node.target])  # math.ceil(h / s), h % w of sizes
+            return
         rule = rule_for(node)
         if rule is None:
             raise fail(node, unknown_op_message(node))
@@ -183,6 +187,14 @@ class _Converter:
         args = {k: self.arg_value(node, rule.op, k, v) for k, v in bound.args.items()}
         inputs = [self.operand(node, v) for v in bound.inputs]
         self.emit(node, self.fresh(rule.op), {"op": rule.op}, _drop_op_defaults(rule.op, args), inputs)
+
+    def composite(self, node: fx.Node, spell: Any) -> None:
+        def step(op: str, inputs: list[Any], **args: Any) -> str:
+            name = self.fresh(op)
+            self.emit(node, name, {"op": op}, args, inputs)
+            return name
+
+        spell(step, lambda v: self.operand(node, v), *[self.operand(node, a) for a in node.args])
 
     def operand(self, node: fx.Node, value: Any) -> fx.Node | str:
         """An op operand: a computed value, or a number written as a `scalar` node (``x * 0.5``)."""

@@ -2,7 +2,7 @@
 
 The rule: the Core ATen opset plus the ops torch.export's default IR keeps for nn
 modules, torch.nn.functional and Tensor methods, as exported and functionalized,
-with every functional overload of each op (365 rows). A row is one ATen
+with every functional overload of each op (371 rows). A row is one ATen
 overload: its leading Tensor arguments are the node's inputs, the others its
 arguments (schema names and defaults); device/layout are never stored.
 """
@@ -48,6 +48,10 @@ ATEN_OPS: Mapping[str, OpDef] = freeze_table([
     _op('aten._softmax', (_a('dim', 'int', _R, False), _a('half_to_float', 'bool', _R, False)), (1, 1), 1, (), '_softmax(Tensor self, int dim, bool half_to_float) -> Tensor'),
     _op('aten._to_copy', (_a('dtype', 'dtype', None, True), _a('non_blocking', 'bool', False, False), _a('memory_format', 'str', None, True, choices=_MF)), (1, 1), 1, ('layout', 'device', 'pin_memory'), '_to_copy(Tensor self, *, ScalarType? dtype=None, Layout? layout=None, Device? device=None, bool? pin_memory=None, bool non_blocking=False, MemoryFormat? memory_format=None) -> Tensor'),
     _op('aten._unsafe_view', (_a('size', 'value', _R, False),), (1, 1), 1, (), '_unsafe_view(Tensor self, SymInt[] size) -> Tensor'),
+    _op('aten._upsample_bicubic2d_aa', (_a('output_size', 'value', _R, False), _a('align_corners', 'bool', _R, False), _a('scales_h', 'float', None, True), _a('scales_w', 'float', None, True)), (1, 1), 1, (), '_upsample_bicubic2d_aa(Tensor self, SymInt[2] output_size, bool align_corners, float? scales_h=None, float? scales_w=None) -> Tensor'),
+    _op('aten._upsample_bicubic2d_aa.vec', (_a('output_size', 'value', _R, True), _a('align_corners', 'bool', _R, False), _a('scale_factors', 'floats', _R, True)), (1, 1), 1, (), '_upsample_bicubic2d_aa.vec(Tensor input, SymInt[]? output_size, bool align_corners, float[]? scale_factors) -> Tensor'),
+    _op('aten._upsample_bilinear2d_aa', (_a('output_size', 'value', _R, False), _a('align_corners', 'bool', _R, False), _a('scales_h', 'float', None, True), _a('scales_w', 'float', None, True)), (1, 1), 1, (), '_upsample_bilinear2d_aa(Tensor self, SymInt[2] output_size, bool align_corners, float? scales_h=None, float? scales_w=None) -> Tensor'),
+    _op('aten._upsample_bilinear2d_aa.vec', (_a('output_size', 'value', _R, True), _a('align_corners', 'bool', _R, False), _a('scale_factors', 'floats', _R, True)), (1, 1), 1, (), '_upsample_bilinear2d_aa.vec(Tensor input, SymInt[]? output_size, bool align_corners, float[]? scale_factors) -> Tensor'),
     _op('aten._upsample_nearest_exact2d', (_a('output_size', 'value', _R, False), _a('scales_h', 'float', None, True), _a('scales_w', 'float', None, True)), (1, 1), 1, (), '_upsample_nearest_exact2d(Tensor self, SymInt[2] output_size, float? scales_h=None, float? scales_w=None) -> Tensor'),
     _op('aten._upsample_nearest_exact2d.vec', (_a('output_size', 'value', _R, True), _a('scale_factors', 'floats', _R, True)), (1, 1), 1, (), '_upsample_nearest_exact2d.vec(Tensor input, SymInt[]? output_size, float[]? scale_factors) -> Tensor'),
     _op('aten.abs', (), (1, 1), 1, (), 'abs(Tensor self) -> Tensor'),
@@ -380,6 +384,8 @@ ATEN_OPS: Mapping[str, OpDef] = freeze_table([
     _op('aten.upsample_bicubic2d.vec', (_a('output_size', 'value', _R, True), _a('align_corners', 'bool', _R, False), _a('scale_factors', 'floats', _R, True)), (1, 1), 1, (), 'upsample_bicubic2d.vec(Tensor input, SymInt[]? output_size, bool align_corners, float[]? scale_factors) -> Tensor'),
     _op('aten.upsample_bilinear2d', (_a('output_size', 'value', _R, False), _a('align_corners', 'bool', _R, False), _a('scales_h', 'float', None, True), _a('scales_w', 'float', None, True)), (1, 1), 1, (), 'upsample_bilinear2d(Tensor self, SymInt[2] output_size, bool align_corners, float? scales_h=None, float? scales_w=None) -> Tensor'),
     _op('aten.upsample_bilinear2d.vec', (_a('output_size', 'value', _R, True), _a('align_corners', 'bool', _R, False), _a('scale_factors', 'floats', _R, True)), (1, 1), 1, (), 'upsample_bilinear2d.vec(Tensor input, SymInt[]? output_size, bool align_corners, float[]? scale_factors) -> Tensor'),
+    _op('aten.upsample_linear1d', (_a('output_size', 'value', _R, False), _a('align_corners', 'bool', _R, False), _a('scales', 'float', None, True)), (1, 1), 1, (), 'upsample_linear1d(Tensor self, SymInt[1] output_size, bool align_corners, float? scales=None) -> Tensor'),
+    _op('aten.upsample_linear1d.vec', (_a('output_size', 'value', _R, True), _a('align_corners', 'bool', _R, False), _a('scale_factors', 'floats', _R, True)), (1, 1), 1, (), 'upsample_linear1d.vec(Tensor input, SymInt[]? output_size, bool align_corners, float[]? scale_factors) -> Tensor'),
     _op('aten.upsample_nearest2d', (_a('output_size', 'value', _R, False), _a('scales_h', 'float', None, True), _a('scales_w', 'float', None, True)), (1, 1), 1, (), 'upsample_nearest2d(Tensor self, SymInt[2] output_size, float? scales_h=None, float? scales_w=None) -> Tensor'),
     _op('aten.upsample_nearest2d.vec', (_a('output_size', 'value', _R, True), _a('scale_factors', 'floats', _R, True)), (1, 1), 1, (), 'upsample_nearest2d.vec(Tensor input, SymInt[]? output_size, float[]? scale_factors) -> Tensor'),
     _op('aten.var', (_a('unbiased', 'bool', True, False),), (1, 1), 1, (), 'var(Tensor self, bool unbiased=True) -> Tensor'),
