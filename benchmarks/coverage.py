@@ -3,7 +3,7 @@
 Run by hand (not in CI; needs torchvision, and timm for ``--suite timm``, which CI does not install):
 
     PYTHONPATH=. python benchmarks/coverage.py [--suite torchvision|timm] [--only NAME ...] [--timeout S]
-                                               [--jobs N] [--results FILE]
+                                               [--jobs N] [--results FILE] [--capture auto|export|fx]
 
 ``--suite timm`` is :mod:`benchmarks._timm_suite` (one model per family, bit-exact). For each model (weights=None: seeded random init, no downloads; eval mode; batch 1 at a small
 resolution the architecture allows): ``modelpack.export`` in a subprocess (one crash or hang
@@ -70,7 +70,7 @@ def family_of(name: str) -> str:
     return name
 
 
-def run_one(kind: str, name: str, workdir: str) -> dict:
+def run_one(kind: str, name: str, workdir: str, capture: str = "auto") -> dict:
     """In this process: build, export; then load and compare in a fresh subprocess."""
     import torch
     import torchvision
@@ -88,7 +88,7 @@ def run_one(kind: str, name: str, workdir: str) -> dict:
         expected = dict(expected)
     path = os.path.join(workdir, f"{name}.mpk")
     t = time.perf_counter()
-    modelpack.export(model, path, x, atol=TOLERANCE)
+    modelpack.export(model, path, x, atol=TOLERANCE, capture=capture)
     export_s = time.perf_counter() - t
     inp, ref = os.path.join(workdir, "x.pt"), os.path.join(workdir, "ref.pt")
     torch.save(x, inp)
@@ -104,22 +104,22 @@ def run_one(kind: str, name: str, workdir: str) -> dict:
             "load_s": loaded["load_s"]}
 
 
-def child(name: str) -> None:
+def child(name: str, capture: str = "auto") -> None:
     kind = "segmentation" if family_of(name) in ("fcn", "deeplabv3", "lraspp") else "classification"
     with tempfile.TemporaryDirectory() as workdir:
         try:
-            out = run_one(kind, name, workdir)
+            out = run_one(kind, name, workdir, capture)
         except Exception as e:  # the report line names the failure; the run goes on
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
             out = {"result": f"fail: {type(e).__name__}: {first[:300]}"}
     print("RESULT " + json.dumps(out))
 
 
-def spawn(name: str, timeout: float) -> dict:
+def spawn(name: str, timeout: float, capture: str = "auto") -> dict:
     env = {**os.environ, "PYTHONPATH": _pythonpath()}
     t = time.perf_counter()
     try:
-        proc = subprocess.run([sys.executable, __file__, "--child", name], capture_output=True, text=True,
+        proc = subprocess.run([sys.executable, __file__, "--child", name, "--capture", capture], capture_output=True, text=True,
                               timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return {"result": f"fail: timeout after {timeout:.0f} s"}
@@ -136,8 +136,8 @@ def _pythonpath() -> str:
     return os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
 
 
-def table(rows: list[dict]) -> str:
-    lines = ["| model | family | result | max abs diff | export s | load s |", "|---|---|---|---|---|---|"]
+def table(rows: list[dict], capture: str = "auto") -> str:
+    lines = [f"Capture: `{capture}`", "","| model | family | result | max abs diff | export s | load s |", "|---|---|---|---|---|---|"]
     for r in rows:
         diff = f"{r['diff']:.2e}" if "diff" in r else ""
         ex = f"{r['export_s']:.1f}" if "export_s" in r else ""
@@ -168,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per model")
     parser.add_argument("--jobs", type=int, default=1, help="models run at once")
     parser.add_argument("--results", help="append one JSON line per model here")
+    parser.add_argument("--capture", choices=("auto", "export", "fx"), default="auto",
+                        help="torchvision suite: the capture path modelpack.export uses (default auto)")
     parser.add_argument("--picks", help="timm suite: the cached family -> model picks (default "
                         "benchmarks/results/timm_picks.json)")
     args = parser.parse_args(argv)
@@ -176,13 +178,13 @@ def main(argv: list[str] | None = None) -> int:
 
         return _timm_suite.main(args)
     if args.child:
-        child(args.child)
+        child(args.child, args.capture)
         return 0
     names = [(k, n) for k, n in model_names() if not args.only or n in args.only]
 
     def work(item: tuple[str, str]) -> dict:
         kind, name = item
-        row = {"name": name, "kind": kind, **spawn(name, args.timeout)}
+        row = {"name": name, "kind": kind, **spawn(name, args.timeout, args.capture), "capture": args.capture}
         print(f"{name}: {row['result']}", file=sys.stderr, flush=True)
         if args.results:
             with open(args.results, "a") as f:
@@ -191,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with ThreadPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(work, names))
-    print(table(rows))
+    print(table(rows, args.capture))
     return 0
 
 

@@ -283,3 +283,27 @@ def test_a_decomposition_that_rounds_differently_is_caught_by_the_bit_exact_chec
     with pytest.warns(ReproductionWarning, match="not bit for bit"):
         modelpack.export(model, tmp_path / "m.mpk", x, capture="export", atol=1e-5)
     assert torch.allclose(modelpack.load_model(tmp_path / "m.mpk")(x), model(x), atol=1e-5, rtol=0)
+
+
+class _AddIntoPermuted(nn.Module):
+    """A permuted view plus a fresh Linear output: eager's sum takes the view's (permuted) strides."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = x.transpose(1, 2)
+        return a + self.proj(a)
+
+
+def test_inference_in_place_keeps_the_strides_eager_gives(tmp_path) -> None:
+    """Writing the sum into the Linear output would give contiguous strides, and a later reduction or
+    matmul over them can round differently (torchvision's maxvit_t): the rebuilt model keeps eager's."""
+    torch.manual_seed(0)
+    model, x = _AddIntoPermuted().eval(), torch.randn(2, 4, 6)
+    modelpack.export(model, tmp_path / "m.mpk", x, capture="export")
+    rebuilt = modelpack.load_model(tmp_path / "m.mpk")
+    with torch.no_grad():
+        want, got = model(x), rebuilt(x)
+    assert torch.equal(got, want) and got.stride() == want.stride()

@@ -379,12 +379,20 @@ def _run_inplace(step: Step, env: dict[str, Any], which: int = 0) -> Any:
     if rest:
         other = rest[0]
         shape = other.shape if isinstance(other, torch.Tensor) else ()
-        if not _broadcasts_into(shape, target.shape) or torch.result_type(target, other) != target.dtype:
+        if (not _broadcasts_into(shape, target.shape) or torch.result_type(target, other) != target.dtype
+                or not _same_layout(target, other)):
             return step.fn(*[env[name] for name in step.inputs], *step.extra, **step.kwargs)
     how = _INPLACE_METHOD[step.what]
     if isinstance(how, str):
         return getattr(target, how)(*rest, *step.extra, **step.kwargs)
     return how(target, *rest, *step.extra, **step.kwargs)
+
+
+def _same_layout(target: torch.Tensor, other: Any) -> bool:
+    """The in-place result keeps ``target``'s strides, the out-of-place one takes the operands' layout
+    (a permuted view's): only when both are contiguous are they the same, and so is every later
+    stride-sensitive kernel (a reduction, a matmul) reading it."""
+    return target.is_contiguous() and (not isinstance(other, torch.Tensor) or other.is_contiguous())
 
 
 def _broadcasts_into(shape: Sequence[int], target: Sequence[int]) -> bool:
