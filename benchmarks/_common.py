@@ -259,3 +259,34 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, ali
 
 def verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else ("PASS" if ok else "MISS")
+
+
+# The loading child of the coverage suites: a fresh interpreter that must not import the model's
+# library, loads the .mpk, runs it on the saved input and prints one JSON line: load seconds, whether
+# every output is bit-identical (NaNs in the same places count as equal), and the max abs difference.
+ROUND_TRIP_LOADER = r"""
+import json, sys, time
+import torch
+import modelpack
+path, inp, ref = sys.argv[1:4]
+x = torch.load(inp, weights_only=True)
+expected = torch.load(ref, weights_only=True)
+t = time.perf_counter()
+model = modelpack.load_model(path)
+load_s = time.perf_counter() - t
+for banned in ("timm", "torchvision"):
+    assert banned not in sys.modules, f"the loader imported {banned}"
+with torch.no_grad():
+    got = model.eval()(x)
+if isinstance(expected, dict):
+    assert isinstance(got, dict) and list(got) == list(expected), (type(got), list(expected))
+    exp, got = [expected[k] for k in expected], [got[k] for k in expected]
+else:
+    exp = list(expected) if isinstance(expected, (tuple, list)) else [expected]
+    got = list(got) if isinstance(got, (tuple, list)) else [got]
+assert len(exp) == len(got), (len(exp), len(got))
+same = all(a.shape == b.shape and a.dtype == b.dtype and bool(((a == b) | (a.isnan() & b.isnan())).all())
+           for a, b in zip(exp, got))
+diff = max(float((a.double() - b.double()).abs().nan_to_num(0.0).max()) for a, b in zip(exp, got))
+print(json.dumps({"load_s": load_s, "same": same, "diff": diff}))
+"""

@@ -30,32 +30,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROUND_TRIP_LOADER  # noqa: E402
+
 _HERE = Path(__file__).resolve().parent
 _PICKS = _HERE / "results" / "timm_picks.json"
-
-_LOADER = r"""
-import json, sys, time
-import torch
-import modelpack
-path, inp, ref = sys.argv[1:4]
-x = torch.load(inp, weights_only=True)
-expected = torch.load(ref, weights_only=True)
-t = time.perf_counter()
-model = modelpack.load_model(path)
-load_s = time.perf_counter() - t
-for banned in ("timm", "torchvision"):
-    assert banned not in sys.modules, f"the loader imported {banned}"
-with torch.no_grad():
-    got = model.eval()(x)
-exp = expected if isinstance(expected, (tuple, list)) else [expected]
-got = got if isinstance(got, (tuple, list)) else [got]
-assert len(exp) == len(got), (len(exp), len(got))
-same = all(a.shape == b.shape and a.dtype == b.dtype and bool(((a == b) | (a.isnan() & b.isnan())).all())
-           for a, b in zip(exp, got))
-diff = max(float((a.double() - b.double()).abs().nan_to_num(0.0).max()) for a, b in zip(exp, got))
-print(json.dumps({"load_s": load_s, "same": same, "diff": diff}))
-"""
-
 
 # ----------------------------------------------------------------------------- which models
 
@@ -128,7 +107,7 @@ def run_one(name: str, workdir: str) -> dict:
     torch.save(x, inp)
     torch.save(expected, ref)
     del model
-    proc = subprocess.run([sys.executable, "-c", _LOADER, path, inp, ref], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", ROUND_TRIP_LOADER, path, inp, ref], capture_output=True, text=True)
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
         return {"input": list(size), "result": "load", "reason": tail[:200], "export_s": export_s}

@@ -24,34 +24,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROUND_TRIP_LOADER  # noqa: E402
+
 TOLERANCE = 1e-4
 # Input resolution per model: the usual one where the architecture fixes it, smaller otherwise.
 _FIXED_224 = ("vit_", "swin_", "maxvit_")
 _SIZES = {"inception_v3": 160}
 _DEFAULT_SIZE = 128
-
-_LOADER = r"""
-import json, sys, time
-import torch
-import modelpack
-path, inp, ref = sys.argv[1:4]
-x = torch.load(inp, weights_only=True)
-expected = torch.load(ref, weights_only=True)
-t = time.perf_counter()
-model = modelpack.load_model(path)
-load_s = time.perf_counter() - t
-assert "torchvision" not in sys.modules, "the loader imported torchvision"
-with torch.no_grad():
-    got = model.eval()(x)
-if isinstance(expected, dict):
-    assert isinstance(got, dict) and list(got) == list(expected), (type(got), list(expected))
-    pairs = [(expected[k], got[k]) for k in expected]
-else:
-    pairs = [(expected, got)]
-diff = max(float((a - b).abs().max()) for a, b in pairs)
-print(json.dumps({"load_s": load_s, "diff": diff}))
-"""
-
 
 def model_names() -> list[tuple[str, str]]:
     import torchvision
@@ -94,7 +74,7 @@ def run_one(kind: str, name: str, workdir: str, capture: str = "auto") -> dict:
     torch.save(x, inp)
     torch.save(expected, ref)
     del model
-    proc = subprocess.run([sys.executable, "-c", _LOADER, path, inp, ref], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", ROUND_TRIP_LOADER, path, inp, ref], capture_output=True, text=True)
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
         return {"result": f"fail: load: {tail[:160]}", "export_s": export_s}
