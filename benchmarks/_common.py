@@ -290,3 +290,17 @@ same = all(a.shape == b.shape and a.dtype == b.dtype and bool(((a == b) | (a.isn
 diff = max(float((a.double() - b.double()).abs().nan_to_num(0.0).max()) for a, b in zip(exp, got))
 print(json.dumps({"load_s": load_s, "same": same, "diff": diff}))
 """
+
+
+def round_trip(path: str, x: Any, expected: Any, workdir: str) -> tuple[dict[str, Any] | None, str]:
+    """Load ``path`` in a fresh interpreter (:data:`ROUND_TRIP_LOADER`) on ``x`` against ``expected``:
+    its result (load_s, same, diff), or None and the child's last error line."""
+    import torch
+
+    inp, ref = os.path.join(workdir, "x.pt"), os.path.join(workdir, "ref.pt")
+    torch.save(x, inp)
+    torch.save(expected, ref)
+    proc = subprocess.run([sys.executable, "-c", ROUND_TRIP_LOADER, path, inp, ref], capture_output=True, text=True)
+    if proc.returncode != 0:
+        return None, (proc.stderr.strip().splitlines() or ["?"])[-1]
+    return json.loads(proc.stdout.strip().splitlines()[-1]), ""

@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROUND_TRIP_LOADER  # noqa: E402
+from _common import round_trip  # noqa: E402
 
 _HERE = Path(__file__).resolve().parent
 _PICKS = _HERE / "results" / "timm_picks.json"
@@ -103,15 +103,10 @@ def run_one(name: str, workdir: str) -> dict:
     except modelpack.ExportError as e:
         return {"input": list(size), "export_s": time.perf_counter() - t, **categorise(str(e))}
     export_s = time.perf_counter() - t
-    inp, ref = os.path.join(workdir, "x.pt"), os.path.join(workdir, "ref.pt")
-    torch.save(x, inp)
-    torch.save(expected, ref)
     del model
-    proc = subprocess.run([sys.executable, "-c", ROUND_TRIP_LOADER, path, inp, ref], capture_output=True, text=True)
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
+    got, tail = round_trip(path, x, expected, workdir)
+    if got is None:
         return {"input": list(size), "result": "load", "reason": tail[:200], "export_s": export_s}
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
     row = {"input": list(size), "export_s": export_s, "load_s": got["load_s"], "diff": got["diff"]}
     if got["same"]:
         return {**row, "result": "pass", "reason": ""}

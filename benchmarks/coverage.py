@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROUND_TRIP_LOADER  # noqa: E402
+from _common import round_trip  # noqa: E402
 
 TOLERANCE = 1e-4
 # Input resolution per model: the usual one where the architecture fixes it, smaller otherwise.
@@ -70,15 +70,10 @@ def run_one(kind: str, name: str, workdir: str, capture: str = "auto") -> dict:
     t = time.perf_counter()
     modelpack.export(model, path, x, atol=TOLERANCE, capture=capture)
     export_s = time.perf_counter() - t
-    inp, ref = os.path.join(workdir, "x.pt"), os.path.join(workdir, "ref.pt")
-    torch.save(x, inp)
-    torch.save(expected, ref)
     del model
-    proc = subprocess.run([sys.executable, "-c", ROUND_TRIP_LOADER, path, inp, ref], capture_output=True, text=True)
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
+    loaded, tail = round_trip(path, x, expected, workdir)
+    if loaded is None:
         return {"result": f"fail: load: {tail[:160]}", "export_s": export_s}
-    loaded = json.loads(proc.stdout.strip().splitlines()[-1])
     ok = loaded["diff"] <= TOLERANCE
     return {"result": "pass" if ok else "fail: output differs", "diff": loaded["diff"], "export_s": export_s,
             "load_s": loaded["load_s"]}
