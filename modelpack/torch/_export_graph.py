@@ -23,7 +23,7 @@ from ..errors import ExportError
 from ..spec.names import name_problem
 from ..vocab import LAYERS, OPS
 from ._export_layers import layer_args, layer_name, normalise_value
-from ._export_ops import ELIDED_METHODS, bind, public_name, rule_for, unknown_op_message
+from ._export_ops import ELIDED_METHODS, bind, rule_for, unknown_op_message
 from ._sym import COMPOSITES, is_size_value
 from ._trace import node_module, node_source
 

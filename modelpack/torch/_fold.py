@@ -13,7 +13,7 @@ more than one output, or its settings are ones the row cannot say.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
