@@ -26,7 +26,7 @@ from torch.export.graph_signature import InputKind
 from ..errors import ExportError
 from ..spec.names import name_problem
 from ..vocab import OPS
-from ._export_graph import GraphSpec
+from ._export_graph import GraphSpec, state_node_args
 from ._fold import fold_layers
 from ._sym import COMPOSITES
 from .build import arg_refs
@@ -406,15 +406,10 @@ class _Converter:
 
 def _state_node(name: str, tensor: torch.Tensor, parameter: bool, persistent: bool = True) -> dict[str, Any]:
     """The ``Parameter``/``Buffer`` node holding ``tensor`` under its state_dict key ``name``."""
-    args: dict[str, Any] = {"shape": list(tensor.shape)}
-    dtype = dtype_row(tensor.dtype, where=name).name
-    if dtype != "float32":
-        args["dtype"] = dtype
-    if parameter and not tensor.requires_grad:
-        args["requires_grad"] = False
+    kind, args = state_node_args(tensor, parameter, where=name)
     if not parameter and not persistent:
         args["persistent"] = False
-    return {"name": name, "layer": "Parameter" if parameter else "Buffer", "args": args, "in": []}
+    return {"name": name, **kind, "args": args, "in": []}
 
 
 def _tied_keys(nodes: list[dict[str, Any]], model: nn.Module) -> list[dict[str, Any]]:

@@ -101,7 +101,7 @@ class _Converter:
         for key, tensor in self.state.items():
             if key in owned or name_problem(key) is not None:
                 continue
-            kind, args = _state_node(tensor, isinstance(tensor, nn.Parameter))
+            kind, args = state_node_args(tensor, isinstance(tensor, nn.Parameter))
             self.nodes.append({"name": key, **kind, "in": [], "args": args})
             self.used.add(key)
             self.sources[key] = "a tensor of a module forward does not call"
@@ -253,7 +253,7 @@ class _Converter:
         problem = name_problem(target)
         if problem:
             raise fail(node, f"the state_dict key cannot name a spec node: {problem}")
-        self.emit(node, target, *_state_node(tensor, isinstance(tensor, nn.Parameter)), [])
+        self.emit(node, target, *state_node_args(tensor, isinstance(tensor, nn.Parameter)), [])
         self.state_nodes[target] = target
 
     # ------------------------------------------------------------------ values and names
@@ -353,12 +353,13 @@ def _has_state(module: nn.Module) -> bool:
     return any(True for _ in module.parameters()) or any(True for _ in module.buffers())
 
 
-def _state_node(tensor: torch.Tensor, parameter: bool) -> tuple[dict[str, str], dict[str, Any]]:
-    """The kind and args of a Parameter/Buffer node holding ``tensor`` (defaults left out)."""
+def state_node_args(tensor: torch.Tensor, parameter: bool,
+                    where: str = "") -> tuple[dict[str, str], dict[str, Any]]:
+    """The kind and args of a Parameter/Buffer node holding ``tensor`` (defaults left out); both capture paths."""
     from .tensors import dtype_row
 
     args: dict[str, Any] = {"shape": list(tensor.shape)}
-    dtype = dtype_row(tensor.dtype).name
+    dtype = dtype_row(tensor.dtype, where=where).name
     if dtype != "float32":
         args["dtype"] = dtype
     if parameter and not tensor.requires_grad:

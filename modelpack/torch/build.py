@@ -28,7 +28,7 @@ from ._aten import aten_kwargs, allocates, device_mode, guarded
 from .bindings import LAYER_BINDINGS, OP_BINDINGS, POSITIONAL_ARGS
 
 __all__ = ["build", "build_validated", "SpecModule", "Namespace", "Step", "prepare", "subgraph", "needed_nodes",
-           "release_plan", "held_tensors"]
+           "release_plan", "held_tensors", "registered"]
 
 _SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 # ops that read the module's train/eval mode (vocabulary rows with training=True)
@@ -670,6 +670,14 @@ def held_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
     for name, tensor in module.named_buffers(remove_duplicate=False):
         held.setdefault(name, tensor)
     return held
+
+
+def registered(module: nn.Module, dotted: str) -> nn.Module:
+    """The registered submodule at ``dotted`` (``_modules`` only, unlike ``get_submodule``'s getattr,
+    which a method or attribute of the same name would answer: a node may be named ``_run``)."""
+    for part in dotted.split(".") if dotted else ():
+        module = module._modules[part]  # type: ignore[assignment]
+    return module
 
 
 def _attach(root: nn.Module, name: str, module: nn.Module, persistent: bool = True) -> None:

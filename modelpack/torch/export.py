@@ -41,7 +41,7 @@ from ._export_graph import GraphSpec, graph_to_spec
 from ._export_layers import is_layer_type
 from ._spec_text import spec_to_yaml
 from ._trace import InputSlot, trace
-from .build import SpecModule, build_validated, held_tensors, prepare
+from .build import SpecModule, build_validated, held_tensors, prepare, registered
 from .compare import Mismatch, compare_tensors
 from .tensors import dtype_row
 
@@ -451,11 +451,8 @@ def _adopt_weights(rebuilt: nn.Module, model: nn.Module, state: dict[str, torch.
     except RuntimeError as e:
         raise ExportError(f"the spec's layers do not fit the model's tensors: {e}") from e
     for key in want.keys() - persistent.keys():  # non-persistent buffers: load_state_dict skips them
-        *path, leaf = key.split(".")
-        owner = rebuilt
-        for part in path:
-            owner = owner._modules[part]  # type: ignore[assignment]
-        owner._buffers[leaf] = state[key]
+        owner, _, leaf = key.rpartition(".")
+        registered(rebuilt, owner)._buffers[leaf] = state[key]
 
 
 def _key_mismatch(extra: list[str], missing: list[str]) -> str:

@@ -30,7 +30,7 @@ from torch import nn
 from .. import api, tree
 from ..errors import WeightsMismatchError
 from ..spec.cost import check_cost, check_file_holds
-from .build import SpecModule, build_validated, held_tensors, prepare, subgraph
+from .build import SpecModule, build_validated, held_tensors, prepare, registered, subgraph
 from .placement import finish, place
 from .tensors import dtype_row
 
@@ -249,7 +249,7 @@ def _give(module: nn.Module, pack: api.Pack, refs: Mapping[str, str], keys: Iter
         if ref not in tensors:
             tensors[ref] = placement(key, _as_torch(pack.tensor(ref, mmap=mmap)))
         owner_name, _, leaf = key.rpartition(".")
-        owner = _child(module, owner_name)
+        owner = registered(module, owner_name)
         if leaf in owner._parameters:
             if ref not in params:
                 old = owner._parameters[leaf]
@@ -258,14 +258,6 @@ def _give(module: nn.Module, pack: api.Pack, refs: Mapping[str, str], keys: Iter
         else:
             setattr(owner, leaf, tensors[ref])
     return {id(t) for t in (*tensors.values(), *params.values())}
-
-
-def _child(module: nn.Module, dotted: str) -> nn.Module:
-    """The registered submodule at ``dotted`` (``_modules`` only, unlike ``get_submodule``'s getattr,
-    which a method or attribute of the same name would answer: a node may be named ``_run``)."""
-    for part in dotted.split(".") if dotted else ():
-        module = module._modules[part]  # type: ignore[assignment]
-    return module
 
 
 def _check_materialized(module: nn.Module, assigned: set[int], source: str) -> None:
