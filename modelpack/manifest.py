@@ -336,15 +336,18 @@ def _check_coverage(members: Sequence[Member], tensors: Mapping[str, Member]) ->
 
 
 def check_tree(tree_json: Any, tensors: Mapping[str, Any] | set[str]) -> None:
-    """Decode the whole tree now (tensors as None), so open/inspect/verify refuse what load would."""
-    refs = set()
+    """Decode the whole tree now (tensors as None), so open/inspect/verify refuse what load would.
 
-    def ref(name: str) -> None:
-        if name not in tensors:
-            raise FormatError(f"refers to unknown tensor {name[:80]!r}", where=f"{MANIFEST}.tree")
-        refs.add(name)
-
-    tree.decode(tree_json, ref)
-    unused = set(tensors) - refs
-    if unused:
+    The names are gathered first (``list.append``: no Python call per tensor) and then
+    compared as sets; only an error walks them again, to name the first unknown one.
+    """
+    refs: list[str] = []
+    tree.decode(tree_json, refs.append)
+    known = tensors.keys() if isinstance(tensors, Mapping) else tensors
+    used = set(refs)
+    if not used <= known:
+        name = next(n for n in refs if n not in known)
+        raise FormatError(f"refers to unknown tensor {name[:80]!r}", where=f"{MANIFEST}.tree")
+    if len(used) != len(known):
+        unused = set(known) - used
         raise FormatError(f"tensor {sorted(unused)[0]!r} is not used by the tree", where=f"{MANIFEST}.tree")

@@ -119,7 +119,11 @@ def check_shards(value: Any) -> list[dict[str, Any]]:
 
 
 def tensor_shards(rows: list[dict[str, Any]]) -> dict[str, int] | None:
-    """Tensor name -> index of its shard's row, in file order, from checked rows; None if they list no names."""
+    """Tensor name -> index of its shard's row, in file order, from checked rows; None if they list no names.
+
+    Every name is checked, a row at a time in C (an index lists every tensor of the pack);
+    the slow walk runs only to name what is wrong.
+    """
     if _NAMES_KEY not in rows[0]:
         return None
     where_is: dict[str, int] = {}
@@ -129,13 +133,20 @@ def tensor_shards(rows: list[dict[str, Any]]) -> dict[str, int] | None:
         if not isinstance(names, list):
             raise FormatError("a shard's tensors must be a list of names", where=where)
         limits.check("max_tensors", len(where_is) + len(names), where=_WHERE, what="number of tensors")
-        for name in names:
-            if not isinstance(name, str) or not tree.valid_name(name):
-                raise FormatError(f"{str(name)[:80]!r} is not a valid tensor name", where=where)
-            if name in where_is:
-                raise FormatError(f"tensor {name!r} is in two shards", where=where)
-            where_is[name] = i
+        if not tree.all_valid_names(names):
+            name = next(n for n in names if not (isinstance(n, str) and tree.valid_name(n)))
+            raise FormatError(f"{str(name)[:80]!r} is not a valid tensor name", where=where)
+        before = len(where_is)
+        where_is.update(dict.fromkeys(names, i))
+        if len(where_is) != before + len(names):
+            raise FormatError(f"tensor {_repeated(rows[: i + 1])!r} is in two shards", where=where)
     return where_is
+
+
+def _repeated(rows: list[dict[str, Any]]) -> str:
+    """The first name listed twice across ``rows`` (there is one)."""
+    seen: set[str] = set()
+    return next(n for row in rows for n in row[_NAMES_KEY] if n in seen or seen.add(n))  # type: ignore[func-returns-value]
 
 
 def open_shard(index: Pack, row: dict[str, Any], opener: Callable[[Any], Pack]) -> Pack:

@@ -242,6 +242,10 @@ def test_rows_whose_names_disagree_with_their_shards(packdir):
     (lambda rows: rows[1].update(tensors="t1"), "must be a list of names"),
     (lambda rows: rows[1].update(tensors=["../t1"]), "not a valid tensor name"),
     (lambda rows: rows[1].update(tensors=[7]), "not a valid tensor name"),
+    (lambda rows: rows[1].update(tensors=["t1\nt2"]), "not a valid tensor name"),  # one name, two lines
+    (lambda rows: rows[1].update(tensors=["t1."]), "not a valid tensor name"),
+    (lambda rows: rows[1].update(tensors=["t1", ""]), "not a valid tensor name"),
+    (lambda rows: rows[1].update(tensors=["x" * 5000]), "not a valid tensor name"),
     (lambda rows: rows[1].update(tensors=["t1", "t1"]), "'t1' is in two shards"),
     (lambda rows: rows[2].update(tensors=["t0"]), "'t0' is in two shards"),
     (lambda rows: rows[1].pop("tensors"), "either every shard lists its 'tensors' or none does"),
