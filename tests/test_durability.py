@@ -217,3 +217,54 @@ def test_stream_that_fails_midway_with_the_writer_thread_running_leaves_the_targ
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["s.mpk"]
     assert not [t for t in threading.enumerate() if t.name == "modelpack-write"]
+
+
+def _writeback_calls(monkeypatch, answer: int | None) -> list[tuple[int, int]]:
+    """Record the ranges handed to sync_file_range; ``answer`` is its return value (None: no such call)."""
+    calls: list[tuple[int, int]] = []
+
+    def fake(fd, offset, nbytes, flags):
+        assert flags == _fs._SYNC_FILE_RANGE_WRITE  # start writeback only: never wait, never a barrier
+        calls.append((offset, nbytes))
+        return answer
+
+    monkeypatch.setattr(_fs, "_SYNC_FILE_RANGE", None if answer is None else fake)
+    return calls
+
+
+def test_writeback_is_started_for_each_background_batch_in_file_order(tmp_path, monkeypatch):
+    calls = _writeback_calls(monkeypatch, 0)
+    obj = _many_small()
+    target = tmp_path / "w.mpk"
+    modelpack.save(obj, target)
+    assert len(calls) >= 2
+    assert calls[0][0] == 0 and all(a + n == b for (a, n), (b, _) in zip(calls, calls[1:]))  # contiguous ranges
+    assert calls[-1][0] + calls[-1][1] <= target.stat().st_size
+    assert target.read_bytes() == modelpack.save_bytes(obj)
+
+
+@pytest.mark.parametrize("answer", [None, -1])  # no sync_file_range (not Linux), or the kernel refuses it
+def test_without_writeback_the_file_is_the_same_and_the_writer_stops_asking(tmp_path, monkeypatch, answer):
+    calls = _writeback_calls(monkeypatch, answer)
+    obj = _many_small()
+    target = tmp_path / "w.mpk"
+    modelpack.save(obj, target)
+    assert len(calls) == (0 if answer is None else 1)  # refused once: never asked again
+    assert target.read_bytes() == modelpack.save_bytes(obj)
+    modelpack.verify(target)
+
+
+def test_start_writeback_on_this_system():
+    """The real call: True on Linux for a regular file, False for a pipe (ESPIPE); False elsewhere."""
+    r, w = os.pipe()
+    try:
+        assert _fs.start_writeback(w, 0, 1) is False
+    finally:
+        os.close(r)
+        os.close(w)
+    import tempfile
+
+    with tempfile.TemporaryFile() as f:
+        f.write(b"x" * 8192)
+        f.flush()
+        assert _fs.start_writeback(f.fileno(), 0, 8192) is sys.platform.startswith("linux")
