@@ -12,6 +12,9 @@ Run by hand, not in CI::
                                        # a 4-shard pack against one file, and per-tensor targets
     python benchmarks/io.py --set issue12 --sharded-rss 4
                                        # + peak RSS of save/load of a 4 GiB pack, max_shard_size=1GB
+    python benchmarks/io.py --set issue12 --ab /work/main --contenders modelpack,modelpack_split,safetensors
+                                       # A/B: another checkout's modelpack as extra contenders
+                                       # ("... [B]" rows), same process, same interleaved rounds
 
 The full run takes about 8 minutes on an idle 2-CPU VM with a ~500 MB/s disk;
 with other jobs on the machine it can take twice that (use ``--reps 3``).
@@ -31,6 +34,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
+import importlib
+import importlib.util
 import json
 import math
 import mmap
@@ -273,6 +278,49 @@ LOADER = {ld.key: ld for ld in LOADERS}
 def checksum(tensors: Tensors, case: Case) -> float:
     """The 'touch every byte' work, identical for every contender: sum each tensor, in name order."""
     return sum(tensors[name].sum().item() for name in case.names)
+
+
+# --------------------------------------------------------------------------- A/B against another checkout
+
+
+def import_other(checkout: Path) -> Any:
+    """``checkout``'s modelpack imported as the package ``modelpack_b`` (its modules import each other
+    relatively), next to this tree's; returns its ``api`` module."""
+    init = checkout / "modelpack" / "__init__.py"
+    spec = importlib.util.spec_from_file_location("modelpack_b", init, submodule_search_locations=[str(init.parent)])
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"--ab: no modelpack package in {checkout}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["modelpack_b"] = module
+    spec.loader.exec_module(module)
+    return importlib.import_module("modelpack_b.api")
+
+
+def add_ab(checkout: Path) -> None:
+    """Add the other checkout's save, split save and mmap loads as contenders keyed ``*_b``."""
+    global SAVERS, LOADERS
+    api_b = import_other(checkout)
+
+    def split_b(tensors: Tensors, path: str) -> None:
+        api_b.save(tensors, path, max_shard_size=-(-sum(t.nbytes for t in tensors.values()) // 4))
+
+    tag = f"[B: {checkout}]"
+    SAVERS += (Saver("modelpack_b", f"modelpack.save {tag}", lambda t, p: api_b.save(t, p), "fsync+rename", rss=False),
+               Saver("modelpack_split_b", f"modelpack.save, 4 shards {tag}", split_b, "fsync+rename", rss=False))
+    LOADERS += (Loader("modelpack_b", f"modelpack.load (mmap) {tag}", "modelpack_b", lambda p, c: api_b.load(p), True,
+                       rss=False),
+                Loader("modelpack_split_b", f"modelpack.load (mmap), 4 shards {tag}", "modelpack_split_b",
+                       lambda p, c: api_b.load(p), True, rss=False))
+    SAVER.update((s.key, s) for s in SAVERS)
+    LOADER.update((ld.key, ld) for ld in LOADERS)
+
+
+def keep_contenders(keys: set[str]) -> None:
+    """Only these savers (and their ``_b`` twins), and the loaders reading their files."""
+    global SAVERS, LOADERS
+    keys |= {f"{k}_b" for k in keys}
+    SAVERS = tuple(s for s in SAVERS if s.key in keys)
+    LOADERS = tuple(ld for ld in LOADERS if ld.source in keys)
 
 
 # --------------------------------------------------------------------------- timing
@@ -579,6 +627,11 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
                    help="also measure peak RSS of a sharded save and load of this many GiB")
     p.add_argument("--no-rss", action="store_true", help="skip the fresh-process peak RSS measurements")
     p.add_argument("--keep", action="store_true", help="keep the work folder")
+    p.add_argument("--ab", type=Path, metavar="CHECKOUT",
+                   help="also time CHECKOUT's modelpack (save, split save, mmap loads) as '[B]' contenders")
+    p.add_argument("--contenders", metavar="KEYS",
+                   help="comma-separated saver keys to run (modelpack, modelpack_split, torch, safetensors, raw, "
+                        "raw_durable, torch_fsync, st_fsync), each with the loaders of its file")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.cold and not C.can_drop_caches():
@@ -592,6 +645,10 @@ def main(argv: list[str] | None = None) -> int:
         child_main(json.loads(args.child))
         return 0
     reps = args.reps or (2 if args.quick else 5)
+    if args.ab:
+        add_ab(args.ab)
+    if args.contenders:
+        keep_contenders(set(args.contenders.split(",")))
     chosen = SETS[args.set or ("quick" if args.quick else "full")]
     cases = [c for c in chosen if args.only in (None, c.key)]
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` removes the work folder
