@@ -2,7 +2,7 @@
 
 The rule: the Core ATen opset plus the ops torch.export's default IR keeps for nn
 modules, torch.nn.functional and Tensor methods, as exported and functionalized,
-with every functional overload of each op (371 rows). A row is one ATen
+with every functional overload of each op (361 rows). A row is one ATen
 overload: its leading Tensor arguments are the node's inputs, the others its
 arguments (schema names and defaults); device/layout are never stored.
 """
@@ -195,9 +195,7 @@ ATEN_OPS: Mapping[str, OpDef] = freeze_table([
     _op('aten.hypot', (), (2, 2), 1, (), 'hypot(Tensor self, Tensor other) -> Tensor'),
     _op('aten.im2col', (_a('kernel_size', 'ints', _R, False), _a('dilation', 'ints', _R, False), _a('padding', 'ints', _R, False), _a('stride', 'ints', _R, False)), (1, 1), 1, (), 'im2col(Tensor self, int[2] kernel_size, int[2] dilation, int[2] padding, int[2] stride) -> Tensor'),
     _op('aten.index.Tensor', (_a('indices', 'value', _R, False),), (1, 1), 1, (), 'index.Tensor(Tensor self, Tensor?[] indices) -> Tensor'),
-    _op('aten.index.Tensor_hacked_twin', (_a('indices', 'value', _R, False),), (1, 1), 1, (), 'index.Tensor_hacked_twin(Tensor self, Tensor[] indices) -> Tensor'),
     _op('aten.index_put', (_a('indices', 'value', _R, False), _a('values', 'value', _R, False), _a('accumulate', 'bool', False, False)), (1, 1), 1, (), 'index_put(Tensor self, Tensor?[] indices, Tensor values, bool accumulate=False) -> Tensor'),
-    _op('aten.index_put.hacked_twin', (_a('indices', 'value', _R, False), _a('values', 'value', _R, False), _a('accumulate', 'bool', False, False)), (1, 1), 1, (), 'index_put.hacked_twin(Tensor self, Tensor[] indices, Tensor values, bool accumulate=False) -> Tensor'),
     _op('aten.index_select', (_a('dim', 'int', _R, False), _a('index', 'value', _R, False)), (1, 1), 1, (), 'index_select(Tensor self, int dim, Tensor index) -> Tensor'),
     _op('aten.instance_norm', (_a('weight', 'value', _R, True), _a('bias', 'value', _R, True), _a('running_mean', 'value', _R, True), _a('running_var', 'value', _R, True), _a('use_input_stats', 'bool', _R, False), _a('momentum', 'float', _R, False), _a('eps', 'float', _R, False), _a('cudnn_enabled', 'bool', _R, False)), (1, 1), 1, (), 'instance_norm(Tensor input, Tensor? weight, Tensor? bias, Tensor? running_mean, Tensor? running_var, bool use_input_stats, float momentum, float eps, bool cudnn_enabled) -> Tensor'),
     _op('aten.isfinite', (), (1, 1), 1, (), 'isfinite(Tensor self) -> Tensor'),
@@ -232,7 +230,6 @@ ATEN_OPS: Mapping[str, OpDef] = freeze_table([
     _op('aten.lt.Scalar', (_a('other', 'value', _R, False),), (1, 1), 1, (), 'lt.Scalar(Tensor self, Scalar other) -> Tensor'),
     _op('aten.lt.Tensor', (), (2, 2), 1, (), 'lt.Tensor(Tensor self, Tensor other) -> Tensor'),
     _op('aten.mT', (), (1, 1), 1, (), 'mT(Tensor(a) self) -> Tensor(a)'),
-    _op('aten.mT.a', (), (1, 1), 1, (), 'mT.a(Tensor(a) self) -> Tensor(a)'),
     _op('aten.masked_fill.Scalar', (_a('value', 'value', _R, False),), (2, 2), 1, (), 'masked_fill.Scalar(Tensor self, Tensor mask, Scalar value) -> Tensor'),
     _op('aten.masked_fill.Tensor', (), (3, 3), 1, (), 'masked_fill.Tensor(Tensor self, Tensor mask, Tensor value) -> Tensor'),
     _op('aten.masked_scatter', (), (3, 3), 1, (), 'masked_scatter(Tensor self, Tensor mask, Tensor source) -> Tensor'),
@@ -338,10 +335,8 @@ ATEN_OPS: Mapping[str, OpDef] = freeze_table([
     _op('aten.softplus', (_a('beta', 'value', 1, False), _a('threshold', 'value', 20, False)), (1, 1), 1, (), 'softplus(Tensor self, Scalar beta=1, Scalar threshold=20) -> Tensor'),
     _op('aten.sort', (_a('dim', 'int', -1, False), _a('descending', 'bool', False, False)), (1, 1), 2, (), 'sort(Tensor self, int dim=-1, bool descending=False) -> (Tensor values, Tensor indices)'),
     _op('aten.sort.stable', (_a('stable', 'bool', _R, True), _a('dim', 'int', -1, False), _a('descending', 'bool', False, False)), (1, 1), 2, (), 'sort.stable(Tensor self, *, bool? stable, int dim=-1, bool descending=False) -> (Tensor values, Tensor indices)'),
-    _op('aten.split', (_a('split_sizes', 'ints', _R, False), _a('dim', 'int', 0, False)), (1, 1), None, (), 'split(Tensor(a -> *) self, int[] split_sizes, int dim=0) -> Tensor(a)[]'),
     _op('aten.split.Tensor', (_a('split_size', 'value', _R, False), _a('dim', 'int', 0, False)), (1, 1), None, (), 'split.Tensor(Tensor(a -> *) self, SymInt split_size, int dim=0) -> Tensor(a)[]'),
     _op('aten.split.sizes', (_a('split_size', 'value', _R, False), _a('dim', 'int', 0, False)), (1, 1), None, (), 'split.sizes(Tensor(a -> *) self, SymInt[] split_size, int dim=0) -> Tensor(a)[]'),
-    _op('aten.split.str', (_a('self', 'str', _R, False), _a('separator', 'str', None, True), _a('max', 'int', -1, False)), (0, 0), None, (), 'split.str(str self, str? separator=None, int max=-1) -> str[]'),
     _op('aten.split_with_sizes', (_a('split_sizes', 'value', _R, False), _a('dim', 'int', 0, False)), (1, 1), None, (), 'split_with_sizes(Tensor(a -> *) self, SymInt[] split_sizes, int dim=0) -> Tensor(a)[]'),
     _op('aten.sqrt', (), (1, 1), 1, (), 'sqrt(Tensor self) -> Tensor'),
     _op('aten.square', (), (1, 1), 1, (), 'square(Tensor self) -> Tensor'),
@@ -357,8 +352,6 @@ ATEN_OPS: Mapping[str, OpDef] = freeze_table([
     _op('aten.sum', (_a('dtype', 'dtype', None, True),), (1, 1), 1, (), 'sum(Tensor self, *, ScalarType? dtype=None) -> Tensor'),
     _op('aten.sum.dim_IntList', (_a('dim', 'ints', _R, True), _a('keepdim', 'bool', False, False), _a('dtype', 'dtype', None, True)), (1, 1), 1, (), 'sum.dim_IntList(Tensor self, int[1]? dim, bool keepdim=False, *, ScalarType? dtype=None) -> Tensor'),
     _op('aten.swapaxes', (_a('axis0', 'int', _R, False), _a('axis1', 'int', _R, False)), (1, 1), 1, (), 'swapaxes(Tensor(a) self, int axis0, int axis1) -> Tensor(a)'),
-    _op('aten.sym_size', (), (1, 1), None, (), 'sym_size(Tensor self) -> SymInt[]'),
-    _op('aten.sym_stride', (), (1, 1), None, (), 'sym_stride(Tensor self) -> SymInt[]'),
     _op('aten.t', (), (1, 1), 1, (), 't(Tensor(a) self) -> Tensor(a)'),
     _op('aten.tan', (), (1, 1), 1, (), 'tan(Tensor self) -> Tensor'),
     _op('aten.tanh', (), (1, 1), 1, (), 'tanh(Tensor self) -> Tensor'),
@@ -367,9 +360,6 @@ ATEN_OPS: Mapping[str, OpDef] = freeze_table([
     _op('aten.to.dtype', (_a('dtype', 'dtype', _R, False), _a('non_blocking', 'bool', False, False), _a('copy', 'bool', False, False), _a('memory_format', 'str', None, True, choices=_MF)), (1, 1), 1, (), 'to.dtype(Tensor(a) self, ScalarType dtype, bool non_blocking=False, bool copy=False, MemoryFormat? memory_format=None) -> Tensor(a)'),
     _op('aten.to.dtype_layout', (_a('dtype', 'dtype', None, True), _a('non_blocking', 'bool', False, False), _a('copy', 'bool', False, False), _a('memory_format', 'str', None, True, choices=_MF)), (1, 1), 1, ('layout', 'device', 'pin_memory'), 'to.dtype_layout(Tensor(a) self, *, ScalarType? dtype=None, Layout? layout=None, Device? device=None, bool? pin_memory=None, bool non_blocking=False, bool copy=False, MemoryFormat? memory_format=None) -> Tensor(a)'),
     _op('aten.to.other', (_a('non_blocking', 'bool', False, False), _a('copy', 'bool', False, False), _a('memory_format', 'str', None, True, choices=_MF)), (2, 2), 1, (), 'to.other(Tensor(a) self, Tensor other, bool non_blocking=False, bool copy=False, MemoryFormat? memory_format=None) -> Tensor(a)'),
-    _op('aten.to.prim_Device', (_a('dtype', 'int', None, True), _a('non_blocking', 'bool', False, False), _a('copy', 'bool', False, False)), (1, 1), 1, ('device',), 'to.prim_Device(Tensor(a) self, Device? device, int? dtype=None, bool non_blocking=False, bool copy=False) -> Tensor(b|a)'),
-    _op('aten.to.prim_dtype', (_a('dtype', 'int', None, True), _a('non_blocking', 'bool', False, False), _a('copy', 'bool', False, False)), (1, 1), 1, (), 'to.prim_dtype(Tensor(a) self, int? dtype=None, bool non_blocking=False, bool copy=False) -> Tensor(b|a)'),
-    _op('aten.to.prim_other', (_a('non_blocking', 'bool', False, False), _a('copy', 'bool', False, False)), (1, 1), 1, (), 'to.prim_other(Tensor(a) self, bool non_blocking=False, bool copy=False) -> Tensor(b|a)'),
     _op('aten.topk', (_a('k', 'value', _R, False), _a('dim', 'int', -1, False), _a('largest', 'bool', True, False), _a('sorted', 'bool', True, False)), (1, 1), 2, (), 'topk(Tensor self, SymInt k, int dim=-1, bool largest=True, bool sorted=True) -> (Tensor values, Tensor indices)'),
     _op('aten.transpose.int', (_a('dim0', 'int', _R, False), _a('dim1', 'int', _R, False)), (1, 1), 1, (), 'transpose.int(Tensor(a) self, int dim0, int dim1) -> Tensor(a)'),
     _op('aten.tril', (_a('diagonal', 'value', 0, False),), (1, 1), 1, (), 'tril(Tensor self, SymInt diagonal=0) -> Tensor'),
