@@ -131,4 +131,4 @@ def test_factory_sizes_in_closed_form_match_torch(op: str, kwargs: dict) -> None
 
     name, overload = op.split(".")
     made = getattr(getattr(torch.ops.aten, name), overload)(**kwargs, device="meta")
-    assert _closed_form(op, kwargs) == made.numel()
+    assert _closed_form("node", op, kwargs) == made.numel()

@@ -206,14 +206,16 @@ def _arg_type(t: Any) -> tuple[str, bool, int | None] | None:
             return "ints", False, None
         if isinstance(elem, tg.BaseType) and elem.name == tg.BaseTy.float:
             return "floats", False, None
+        if isinstance(elem, tg.BaseType) and elem.name == tg.BaseTy.SymInt:
+            return "size", False, None
         if elem.is_tensor_like() or (isinstance(elem, tg.BaseType) and
-                                     elem.name in (tg.BaseTy.SymInt, tg.BaseTy.bool, tg.BaseTy.Scalar)):
+                                     elem.name in (tg.BaseTy.bool, tg.BaseTy.Scalar)):
             return "value", False, None
         return None
     name = t.name.name
     if name in _REFUSED_BASE:
         return None
-    simple = {"int": "int", "float": "float", "bool": "bool", "str": "str", "SymInt": "value", "Scalar": "value",
+    simple = {"int": "int", "float": "float", "bool": "bool", "str": "str", "SymInt": "size", "Scalar": "value",
               "ScalarType": "dtype", "MemoryFormat": "str", "Tensor": "value", "SymFloat": "value",
               "SymBool": "value"}
     return (simple[name], False, None) if name in simple else None
