@@ -29,6 +29,9 @@ _MEMORY_FORMATS = {"contiguous_format": torch.contiguous_format, "preserve_forma
 # ops whose output size comes from arguments (not only from the input's own size): checked first
 _SIZED = ("expand", "repeat", "index_select", "new_", "tile", "repeat_interleave", "upsample_", "constant_pad_nd",
           "pad", "broadcast_to", "linspace", "im2col", "col2im", "reflection_pad", "replication_pad")
+# the version-1 rows sized by their arguments (a resize's size or scale_factor, pad widths, a pooled size);
+# expand is a view there, and its consumers are ops of their own
+_SIZED_V1 = frozenset({"interpolate", "pad", "adaptive_avg_pool2d", "adaptive_max_pool2d"})
 
 
 def aten_kwargs(entry: _Entry, kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -55,6 +58,8 @@ def device_mode(entry: _Entry) -> str:
 
 def allocates(entry: _Entry) -> bool:
     """Whether the op's output size depends on numbers in the spec (so it is checked before running)."""
+    if entry.impl != "aten":
+        return entry.name in _SIZED_V1
     base = entry.name.removeprefix("aten.").lstrip("_")  # _upsample_bicubic2d_aa sizes as upsample_ does
     return entry.inputs == (0, 0) or any(base.startswith(p) for p in _SIZED)
 

@@ -60,6 +60,7 @@ AT_RUN = [
     ("op: aten.arange.start, in: [], args: {start: -1.0e+308, end: 1.0e+308}", "no finite number of elements"),
     ("op: aten.upsample_nearest2d.vec, in: [x4], args: {output_size: null, scale_factors: [.inf, .inf]}",
      "'scale_factors'"),
+    ("op: interpolate, in: [x4], args: {scale_factor: .inf}", "'scale_factor'"),
 ]
 
 
