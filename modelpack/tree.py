@@ -35,7 +35,8 @@ from . import limits
 from .codec import RawArray, foreign_array
 from .errors import FormatError, UnsupportedObjectError
 
-__all__ = ["Leaf", "encode", "decode", "iter_refs", "NAME_RE", "valid_name", "all_valid_names", "tensor_key"]
+__all__ = ["Leaf", "encode", "decode", "iter_refs", "NAME_RE", "valid_name", "all_valid_names", "tensor_key",
+           "float_json"]
 
 NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
 _NAME_LINES_RE = re.compile(rf"(?:{NAME_RE.pattern}\n)*")  # names joined by "\n" (which no name holds)
@@ -132,7 +133,7 @@ class _Encoder:
         if isinstance(obj, int) and type(obj) is int:
             return obj
         if type(obj) is float:
-            return obj if math.isfinite(obj) else {"$float": _nonfinite(obj)}
+            return float_json(obj)
         if self._tensor_type is not None and isinstance(obj, self._tensor_type):
             if obj.layout is not self._strided:
                 layout = str(obj.layout).removeprefix("torch.")
@@ -231,6 +232,12 @@ class _Encoder:
 def _is_torch_size(obj: Any) -> bool:
     t = type(obj)
     return t.__name__ == "Size" and t.__module__ == "torch"
+
+
+def float_json(x: float) -> Any:
+    """A float as strict JSON holds it: itself, or ``{"$float": ...}`` when non-finite (JSON has no
+    Infinity or NaN). The manifest's tree and the ``show`` page's data both write floats this way."""
+    return x if math.isfinite(x) else {"$float": _nonfinite(x)}
 
 
 def _nonfinite(x: float) -> str:

@@ -53,6 +53,16 @@ def test_row_matches_its_overload_schema(name: str) -> None:
     assert len(stored) + (1 if high is None else low) == len(schema)
 
 
+def test_rows_are_dispatcher_ops_returning_tensors() -> None:
+    """TorchScript-only overloads (``split.str`` on Python strings, ``to.prim_dtype``) and ops returning
+    numbers (``sym_size``) are not rows: torch.export never emits them as tensor ops."""
+    for name in ATEN_OPS:
+        schema = OP_BINDINGS[name]._schema
+        torch._C._dispatch_find_schema_or_throw(schema.name, schema.overload_name)
+        assert all(str(r.type) in ("Tensor", "List[Tensor]") for r in schema.returns), name
+    assert not {"aten.split.str", "aten.to.prim_dtype", "aten.sym_size", "aten.mT.a"} & set(ATEN_OPS)
+
+
 def test_v1_documents_migrate_unchanged() -> None:
     v1 = {"modelpack": 1, "inputs": {"x": {"shape": [1, 2]}}, "nodes": [{"name": "r", "op": "relu", "in": "x"}],
           "outputs": ["r"]}
@@ -121,4 +131,4 @@ def test_factory_sizes_in_closed_form_match_torch(op: str, kwargs: dict) -> None
 
     name, overload = op.split(".")
     made = getattr(getattr(torch.ops.aten, name), overload)(**kwargs, device="meta")
-    assert _closed_form(op, kwargs) == made.numel()
+    assert _closed_form("node", op, kwargs) == made.numel()

@@ -10,6 +10,8 @@ that calls ``F.batch_norm`` itself.
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -17,6 +19,7 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 import modelpack  # noqa: E402
+from modelpack.torch._export_graph import UnreadTensorsWarning  # noqa: E402
 
 
 class ReflectedOperators(nn.Module):
@@ -55,6 +58,34 @@ def test_export_path_round_trips_bit_exact(tmp_path, model):
         assert torch.equal(modelpack.load_model(path)(x), model(x))
 
 
+class SamePaddedMaxPool(nn.Module):
+    """"Same" max pooling pads with -inf (timm's hybrid ViTs), masks fill with -inf and NaN: the spec
+    writes them as YAML does (``-.inf``, ``.nan``)."""
+
+    def forward(self, x):
+        y = nn.functional.max_pool2d(nn.functional.pad(x, (0, 1, 0, 1), value=float("-inf")), 3, 2)
+        masked = y.masked_fill(y > 0, float("-inf"))
+        return masked, torch.full_like(y, float("nan")).nan_to_num(2.0) + masked.clamp(min=float("-inf"))
+
+
+@pytest.mark.parametrize("capture", ["export", "fx"])
+def test_non_finite_literals_round_trip_bit_exact(tmp_path, capture):
+    class PadPool(nn.Module):  # what the fx path can trace: the pad and the pool
+        def forward(self, x):
+            return nn.functional.max_pool2d(nn.functional.pad(x, (0, 1, 0, 1), value=float("-inf")), 3, 2)
+
+    model = SamePaddedMaxPool() if capture == "export" else PadPool()
+    x = torch.randn(1, 2, 7, 7)
+    path = tmp_path / "m.mpk"
+    modelpack.export(model, path, x, capture=capture)
+    text = modelpack.api.read_spec_text(path)
+    assert "-.inf" in text and (".nan" in text or capture == "fx")
+    with torch.no_grad():
+        got, want = modelpack.load_model(path)(x), model(x)
+    got, want = (got, want) if isinstance(want, tuple) else ((got,), (want,))
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+
 class BatchNormAct(nn.BatchNorm2d):
     """A norm layer that calls F.batch_norm itself, then an activation (timm's BatchNormAct2d)."""
 
@@ -70,8 +101,11 @@ def test_functional_batch_norm_traces_with_fx_bit_exact(tmp_path):
     model[1].running_var.uniform_(0.5, 2)
     x = torch.randn(1, 3, 8, 8)
     path = tmp_path / "m.mpk"
-    modelpack.export(model, path, x, capture="fx")
+    with warnings.catch_warnings():  # num_batches_tracked, read only in train mode, is kept without a warning
+        warnings.simplefilter("error", UnreadTensorsWarning)
+        modelpack.export(model, path, x, capture="fx")
     assert "aten.batch_norm" in modelpack.api.read_spec_text(path)
+    assert sorted(modelpack.load_model(path).state_dict()) == sorted(model.state_dict())
     with torch.no_grad():
         assert torch.equal(modelpack.load_model(path)(x), model(x))
 
@@ -207,3 +241,29 @@ def test_fold_that_cannot_run_keeps_the_ops(tmp_path, monkeypatch):
     assert "layer: Conv2d" not in modelpack.api.read_spec_text(path)
     with torch.no_grad():
         assert torch.equal(modelpack.load_model(path)(x), model(x))
+
+
+class UnfoldMixFold(nn.Module):
+    """Sliding windows as columns, mixed, folded back (volo's outlook attention): aten.im2col, aten.col2im."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unfold = nn.Unfold(kernel_size=3, padding=1, stride=2)
+        self.mix = nn.Linear(18, 18)
+        self.fold = nn.Fold(output_size=(7, 7), kernel_size=3, padding=1, stride=2)
+
+    def forward(self, x):
+        return self.fold(self.mix(self.unfold(x).transpose(1, 2)).transpose(1, 2))
+
+
+def test_unfold_and_fold_round_trip_bit_exact(tmp_path):
+    model = UnfoldMixFold().eval()
+    path = tmp_path / "m.mpk"
+    modelpack.export(model, path, torch.randn(2, 2, 7, 7), capture="export")
+    text = modelpack.api.read_spec_text(path)
+    assert "op: aten.im2col" in text and "op: aten.col2im" in text
+    rebuilt = modelpack.load_model(path)
+    assert sorted(rebuilt.state_dict()) == sorted(model.state_dict())
+    with torch.no_grad():
+        for x in (torch.randn(2, 2, 7, 7), torch.randn(3, 2, 7, 7)):  # and another batch size
+            assert torch.equal(rebuilt(x), model(x))

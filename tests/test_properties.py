@@ -332,7 +332,8 @@ def _arg_schemas() -> dict[str, Any]:
     if not _SCHEMA:
         schema = json.loads((ROOT / "schemas" / "modelpack-spec.schema.json").read_text())
         for key, sub in schema["$defs"].items():
-            if not key.startswith(("layer.", "op.")) or "$defs/value" in json.dumps(sub):
+            text = json.dumps(sub)
+            if not key.startswith(("layer.", "op.")) or "$defs/value" in text or "$defs/size" in text:  # recursive
                 continue
             if key.startswith("op.aten."):  # generated ATen rows: tests/test_aten_vocab.py covers them
                 continue

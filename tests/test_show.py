@@ -182,6 +182,23 @@ def test_text_from_the_file_cannot_close_the_data_block(spec_file: Path, tmp_pat
     assert json.loads(data)["metadata"] == {"note": HOSTILE, "x\u2028y": "<b>&amp;"}
 
 
+def test_non_finite_arguments_are_strict_json_on_the_page(tmp_path: Path) -> None:
+    """JSON has no Infinity or NaN: a spec's ``-.inf`` pad value reaches the page as ``{"$float": "-inf"}``."""
+    spec = tmp_path / "pad.yaml"
+    spec.write_text("modelpack: 2\ninputs:\n  x: {shape: [1, 3]}\nnodes:\n"
+                    "  - {name: pad, op: aten.constant_pad_nd, in: [x], args: {pad: [1, 1], value: -.inf}}\n"
+                    "  - {name: fill, op: aten.full_like, in: [pad], args: {fill_value: .nan}}\n"
+                    "outputs: [fill]\n")
+    page = render_page(graph_model(spec))
+    data = re.search(r'<script type="application/json" id="mp-data">(.*?)</script>', page, re.S).group(1)
+
+    def refuse(word: str) -> None:
+        raise AssertionError(f"{word} is not JSON")
+
+    args = {n["name"]: n["args"] for n in json.loads(data, parse_constant=refuse)["nodes"] if "args" in n}
+    assert args["pad"]["value"] == {"$float": "-inf"} and args["fill"]["fill_value"] == {"$float": "nan"}
+
+
 def test_vendored_dagre_matches_its_recorded_checksum() -> None:
     table = (VENDOR / "VERSIONS.md").read_text()
     digest = hashlib.sha256((VENDOR / "dagre.min.js").read_bytes()).hexdigest()

@@ -3,7 +3,8 @@
 The rule (no hand-picked rows): every functional overload of an op in the Core
 ATen opset (ops tagged ``core``), plus every functional overload that
 ``torch.export``'s default IR emits for a broad set of probe calls, with the
-sibling overloads of each op found (Python picks one by argument types) -- as
+sibling overloads of each op found (Python picks one by argument types; those only
+TorchScript's interpreter knows are left out, torch.export never emits them) -- as
 exported, and functionalized (``run_decompositions({})``, what the capture
 writes for a model with in-place ops) -- nn modules, ``torch.nn.functional`` calls and Tensor
 methods. Each row keeps the schema's argument names, order and defaults; the
@@ -205,14 +206,16 @@ def _arg_type(t: Any) -> tuple[str, bool, int | None] | None:
             return "ints", False, None
         if isinstance(elem, tg.BaseType) and elem.name == tg.BaseTy.float:
             return "floats", False, None
+        if isinstance(elem, tg.BaseType) and elem.name == tg.BaseTy.SymInt:
+            return "size", False, None
         if elem.is_tensor_like() or (isinstance(elem, tg.BaseType) and
-                                     elem.name in (tg.BaseTy.SymInt, tg.BaseTy.bool, tg.BaseTy.Scalar)):
+                                     elem.name in (tg.BaseTy.bool, tg.BaseTy.Scalar)):
             return "value", False, None
         return None
     name = t.name.name
     if name in _REFUSED_BASE:
         return None
-    simple = {"int": "int", "float": "float", "bool": "bool", "str": "str", "SymInt": "value", "Scalar": "value",
+    simple = {"int": "int", "float": "float", "bool": "bool", "str": "str", "SymInt": "size", "Scalar": "value",
               "ScalarType": "dtype", "MemoryFormat": "str", "Tensor": "value", "SymFloat": "value",
               "SymBool": "value"}
     return (simple[name], False, None) if name in simple else None
@@ -270,7 +273,7 @@ def _row(overload: Any) -> tuple[str, str] | None:
         extra = ", choices=_MF" if vtype == "str" and "MemoryFormat" in str(a.type) else ""
         args.append(f"_a({a.name!r}, {vtype!r}, {default!r}, {nullable!r}{extra})".replace("'REQUIRED'", "_R"))
     returns = schema.returns
-    if len(returns) == 1 and isinstance(returns[0].type, tg.ListType):
+    if len(returns) == 1 and isinstance(returns[0].type, tg.ListType) and returns[0].type.is_tensor_like():
         outputs = "None"
     elif all(r.type.is_tensor_like() for r in returns) and returns:
         outputs = str(len(returns))
@@ -291,7 +294,20 @@ def _with_siblings(overloads: set[Any]) -> set[Any]:
     for overload in overloads:
         packet = overload.overloadpacket
         out.update(getattr(packet, name) for name in packet.overloads())
-    return out
+    return {overload for overload in out if _dispatched(overload)}
+
+
+def _dispatched(overload: Any) -> bool:
+    """Whether the dispatcher knows the overload. TorchScript's interpreter registers its own
+    operators under ``aten::`` (``split.str`` on Python strings, ``to.prim_dtype``, the
+    ``*_hacked_twin`` and ``mT.a`` overloads); torch.export traces through the dispatcher, so it
+    never emits them and a spec has no use for them."""
+    schema = overload._schema
+    try:
+        torch._C._dispatch_find_schema_or_throw(schema.name, schema.overload_name)
+    except RuntimeError:
+        return False
+    return True
 
 
 def main() -> None:

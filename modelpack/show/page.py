@@ -16,6 +16,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from ..tree import float_json
+
 __all__ = ["render_page", "asset"]
 
 _SLOT = re.compile(r"@(TITLE|CSS|DATA|DAGRE|SHOW)@")
@@ -29,8 +31,19 @@ def asset(name: str) -> str:
     return resources.files(__package__).joinpath(*parts).read_text(encoding="utf-8")
 
 
+def _strict(value: Any) -> Any:
+    """The data with non-finite floats (a spec's ``-.inf`` pad value) as ``{"$float": "-inf"}``."""
+    if isinstance(value, float):
+        return float_json(value)
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value
+
+
 def _script_json(model: dict[str, Any]) -> str:
-    text = json.dumps(model, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    text = json.dumps(_strict(model), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     return (text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
             .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
 

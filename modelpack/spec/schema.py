@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -81,10 +82,24 @@ def _short(value: Any, n: int = 60) -> str:
     return text if len(text) <= n else text[:n] + "..."
 
 
+def _bound(keyword: str) -> Any:
+    """``minimum``/``maximum`` that also refuse NaN, which every comparison lets through."""
+    check = Draft202012Validator.VALIDATORS[keyword]
+
+    def bound(validator: Any, limit: Any, instance: Any, schema: Any) -> Iterator[ValidationError]:
+        if isinstance(instance, float) and math.isnan(instance):
+            if keyword == "minimum" or "minimum" not in schema:  # one error for both bounds
+                yield ValidationError(f"nan is not a finite number; the {keyword} is {limit!r}")
+            return
+        yield from check(validator, limit, instance, schema)
+
+    return bound
+
+
 # JSON Schema's "integer" accepts 2.0; ours does not (a spec says 2 when it means 2).
 StrictValidator = validators.extend(
     Draft202012Validator,
-    validators={"uniqueItems": _unique_items},
+    validators={"uniqueItems": _unique_items, "minimum": _bound("minimum"), "maximum": _bound("maximum")},
     type_checker=Draft202012Validator.TYPE_CHECKER.redefine_many(
         {"integer": _strict_int, "number": _strict_number}
     ),
@@ -131,7 +146,7 @@ def _typed(arg: Arg) -> dict[str, Any]:
         return {"type": "array", **_list_of("integer", arg)}
     if t == "dtype":
         return {"enum": list(DTYPES)}
-    return {"$ref": _DEFS + "value"}  # "value"
+    return {"$ref": _DEFS + t}  # "size", "value": recursive definitions of their own
 
 
 def _widen(schema: dict[str, Any], arg: Arg) -> dict[str, Any]:
@@ -147,6 +162,9 @@ def _widen(schema: dict[str, Any], arg: Arg) -> dict[str, Any]:
     return schema
 
 
+_RECURSIVE = ("size", "value")  # argument types whose definitions name themselves (and admit {param})
+
+
 def arg_schema(arg: Arg, *, params: bool = True) -> dict[str, Any]:
     """One argument: its strict schema, or (``params``) a block parameter placeholder ``{param: name}``.
 
@@ -155,7 +173,7 @@ def arg_schema(arg: Arg, *, params: bool = True) -> dict[str, Any]:
     """
     strict = _widen(_typed(arg), arg)
     out: dict[str, Any] = strict
-    if params and arg.type != "value":
+    if params and arg.type not in _RECURSIVE:
         out = {"anyOf": [strict, {"$ref": _DEFS + "param"}]}
     if not arg.required:
         out = {**out, "default": arg.default}
@@ -190,6 +208,14 @@ def _common_defs() -> dict[str, Any]:
                 "additionalProperties": False, "description": "the value of another node"},
         "param": {"type": "object", "properties": {"param": _ref("identifier")}, "required": ["param"],
                   "additionalProperties": False, "description": "a block parameter (inside blocks only)"},
+        "size": {
+            "description": "an int, {ref: node} (a size computed in the graph), {param: name}, or a list of "
+                           "them (null items keep a dim); never a float",
+            "type": ["null", "integer", "array", "object"],
+            "items": _ref("size"),
+            "properties": {"ref": _ref("name"), "param": _ref("identifier")},
+            "minProperties": 1, "maxProperties": 1, "additionalProperties": False,
+        },
         "value": {
             "description": "a literal, a list of values, {ref: node} or {param: name}",
             "type": ["null", "boolean", "number", "string", "array", "object"],
@@ -311,14 +337,14 @@ def _skeleton() -> dict[str, Any]:
 
 
 def _inline(schema: Any, defs: dict[str, Any]) -> Any:
-    """Replace local refs by their targets (all but the recursive ``value``): the same schema,
+    """Replace local refs by their targets (all but the recursive ``size`` and ``value``): the same schema,
     minus a registry lookup per reference, which dominates jsonschema's time on specs."""
     if isinstance(schema, list):
         return [_inline(s, defs) for s in schema]
     if not isinstance(schema, dict):
         return schema
     ref = schema.get("$ref")
-    if isinstance(ref, str) and ref.startswith(_DEFS) and ref != _DEFS + "value" and len(schema) == 1:
+    if isinstance(ref, str) and ref.startswith(_DEFS) and ref[len(_DEFS):] not in _RECURSIVE and len(schema) == 1:
         return _inline(defs[ref[len(_DEFS):]], defs)
     return {k: (_inline(v, defs) if k not in ("enum", "const") else v) for k, v in schema.items()}
 
@@ -327,7 +353,7 @@ def _validator(root_ref: str | None) -> Any:
     root = _skeleton()
     defs = root["$defs"]
     schema = _inline({"$ref": root_ref} if root_ref else {k: v for k, v in root.items() if k != "$defs"}, defs)
-    schema = {**schema, "$schema": root["$schema"], "$defs": {"value": _inline(defs["value"], defs)}}
+    schema = {**schema, "$schema": root["$schema"], "$defs": {k: _inline(defs[k], defs) for k in _RECURSIVE}}
     return StrictValidator(schema, registry=referencing.Registry())
 
 

@@ -8,6 +8,7 @@ known ones, unknown layers/ops the nearest entries, names the naming rule.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -19,7 +20,7 @@ from ..vocab.types import _Entry
 from .findings import Problem, did_you_mean
 from .names import IDENT_PATTERN, NAME_PATTERN, identifier_problem, name_problem
 from .schema import KINDS, args_validator, skeleton_validator
-from .yamlio import Path
+from .yamlio import YAML_NONFINITE, Path
 
 __all__ = ["skeleton_problems", "args_messages", "blocks_later_levels"]
 
@@ -107,6 +108,10 @@ def _message(err: ValidationError, path: Path, entry: _Entry | None) -> str:
         return f"spec version must be {err.validator_value}"
     if rule == "type":
         return _type_message(instance, err.validator_value)
+    if rule in ("minimum", "maximum") and isinstance(instance, float) and math.isnan(instance):
+        low, high = err.schema.get("minimum"), err.schema.get("maximum")
+        bounds = f"{_show(low)} to {_show(high)}" if None not in (low, high) else f"{rule} {_show(err.validator_value)}"
+        return f".nan is not a finite number; this argument is bounded ({bounds}) and needs one"
     if rule in ("minimum", "maximum"):
         side = "less than the minimum" if rule == "minimum" else "greater than the maximum"
         return f"{_show(instance)} is {side} of {_show(err.validator_value)}"
@@ -119,13 +124,15 @@ _YAML11_BOOLS = frozenset("y Y yes Yes YES n N no No NO on On ON off Off OFF".sp
 def _show(value: Any) -> str:
     """A value as the spec writes it (true, null, "text", 2.0), not as Python repr does."""
     if isinstance(value, float):
-        return repr(value)
+        return repr(value) if math.isfinite(value) else YAML_NONFINITE[repr(value)]
     return json.dumps(value, ensure_ascii=False) if isinstance(value, (str, bool, type(None))) else repr(value)
 
 
 def _type_message(value: Any, expected: Any) -> str:
     wanted = [expected] if isinstance(expected, str) else list(expected)
     text = f"{_show(value)} is not of type {', '.join(repr(t) for t in wanted)}"
+    if "integer" in wanted and isinstance(value, float) and not math.isfinite(value):
+        return text + "; ints and sizes are finite (non-finite floats stand only where torch takes a float)"
     if "boolean" in wanted and isinstance(value, str) and value in _YAML11_BOOLS:
         return text + "; write true or false"
     if "integer" in wanted and isinstance(value, float) and value.is_integer():

@@ -8,7 +8,11 @@ other than the standard str/int/float/bool/null/seq/map, anchors and aliases
 oversize input and deep nesting. Scalars follow the YAML 1.2 core schema minus
 its ambiguities: ``yes``/``no``/``on``/``off``, ``010``, ``0x1F``, ``1_000`` and
 ``12:30`` stay strings; integers are plain decimal and fit in 64 bits; floats
-are finite. JSON text is YAML and goes through the same reader.
+fit in 64 bits, and the non-finite ones are written as YAML writes them
+(``.inf``, ``-.inf``, ``.nan``: a pad or mask value), never as the JSON-ish words
+``Infinity``/``NaN`` or an overflowing ``1e999``. Where a non-finite float may
+stand is the schema's business: ints and sizes refuse it. JSON text is YAML and
+goes through the same reader.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from .. import limits
 from .._paths import open_regular
 from ..errors import SpecError
 
-__all__ = ["Path", "Positions", "Spec", "load_spec", "parse_yaml", "check_plain", "format_path"]
+__all__ = ["Path", "Positions", "Spec", "load_spec", "parse_yaml", "check_plain", "format_path", "YAML_NONFINITE"]
 
 Path = tuple[str | int, ...]
 
@@ -36,7 +40,11 @@ _PARSER: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _STD = "tag:yaml.org,2002:"
 _INT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)\Z")
 _FLOAT = re.compile(r"[-+]?(?:\.[0-9]+|(?:0|[1-9][0-9]*)(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?\Z")
-_NONFINITE = re.compile(r"(?:[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)|[-+]?Infinity|NaN)\Z")
+# YAML 1.2's spellings of the non-finite floats, and the words other languages use for them (refused)
+_NONFINITE = re.compile(r"(?:[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))\Z")
+_FOREIGN_NONFINITE = re.compile(r"(?:[-+]?Infinity|NaN)\Z")
+# how the writer spells them (repr -> YAML), and how messages show them
+YAML_NONFINITE = {"inf": ".inf", "-inf": "-.inf", "nan": ".nan"}
 _NULLS = frozenset({"", "~", "null", "Null", "NULL"})
 _BOOLS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
 _INT64 = 1 << 63
@@ -295,7 +303,7 @@ def _resolve(text: str, tag: str | None) -> Any:
         return text
     if kind == "int" and _INT.match(text):
         return _int(text)
-    if kind == "float" and (_FLOAT.match(text) or _NONFINITE.match(text)):
+    if kind == "float" and (_FLOAT.match(text) or _NONFINITE.match(text) or _FOREIGN_NONFINITE.match(text)):
         return _float(text)
     if kind == "bool" and text in _BOOLS:
         return _BOOLS[text]
@@ -317,7 +325,7 @@ def _resolve_plain(text: str) -> Any:
         return text  # the common case, a word: no pattern can match
     if _INT.match(text):
         return _int(text)
-    if _FLOAT.match(text) or _NONFINITE.match(text):
+    if _FLOAT.match(text) or _NONFINITE.match(text) or _FOREIGN_NONFINITE.match(text):
         return _float(text)
     return text
 
@@ -329,9 +337,17 @@ def _int(text: str) -> int:
 
 
 def _float(text: str) -> float:
-    value = math.nan if _NONFINITE.match(text) else float(text)
+    """A float literal; a NaN always reads as the canonical quiet NaN (no sign, no payload)."""
+    if _FOREIGN_NONFINITE.match(text):
+        raise ValueError(f"{text} is not a YAML number: write .inf, -.inf or .nan for a non-finite float "
+                         "(or quote it for a string)")
+    if _NONFINITE.match(text):
+        if text.lower() == ".nan":
+            return math.nan
+        return -math.inf if text.startswith("-") else math.inf
+    value = float(text)
     if not math.isfinite(value):
-        raise ValueError(f"{text} is not a finite number (NaN and infinities are not allowed)")
+        raise ValueError(f"{text} does not fit in a 64-bit float; write .inf or -.inf for an infinity")
     return value
 
 
@@ -339,7 +355,7 @@ def _float(text: str) -> float:
 
 
 def check_plain(data: Any, path: Path = (), depth: int = 1) -> Iterator[tuple[Path, str]]:
-    """The reader's rules applied to data built in Python: JSON types only, str keys, finite floats."""
+    """The reader's rules applied to data built in Python: JSON types only, str keys, 64-bit ints."""
     cap = limits.current().max_depth
     if depth > cap:
         yield path, f"nesting deeper than max_depth={cap}"
@@ -354,7 +370,5 @@ def check_plain(data: Any, path: Path = (), depth: int = 1) -> Iterator[tuple[Pa
             yield from check_plain(item, path + (i,), depth + 1)
     elif not isinstance(data, _PLAIN_SCALARS):
         yield path, f"{type(data).__name__} is not plain data; use str, int, float, bool, None, list or dict"
-    elif isinstance(data, float) and not math.isfinite(data):
-        yield path, f"{data} is not a finite number"
     elif isinstance(data, int) and not isinstance(data, bool) and not -_INT64 <= data < _INT64:
         yield path, f"integer {data} does not fit in 64 bits"

@@ -18,6 +18,7 @@ import torch
 
 from .. import limits
 from ..codec import dtype_by_name
+from ..errors import SpecError
 from ..vocab.types import _Entry
 from .tensors import torch_dtype
 
@@ -28,6 +29,9 @@ _MEMORY_FORMATS = {"contiguous_format": torch.contiguous_format, "preserve_forma
 # ops whose output size comes from arguments (not only from the input's own size): checked first
 _SIZED = ("expand", "repeat", "index_select", "new_", "tile", "repeat_interleave", "upsample_", "constant_pad_nd",
           "pad", "broadcast_to", "linspace", "im2col", "col2im", "reflection_pad", "replication_pad")
+# the version-1 rows sized by their arguments (a resize's size or scale_factor, pad widths, a pooled size);
+# expand is a view there, and its consumers are ops of their own
+_SIZED_V1 = frozenset({"interpolate", "pad", "adaptive_avg_pool2d", "adaptive_max_pool2d"})
 
 
 def aten_kwargs(entry: _Entry, kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -54,6 +58,8 @@ def device_mode(entry: _Entry) -> str:
 
 def allocates(entry: _Entry) -> bool:
     """Whether the op's output size depends on numbers in the spec (so it is checked before running)."""
+    if entry.impl != "aten":
+        return entry.name in _SIZED_V1
     base = entry.name.removeprefix("aten.").lstrip("_")  # _upsample_bicubic2d_aa sizes as upsample_ does
     return entry.inputs == (0, 0) or any(base.startswith(p) for p in _SIZED)
 
@@ -72,18 +78,30 @@ def guarded(name: str, fn: Callable[..., Any], factory: bool) -> Callable[..., A
 
 def _check_size(name: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
                 factory: bool) -> None:
-    total = _closed_form(getattr(fn, "__name__", ""), kwargs)
+    total = _closed_form(name, getattr(fn, "__name__", ""), kwargs)
     if total is None:
         total = _meta_size(fn, args, kwargs, factory)
+    if total is None:
+        _refuse_nonfinite(name, kwargs)
     if total is not None:
         limits.check("max_op_elements", total, where=name, what=f"elements {name} would create")
+
+
+def _refuse_nonfinite(name: str, kwargs: Mapping[str, Any]) -> None:
+    """The output could not be sized: if a non-finite float is why (``scale_factors: [.inf]``), say so."""
+    for key, value in kwargs.items():
+        items = value if isinstance(value, (list, tuple)) else [value]
+        bad = [v for v in items if isinstance(v, float) and not math.isfinite(v)]
+        if bad:
+            raise SpecError(f"argument {key!r} holds {bad[0]}: the size of this op's output cannot be computed "
+                            "from it; a number that sizes an output must be finite", where=name)
 
 
 # factories sized by a ``size`` argument alone (``new_*`` take their input's dtype and device, not its size)
 _SIZE_FACTORIES = frozenset({"full", "zeros", "ones", "empty", "new_full", "new_zeros", "new_ones", "new_empty"})
 
 
-def _closed_form(overload: str, kwargs: Mapping[str, Any]) -> int | None:
+def _closed_form(name: str, overload: str, kwargs: Mapping[str, Any]) -> int | None:
     """The element count of a factory from its arguments, without running it (None: not one of these).
 
     torch's meta kernels of these ops are Python references whose checks import
@@ -91,10 +109,20 @@ def _closed_form(overload: str, kwargs: Mapping[str, Any]) -> int | None:
     """
     op = overload.split(".")[0]
     if op == "arange":
-        start, end, step = kwargs.get("start", 0), kwargs.get("end"), kwargs.get("step", 1)
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (start, end, step)) or not step:
+        bounds = {"start": kwargs.get("start", 0), "end": kwargs.get("end"), "step": kwargs.get("step", 1)}
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bounds.values()):
             return None  # the meta run (or the real call) reports what is wrong
-        return max(0, math.ceil((end - start) / step))
+        for key, value in bounds.items():
+            if not math.isfinite(value):  # the spec may write .inf where torch takes a Scalar
+                raise SpecError(f"argument {key!r} is {value}: arange's bounds must be finite (they size its output)",
+                                where=name)
+        start, end, step = bounds.values()
+        if not step:
+            return None
+        count = (end - start) / step
+        if not math.isfinite(count):  # finite bounds far apart (-1e308 to 1e308)
+            raise SpecError(f"arange from {start} to {end} by {step} has no finite number of elements", where=name)
+        return max(0, math.ceil(count))
     size = kwargs.get("size")
     if op in _SIZE_FACTORIES and isinstance(size, (tuple, list)) and all(
             isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in size):

@@ -88,9 +88,10 @@ class _Converter:
         return GraphSpec(self.nodes, outputs, self.sources)
 
     def keep_unread_tensors(self) -> None:
-        """Tensors of modules forward never calls (an auxiliary head in eval mode) as Parameter/Buffer nodes.
+        """Tensors forward never reads as Parameter/Buffer nodes: the state_dict keys stay the original's.
 
-        The state_dict keys then stay the original's; the nodes reach no output (a validation warning).
+        A module forward never calls (an auxiliary head in eval mode) is worth a warning. A tensor that a
+        called module reads only in the other mode (BatchNorm's ``num_batches_tracked`` in eval) is not.
         """
         owned = set(self.state_nodes)
         for node in self.nodes:
@@ -104,10 +105,11 @@ class _Converter:
             kind, args = state_node_args(tensor, isinstance(tensor, nn.Parameter))
             self.nodes.append({"name": key, **kind, "in": [], "args": args})
             self.used.add(key)
-            self.sources[key] = "a tensor of a module forward does not call"
+            self.sources[key] = "a tensor forward does not read"
             kept.append(key)
-        if kept:
-            owners = sorted({k.rpartition(".")[0] or k for k in kept})
+        called = {k.rpartition(".")[0] for k in owned}
+        owners = sorted({k.rpartition(".")[0] or k for k in kept if k.rpartition(".")[0] not in called})
+        if owners:
             warnings.warn(f"forward never calls module(s) {', '.join(owners[:6])}{' ...' if len(owners) > 6 else ''} "
                           "on the example (an auxiliary head in eval mode?); their tensors are kept as Parameter/"
                           "Buffer nodes, so the state_dict is complete, but the rebuilt model cannot run them",
@@ -262,7 +264,7 @@ class _Converter:
         """An op argument as spec data; values computed by other nodes become {ref: name}."""
         if isinstance(value, fx.Node):
             arg = OPS[op].arg(key)
-            if arg is None or arg.type != "value":
+            if arg is None or arg.type not in ("size", "value"):
                 raise fail(node, f"argument {key!r} of op {op!r} is computed at run time by {value.name!r}; "
                                  "the spec needs a literal there")
             return {"ref": self.name_of(value)}

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ExportError
+from ..spec.yamlio import YAML_NONFINITE
 
 __all__ = ["spec_to_yaml", "scalar_text"]
 
@@ -46,9 +47,10 @@ def scalar_text(value: Any) -> str:
 
 
 def _float_text(value: float) -> str:
-    """repr, with a '.0' so YAML 1.1 readers also see a float (``1e-05`` -> ``1.0e-05``)."""
+    """repr, with a '.0' so YAML 1.1 readers also see a float (``1e-05`` -> ``1.0e-05``); YAML's own
+    ``.inf``/``-.inf``/``.nan`` for the non-finite (a NaN's sign and payload are not kept)."""
     if not math.isfinite(value):
-        raise ExportError(f"{value} cannot be written in a spec: arguments are finite numbers")
+        return YAML_NONFINITE[repr(value)]
     text = repr(value)
     if "e" in text and "." not in text.split("e")[0]:
         mantissa, exponent = text.split("e")
@@ -109,4 +111,6 @@ def _same(a: Any, b: Any) -> bool:
         return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
     if isinstance(a, list):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and math.isnan(a):
+        return math.isnan(b)
     return bool(a == b)

@@ -614,8 +614,8 @@ def _op_step(name: str, entry: _Entry, inputs: Sequence[str], args: dict[str, An
     fn, device = OP_BINDINGS[entry.name], ""
     if entry.impl == "aten":
         kwargs, device = aten_kwargs(entry, kwargs), device_mode(entry)
-        if allocates(entry):
-            fn = guarded(name, fn, device == "factory")
+    if allocates(entry):
+        fn = guarded(name, fn, device == "factory")
     return Step(name, "op", entry.name, (), fn, tuple(inputs), variadic, extra, kwargs, has_refs, device)
 
 

@@ -264,7 +264,7 @@ OPS: Mapping[str, OpDef] = freeze_table([
     # shape
     _fn("flatten", "flattens dims start_dim..end_dim (torch.flatten)", _dim("start_dim", 0),
         _dim("end_dim", -1)),
-    _fn("reshape", "reshapes to `shape` (-1 infers one dim; items may be {ref: node})", Arg("shape", "value")),
+    _fn("reshape", "reshapes to `shape` (-1 infers one dim; items may be {ref: node})", Arg("shape", "size")),
     _fn("permute", "reorders dims", Arg("dims", "int_list")),
     _fn("transpose", "swaps dim0 and dim1", _dim("dim0"), _dim("dim1")),
     # reductions
@@ -281,7 +281,7 @@ OPS: Mapping[str, OpDef] = freeze_table([
     _own("pow", "input ** exponent (tensor or number)", inputs=(2, 2)),
     _own("index", "x[index]: a list is a tuple of items; ':', '1:', '::2' slices, '...', null a new axis, "
                   "{ref: node} a computed index", Arg("index", "value")),
-    _own("expand", "x.expand(size); items may be {ref: node}, -1 keeps a size", Arg("size", "value")),
+    _own("expand", "x.expand(size); items may be {ref: node}, -1 keeps a size", Arg("size", "size")),
     _own("einsum", "torch.einsum(equation, *inputs)", Arg("equation", "str"), inputs=(1, None)),
     _fn("unsqueeze", "inserts a size-1 dim", _dim()),
     _own("squeeze", "removes size-1 dims (all when dim is null)", Arg("dim", "ints", None, nullable=True)),
@@ -292,8 +292,8 @@ OPS: Mapping[str, OpDef] = freeze_table([
     _fn("sqrt", "square root"),
     _fn("rsqrt", "1 / sqrt(x)"),
     _fn("linear", "x W^T + b with weight and bias as inputs (x, weight[, bias])", inputs=(2, 3)),
-    _fn("adaptive_avg_pool2d", "mean pooling to output_size", Arg("output_size", "value")),
-    _own("adaptive_max_pool2d", "max pooling to output_size", Arg("output_size", "value")),
+    _fn("adaptive_avg_pool2d", "mean pooling to output_size", Arg("output_size", "size")),
+    _own("adaptive_max_pool2d", "max pooling to output_size", Arg("output_size", "size")),
     _own("max_pool2d", "max over sliding windows", _ints("kernel_size", 2, minimum=1),
         Arg("stride", "ints", None, minimum=1, length=2, nullable=True), _ints("padding", 2, 0),
         _ints("dilation", 2, 1, minimum=1), _flag("ceil_mode", False)),
@@ -302,7 +302,7 @@ OPS: Mapping[str, OpDef] = freeze_table([
         _flag("ceil_mode", False), _flag("count_include_pad", True),
         Arg("divisor_override", "int", None, minimum=1, nullable=True)),
     _fn("interpolate", "resizes to size (may be {ref: node}) or by scale_factor",
-        Arg("size", "value", None), Arg("scale_factor", "floats", None, minimum=0.0, nullable=True),
+        Arg("size", "size", None), Arg("scale_factor", "floats", None, minimum=0.0, nullable=True),
         Arg("mode", "str", "nearest", choices=("nearest", "linear", "bilinear", "bicubic", "trilinear",
                                                "area", "nearest-exact")),
         Arg("align_corners", "bool", None, nullable=True), Arg("recompute_scale_factor", "bool", None, nullable=True),

@@ -35,13 +35,15 @@ REQUIRED: Any = _Required()
 ARG_TYPES = frozenset(
     {
         "int",  # a true integer (not 2.0, not true)
-        "float",  # a finite number
+        "float",  # a number; .inf/-.inf/.nan too (a bounded argument refuses NaN)
         "bool",
         "str",  # with `choices` when the set is closed
         "ints",  # an int or a list of ints (kernel_size=3 or [3, 3]); `length` bounds the list
         "int_list",  # a list of ints (shape, dims)
         "floats",  # a number or a list of numbers
         "dtype",  # one of modelpack's dtype names
+        "size",  # torch's SymInt/SymInt[]: an int or {ref: node} (a size computed in the graph), or a list
+        #          of those (null items too: adaptive pooling keeps a dim); never a float, so never .inf
         "value",  # any literal (int, float, bool, str, null, list) or {ref: node} reference
     }
 )

@@ -29,6 +29,16 @@ HUGE = [
     ("aten.repeat", ["x"], {"repeats": [2**20, 2**20]}),
     ("aten.index_select", ["x"], {"dim": 0, "index": {"ref": "idx"}}),
     ("aten.constant_pad_nd", ["x"], {"pad": [0, 2**36]}),
+    # version-1 rows sized by their arguments
+    ("interpolate", ["x4"], {"scale_factor": 1.0e+5}),
+    ("interpolate", ["x4"], {"size": [2**18, 2**18]}),
+    ("pad", ["x"], {"pad": [0, 2**36]}),
+    ("adaptive_avg_pool2d", ["x4"], {"output_size": [2**18, 2**18]}),
+    # nn.Unfold / nn.Fold: columns of every window of a padded image, and the image they fold into
+    ("aten.im2col", ["x4"], {"kernel_size": [1, 1], "dilation": [1, 1], "padding": [2**17, 2**17],
+                             "stride": [1, 1]}),
+    ("aten.col2im", ["x3"], {"output_size": [2**18, 2**18], "kernel_size": [1, 1], "dilation": [1, 1],
+                             "padding": [0, 0], "stride": [2**17, 2**17]}),  # 4 columns, far apart
 ]
 
 
@@ -37,11 +47,16 @@ def _spec(op: str, inputs: list[str], args: dict) -> str:
     if op == "aten.index_select":  # an index of 2**35 elements, itself made by an expand (a view)
         nodes += [{"name": "zero", "op": "aten.zeros", "in": [], "args": {"size": [1], "dtype": "int64"}},
                   {"name": "idx", "op": "aten.expand", "in": ["zero"], "args": {"size": [2**33]}}]
+    if inputs == ["x4"]:  # the image (1, 3, 1, 1) im2col takes
+        nodes.append({"name": "x4", "op": "aten.reshape", "in": ["x"], "args": {"shape": [1, 3, 1, 1]}})
+    if inputs == ["x3"]:  # the 4 columns (1, 3, 4) col2im takes
+        nodes += [{"name": "x1", "op": "aten.reshape", "in": ["x"], "args": {"shape": [1, 3, 1]}},
+                  {"name": "x3", "op": "aten.expand", "in": ["x1"], "args": {"size": [1, 3, 4]}}]
     nodes.append({"name": "big", "op": op, "in": inputs, "args": args})
     return json.dumps({"modelpack": 2, "inputs": {"x": {"shape": [1, 3]}}, "nodes": nodes, "outputs": ["big"]})
 
 
-@pytest.mark.parametrize(("op", "inputs", "args"), HUGE, ids=[h[0] for h in HUGE])
+@pytest.mark.parametrize(("op", "inputs", "args"), HUGE, ids=[f"{h[0]}-{sorted(h[2])[-1]}" for h in HUGE])
 def test_huge_allocation_is_a_limit_error_not_an_oom(tmp_path: Path, op: str, inputs: list[str], args: dict) -> None:
     tree_json, leaves = tree.encode({})
     write_pack(tmp_path / "h.mpk", tree_json, leaves, spec_text=_spec(op, inputs, args))
