@@ -1,23 +1,23 @@
-"""A time limit on one torch.export capture, checked each time the model calls a submodule.
+"""A time limit on one torch.export capture, checked at each torch call the model makes.
 
 torch.export cannot be stopped from outside without risking the global state it
-patches while it traces, so the limit is cooperative: global forward hooks raise
-:class:`CaptureTimeout` at the first module call (or return) past the deadline,
-in the thread that set the limit, and it unwinds through torch.export like any
-error the model itself raises. A capture may overrun by the length of one
-module call, and what torch.export does after tracing is not interrupted.
+patches while it traces, so the limit is cooperative: a torch function mode
+(the mechanism ``with torch.device(...)`` uses) raises :class:`CaptureTimeout`
+at the first torch call past the deadline, inside the model's forward, and it
+unwinds through torch.export like any error the model raises. A capture may
+overrun by the length of one call (one ``view`` whose symbolic sizes take
+seconds to simplify); what torch.export does after tracing is not interrupted.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
-from torch.nn.modules import module as _module
+from torch.overrides import TorchFunctionMode
 
 __all__ = ["CaptureTimeout", "Deadline", "time_limit"]
 
@@ -34,24 +34,26 @@ class Deadline:
     expired: bool = False
 
 
+class _Check(TorchFunctionMode):
+    """Passes every torch call through unchanged, until the deadline; then raises CaptureTimeout."""
+
+    def __init__(self, deadline: Deadline, end: float) -> None:
+        super().__init__()
+        self.deadline, self.end = deadline, end
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+        if time.monotonic() > self.end:
+            self.deadline.expired = True
+            raise CaptureTimeout(f"capture took more than {self.deadline.seconds:g} s")
+        return func(*args, **(kwargs or {}))
+
+
 @contextlib.contextmanager
 def time_limit(seconds: float | None) -> Iterator[Deadline]:
-    """Within the block, a module call in this thread after ``seconds`` raises CaptureTimeout (None: no limit)."""
+    """Within the block, a torch call (in this thread) after ``seconds`` raises CaptureTimeout; None: no limit."""
     deadline = Deadline(seconds)
     if seconds is None:
         yield deadline
         return
-    end = time.monotonic() + seconds
-    thread = threading.get_ident()
-
-    def check(*_: Any) -> None:
-        if threading.get_ident() == thread and time.monotonic() > end:
-            deadline.expired = True
-            raise CaptureTimeout(f"capture took more than {seconds:g} s")
-
-    handles = [_module.register_module_forward_pre_hook(check), _module.register_module_forward_hook(check)]
-    try:
+    with _Check(deadline, time.monotonic() + seconds):
         yield deadline
-    finally:
-        for handle in handles:
-            handle.remove()
