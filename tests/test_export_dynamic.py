@@ -114,6 +114,26 @@ def test_a_capture_past_dynamic_timeout_starts_over_with_fewer_symbolic_sizes(tm
     assert torch.equal(modelpack.load_model(tmp_path / "m.mpk")(other), model(other))
 
 
+def test_a_timeout_after_torch_export_returns_falls_back_too(tmp_path, monkeypatch) -> None:
+    """The limit holds over the whole capture: run_decompositions after torch.export calls torch too."""
+    from modelpack.torch import _export_capture
+
+    real = _export_capture.capture
+
+    def slow_after(model, args, kwargs, shapes):
+        program = real(model, args, kwargs, shapes)
+        time.sleep(0.3)
+        torch.zeros(1)  # the first torch call past the limit raises
+        return program
+
+    monkeypatch.setattr(_export_capture, "capture", slow_after)
+    torch.manual_seed(0)
+    model, x = nn.Sequential(nn.Linear(8, 8)).eval(), torch.randn(2, 6, 8)
+    with pytest.warns(ExportWarning, match=r"more than dynamic_timeout=0.1 s.*input 'input' dims 1, 2 fixed at 6, 8"):
+        modelpack.export(model, tmp_path / "m.mpk", x, capture="export", dynamic_timeout=0.1)
+    assert _shapes(tmp_path / "m.mpk") == {"input": ["batch", 6, 8]}
+
+
 def test_without_a_timeout_the_slow_capture_keeps_every_size(tmp_path) -> None:
     torch.manual_seed(0)
     model, x = _SlowWhenSymbolic(wait=0.05).eval(), torch.randn(2, 6, 8)

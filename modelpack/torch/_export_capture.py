@@ -27,7 +27,7 @@ from torch.export.graph_signature import InputKind
 
 from ..errors import ExportError
 from ..spec.names import identifier_problem
-from ._budget import time_limit
+from ._budget import CaptureTimeout, time_limit
 from ._capture import ExportWarning, capture, program_to_spec
 from ._export_graph import GraphSpec
 from ._trace import InputSlot
@@ -66,10 +66,10 @@ def capture_program(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, A
         try:
             with time_limit(timeout if i == 0 else None) as deadline:
                 program = capture(model, real_args, real_kwargs, shapes)
-        except ExportError as e:
-            reason = _over_time(timeout) if deadline.expired else e.message
+        except (ExportError, CaptureTimeout) as e:  # the limit may strike in capture's decompositions too
+            reason = _over_time(timeout) if deadline.expired else str(getattr(e, "message", e))
             if i + 1 == len(plans) or (failures and reason == failures[-1]):
-                raise _failed(e, failures)
+                raise _failed(e if isinstance(e, ExportError) else ExportError(reason), failures) from e
             failures.append(reason)
             continue
         if failures:
