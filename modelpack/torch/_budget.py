@@ -1,12 +1,12 @@
-"""A time limit on one torch.export capture, checked at each torch call the model makes.
+"""A time limit on one torch.export capture, checked at each torch call made while capturing.
 
 torch.export cannot be stopped from outside without risking the global state it
 patches while it traces, so the limit is cooperative: a torch function mode
 (the mechanism ``with torch.device(...)`` uses) raises :class:`CaptureTimeout`
-at the first torch call past the deadline, inside the model's forward, and it
-unwinds through torch.export like any error the model raises. A capture may
-overrun by the length of one call (one ``view`` whose symbolic sizes take
-seconds to simplify); what torch.export does after tracing is not interrupted.
+at the first torch call past the deadline -- in the model's forward, or in the
+decompositions run after torch.export returns -- and it unwinds like any error
+a torch call raises. A capture may overrun by the length of one call (one
+``view`` whose symbolic sizes take seconds to simplify).
 """
 
 from __future__ import annotations
