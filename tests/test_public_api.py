@@ -18,7 +18,7 @@ EXPECTED = {
     "verify": "(path, *, progress=None)",
     "validate": "(spec, *, shapes=False, source=None)",
     "export": "(model, path, example_inputs, *, metadata=None, name=None, dynamic_dims=None, dynamic_shapes=None, "
-              "capture=None, atol=0.0, max_shard_size=None)",
+              "capture=None, atol=0.0, max_shard_size=None, dynamic_timeout=60.0)",
     "load_model": "(path, *, map_location=None, mmap=True, strict=True, outputs=None, dtype=None, device_map=None)",
     "build": "(spec, *, device=None)",
     "load_weights": "(module, path, *, prefix=None, rename=None, strict=True, assign=False)",

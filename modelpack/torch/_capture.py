@@ -74,7 +74,7 @@ def capture(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
     try:
         program = torch.export.export(model, args, kwargs, dynamic_shapes=dynamic_shapes, strict=False)
     except Exception as e:
-        first = next((line.strip() for line in str(e).splitlines() if line.strip()), "")
+        first = " ".join(str(e).strip().split("\n\n")[0].split())[:300]  # sympy wraps one sentence in lines
         raise ExportError(f"torch.export could not capture {type(model).__name__}: {type(e).__name__}: "
                           f"{first}") from e
     if any(_mutates(n) for n in program.graph.nodes):

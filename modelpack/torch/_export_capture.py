@@ -3,30 +3,37 @@
 Which sizes may vary: by default every dimension of every input is
 ``Dim.AUTO`` (torch.export keeps symbolic what the model allows, and
 specializes the rest); ``dynamic_dims`` ({input: {dim: label}}) or torch's own
-``dynamic_shapes`` narrow that. The spec's input shapes name each symbolic size
-(``batch`` for a leading one, else ``<input>_<dim>``; one name per symbol, so
-``input_ids`` and ``attention_mask`` share theirs).
+``dynamic_shapes`` narrow that. Keeping every size symbolic can make
+torch.export fail (its sympy solver gives up on some size arithmetic) or take
+minutes (window partitioning, padding to multiples); the default then falls
+back to fewer symbolic sizes, with a warning (:func:`capture_program`). The
+spec's input shapes name each symbolic size (``batch`` for a leading one, else
+``<input>_<dim>``; one name per symbol, so ``input_ids`` and ``attention_mask``
+share theirs).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
+from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind
 
 from ..errors import ExportError
 from ..spec.names import identifier_problem
-from ._capture import capture, program_to_spec
+from ._budget import CaptureTimeout, time_limit
+from ._capture import ExportWarning, capture, program_to_spec
 from ._export_graph import GraphSpec
 from ._trace import InputSlot
 from .tensors import dtype_row
 
-__all__ = ["CaptureResult", "capture_spec", "state_for"]
+__all__ = ["CaptureResult", "capture_program", "capture_spec", "state_for"]
 
 
 @dataclasses.dataclass
@@ -37,21 +44,96 @@ class CaptureResult:
     sizes: dict[str, dict[str, int]]  # size name -> {min, max}: the bounds torch.export recorded, where real
 
 
-def capture_spec(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], tensors: Mapping[str, torch.Tensor],
-                 dynamic_dims: Mapping[str, Mapping[int, str]] | None, dynamic_shapes: Any,
-                 fold: bool = True) -> CaptureResult:
-    """Capture ``model`` on the example (InputSlots in args/kwargs stand for ``tensors``); ``fold=False``
-    keeps every layer call as its ATen ops."""
+def capture_program(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
+                    tensors: Mapping[str, torch.Tensor], dynamic_dims: Mapping[str, Mapping[int, str]] | None,
+                    dynamic_shapes: Any, timeout: float | None = None) -> ExportedProgram:
+    """torch.export's program for the example (InputSlots in args/kwargs stand for ``tensors``).
+
+    Sizes the caller chose (``dynamic_dims``, ``dynamic_shapes``) are captured
+    as asked. The default, every size ``Dim.AUTO``, falls back when torch.export
+    fails or takes more than ``timeout`` seconds: first only each input's leading
+    (batch) dim stays symbolic, then none; an ExportWarning names the sizes fixed.
+    """
     real_args = tuple(_fill(a, tensors) for a in args)
     real_kwargs = {k: _fill(v, tensors) for k, v in kwargs.items()}
-    shapes = dynamic_shapes if dynamic_shapes is not None else _shapes(model, args, kwargs, tensors, dynamic_dims)
-    program = capture(model, real_args, real_kwargs, shapes)
+    if dynamic_shapes is not None or dynamic_dims is not None:
+        shapes = dynamic_shapes if dynamic_shapes is not None else _shapes(model, args, kwargs, tensors, dynamic_dims)
+        return capture(model, real_args, real_kwargs, shapes)
+    failures: list[str] = []
+    plans = _plans(tensors)
+    for i, dims in enumerate(plans):
+        shapes = _shapes(model, args, kwargs, tensors, None, auto=dims)
+        try:
+            with time_limit(timeout if i == 0 else None) as deadline:
+                program = capture(model, real_args, real_kwargs, shapes)
+        except (ExportError, CaptureTimeout) as e:  # the limit may strike in capture's decompositions too
+            reason = _over_time(timeout) if deadline.expired else str(getattr(e, "message", e))
+            if i + 1 == len(plans) or (failures and reason == failures[-1]):
+                raise _failed(e if isinstance(e, ExportError) else ExportError(reason), failures) from e
+            failures.append(reason)
+            continue
+        if failures:
+            _warn_fixed(tensors, plans[0], dims, failures[0])
+        return program
+    raise AssertionError("unreachable: the last plan returns or raises")
+
+
+def capture_spec(program: ExportedProgram, model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
+                 tensors: Mapping[str, torch.Tensor], dynamic_dims: Mapping[str, Mapping[int, str]] | None,
+                 dynamic_shapes: Any, fold: bool = True) -> CaptureResult:
+    """The spec pieces of a captured ``program``; ``fold=False`` keeps every layer call as its ATen ops."""
     leaves = torch.utils._pytree.tree_leaves((args, kwargs), is_leaf=lambda v: isinstance(v, InputSlot))
     names = [leaf.name if isinstance(leaf, InputSlot) else None for leaf in leaves]
     captured = program_to_spec(program, model, names, fold=fold)
     labels, symbols = _labels(program, names, dynamic_dims or _dim_names(dynamic_shapes))
     inputs = {name: _declaration(name, tensors[name], shape) for name, shape in labels.items()}
     return CaptureResult(captured.graph, inputs, captured.extra_state, _bounds(program, symbols))
+
+
+# ----------------------------------------------------------------------------- the default's fallback
+
+Dims = frozenset[tuple[str, int]]  # (input, dim) pairs left to torch.export as Dim.AUTO
+
+
+def _plans(tensors: Mapping[str, torch.Tensor]) -> list[Dims]:
+    """Which dims are AUTO, try by try: all, then each input's leading one, then none.
+
+    A try that differs from the one before only in dims of size 0 or 1 (which
+    torch.export specializes anyway) would capture the same program: skipped.
+    """
+    every = [(name, d) for name, t in tensors.items() for d in range(t.dim())]
+    plans = [frozenset(every), frozenset(p for p in every if p[1] == 0), frozenset()]
+    return [p for i, p in enumerate(plans) if i == 0 or _varying(p, tensors) != _varying(plans[i - 1], tensors)]
+
+
+def _varying(dims: Dims, tensors: Mapping[str, torch.Tensor]) -> Dims:
+    """The dims that can stay symbolic: torch.export specializes a size of 0 or 1."""
+    return frozenset((name, d) for name, d in dims if tensors[name].shape[d] > 1)
+
+
+def _over_time(timeout: float | None) -> str:
+    return f"it took more than dynamic_timeout={timeout:g} s"
+
+
+def _failed(error: ExportError, failures: list[str]) -> ExportError:
+    """The last try's error; the first try's reason beside it when that one differed."""
+    if failures and failures[0] != error.message:
+        error.message += f" (with every size symbolic it failed first: {failures[0]})"
+        error.args = (error._render(),)
+    return error
+
+
+def _warn_fixed(tensors: Mapping[str, torch.Tensor], wanted: Dims, kept: Dims, reason: str) -> None:
+    fixed: dict[str, list[int]] = {}
+    for name, d in sorted(_varying(wanted - kept, tensors), key=lambda p: (list(tensors).index(p[0]), p[1])):
+        fixed.setdefault(name, []).append(d)
+    what = "; ".join(f"input {name!r} dim{'s' if len(ds) > 1 else ''} {', '.join(map(str, ds))} fixed at "
+                     f"{', '.join(str(tensors[name].shape[d]) for d in ds)}" for name, ds in fixed.items())
+    still = "only the leading (batch) dims symbolic" if _varying(kept, tensors) else "every size fixed"
+    warnings.warn(f"export: torch.export could not keep every size symbolic ({reason}); captured again with "
+                  f"{still}: {what}. The spec declares those sizes fixed; pass dynamic_dims= (or "
+                  "dynamic_shapes=) to choose the sizes that may vary, or dynamic_timeout=None to wait longer",
+                  ExportWarning, stacklevel=7)
 
 
 def _dim_names(dynamic_shapes: Any) -> dict[str, dict[int, str]] | None:
@@ -99,8 +181,8 @@ def _fill(value: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
 
 
 def _shapes(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], tensors: Mapping[str, torch.Tensor],
-            dynamic_dims: Mapping[str, Mapping[int, str]] | None) -> Any:
-    """torch.export's dynamic_shapes for the call: AUTO everywhere, or Dims named by ``dynamic_dims``."""
+            dynamic_dims: Mapping[str, Mapping[int, str]] | None, auto: Dims = frozenset()) -> Any:
+    """torch.export's dynamic_shapes for the call: Dims named by ``dynamic_dims``, else AUTO on the ``auto`` dims."""
     dims: dict[str, Any] = {}
 
     def spec_of(value: Any) -> Any:
@@ -108,7 +190,7 @@ def _shapes(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], ten
             return None
         t = tensors[value.name]
         if dynamic_dims is None:
-            return {d: torch.export.Dim.AUTO for d in range(t.dim())} or None
+            return {d: torch.export.Dim.AUTO for d in range(t.dim()) if (value.name, d) in auto} or None
         given = dynamic_dims.get(value.name, {})
         for d, label in given.items():
             if not isinstance(d, int) or not -t.dim() <= d < t.dim():

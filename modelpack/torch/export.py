@@ -36,7 +36,7 @@ from ..errors import ExportError, SpecError
 from ..spec.names import identifier_problem
 from ..vocab import VOCAB_VERSION
 from ._capture import ExportWarning
-from ._export_capture import capture_spec, state_for
+from ._export_capture import capture_program, capture_spec, state_for
 from ._export_graph import GraphSpec, graph_to_spec
 from ._export_layers import is_layer_type
 from ._spec_text import spec_to_yaml
@@ -51,6 +51,8 @@ _BATCH = "batch"
 # "auto": torch.export, then the fx tracer where torch.export gives up; "export"/"fx": that path only
 _CAPTURES = ("auto", "export", "fx")
 DEFAULT_CAPTURE = "auto"
+# seconds torch.export may spend keeping every size symbolic (the default) before fewer are kept symbolic
+DEFAULT_DYNAMIC_TIMEOUT = 60.0
 
 
 class ReproductionWarning(UserWarning):
@@ -59,6 +61,15 @@ class ReproductionWarning(UserWarning):
 
 class _NotReproduced(ExportError):
     """The rebuilt model's outputs differ from the original's (beyond ``atol``)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Sizes:
+    """Which sizes may vary, as the caller asked: ``dynamic_dims``, ``dynamic_shapes``, ``dynamic_timeout``."""
+
+    dims: Mapping[str, Mapping[int, str]] | None
+    shapes: Any
+    timeout: float | None
 
 
 @dataclasses.dataclass
@@ -85,6 +96,7 @@ def export(
     capture: str | None = None,
     atol: float = 0.0,
     max_shard_size: int | str | None = None,
+    dynamic_timeout: float | None = DEFAULT_DYNAMIC_TIMEOUT,
 ) -> None:
     """Save ``model`` -- architecture and weights -- as one .mpk that loads without its source.
 
@@ -105,7 +117,12 @@ def export(
     ``dynamic_dims`` names the sizes that may vary, per input: ``{"x": {0:
     "batch", 1: "seq"}}``; ``dynamic_shapes`` takes torch.export's own
     (``Dim``) form instead. By default torch.export keeps every size symbolic
-    that the model allows (``Dim.AUTO``). ``name``
+    that the model allows (``Dim.AUTO``). Where that fails (torch's symbolic
+    solver gives up on the model's size arithmetic) or takes more than
+    ``dynamic_timeout`` seconds (default 60; ``None``: no limit; checked at
+    each submodule call), the model is captured again with only each input's
+    leading (batch) dim symbolic, then with none, and an ``ExportWarning``
+    names the sizes that were fixed. Sizes you name are never fixed. ``name``
     defaults to the class name. ``metadata`` (str -> str) goes to the manifest.
     ``max_shard_size`` (``"2GB"``) splits a bigger model into shards beside
     ``path``, as :func:`modelpack.save` does.
@@ -116,7 +133,8 @@ def export(
     bit-exact). Nothing is written then.
     """
     model = _unwrap(model)
-    text, _, state = _export(model, example_inputs, name, dynamic_dims, dynamic_shapes, atol, capture)
+    text, _, state = _export(model, example_inputs, name, _Sizes(dynamic_dims, dynamic_shapes, dynamic_timeout),
+                             atol, capture)
     tree_json, leaves = tree.encode(state)
     write_pack(path, tree_json, leaves, spec_text=text, metadata=metadata, max_shard_size=max_shard_size)
 
@@ -130,19 +148,21 @@ def export_spec(
     dynamic_shapes: Any = None,
     capture: str | None = None,
     atol: float = 0.0,
+    dynamic_timeout: float | None = DEFAULT_DYNAMIC_TIMEOUT,
 ) -> tuple[str, dict[str, Any]]:
     """Everything :func:`export` does except writing: the checked spec as YAML text and as data."""
-    text, spec, _ = _export(_unwrap(model), example_inputs, name, dynamic_dims, dynamic_shapes, atol, capture)
+    text, spec, _ = _export(_unwrap(model), example_inputs, name,
+                            _Sizes(dynamic_dims, dynamic_shapes, dynamic_timeout), atol, capture)
     return text, spec
 
 
-def _export(model: nn.Module, example_inputs: Any, name: str | None,
-            dynamic_dims: Mapping[str, Mapping[int, str]] | None, dynamic_shapes: Any,
+def _export(model: nn.Module, example_inputs: Any, name: str | None, sizes: "_Sizes",
             atol: float, capture: str | None) -> tuple[str, dict[str, Any], dict[str, torch.Tensor]]:
     """The fx path, else the torch.export path (``capture`` forces one): text, spec, tensors."""
     how = DEFAULT_CAPTURE if capture is None else capture
     if how not in _CAPTURES:
         raise ExportError(f"capture={how!r}; choose one of {', '.join(map(repr, _CAPTURES))}")
+    _check_timeout(sizes.timeout)
     call = _example_call(model, example_inputs)
     expected = _reference_run(model, call)
     _check_materialised(model)
@@ -150,52 +170,52 @@ def _export(model: nn.Module, example_inputs: Any, name: str | None,
     if objects:
         expected = {k: v for k, v in expected.items() if k not in objects}
         with _outputs_without(model, objects):
-            return _export_dispatch(model, name, call, expected, dynamic_dims, dynamic_shapes, atol, how)
-    return _export_dispatch(model, name, call, expected, dynamic_dims, dynamic_shapes, atol, how)
+            return _export_dispatch(model, name, call, expected, sizes, atol, how)
+    return _export_dispatch(model, name, call, expected, sizes, atol, how)
 
 
-def _export_dispatch(model: nn.Module, name: str | None, call: _Call, expected: Any,
-                     dynamic_dims: Mapping[str, Mapping[int, str]] | None, dynamic_shapes: Any,
+def _export_dispatch(model: nn.Module, name: str | None, call: _Call, expected: Any, sizes: "_Sizes",
                      atol: float, how: str) -> tuple[str, dict[str, Any], dict[str, torch.Tensor]]:
     if how == "fx":
-        return (*_export_traced(model, name, call, expected, dynamic_dims, atol), model.state_dict())
-    if how == "export" or dynamic_shapes is not None:
-        return _export_captured(model, name, call, expected, dynamic_dims, dynamic_shapes, atol)
+        return (*_export_traced(model, name, call, expected, sizes.dims, atol), model.state_dict())
+    if how == "export" or sizes.shapes is not None:
+        return _export_captured(model, name, call, expected, sizes, atol)
     # "auto": the fx tracer first where it captures the model, since its layer-level specs keep what
     # the torch.export path does not yet (mode-dependent code such as dropout and stochastic depth,
     # the original state_dict keys in every case, re-export to the same spec); torch.export for the rest
     # (data-dependent Python such as transformers' masks), both checked bit-exact before writing
     try:
-        return (*_export_traced(model, name, call, expected, dynamic_dims, atol), model.state_dict())
+        return (*_export_traced(model, name, call, expected, sizes.dims, atol), model.state_dict())
     except ExportError as traced_error:
         reason = traced_error.message
     try:
-        return _export_captured(model, name, call, expected, dynamic_dims, dynamic_shapes, atol)
+        return _export_captured(model, name, call, expected, sizes, atol)
     except ExportError as e:
         e.message += f" (the torch.fx tracer was tried first: {reason})"
         e.args = (e._render(),)
         raise
 
 
-def _export_captured(model: nn.Module, name: str | None, call: _Call, expected: Any,
-                     dynamic_dims: Mapping[str, Mapping[int, str]] | None, dynamic_shapes: Any,
+def _export_captured(model: nn.Module, name: str | None, call: _Call, expected: Any, sizes: "_Sizes",
                      atol: float) -> tuple[str, dict[str, Any], dict[str, torch.Tensor]]:
+    """Capture once; convert with layers folded, else (folding changed the outputs) with every op kept."""
+    with _eval_mode(model):
+        program = capture_program(model, call.args, call.kwargs, call.tensors, sizes.dims, sizes.shapes,
+                                  sizes.timeout)
     try:
-        return _export_program(model, name, call, expected, dynamic_dims, dynamic_shapes, atol, fold=True)
+        return _export_program(model, name, call, expected, program, sizes, atol, fold=True)
     except _NotReproduced as folded:
         # a layer called with arguments its row cannot say (mha(..., need_weights=False)) computes
         # differently once folded: keep every call as its exact ops rather than approximate it
         try:
-            return _export_program(model, name, call, expected, dynamic_dims, dynamic_shapes, atol, fold=False)
+            return _export_program(model, name, call, expected, program, sizes, atol, fold=False)
         except _NotReproduced:
             raise folded from None
 
 
-def _export_program(model: nn.Module, name: str | None, call: _Call, expected: Any,
-                    dynamic_dims: Mapping[str, Mapping[int, str]] | None, dynamic_shapes: Any,
-                    atol: float, fold: bool) -> tuple[str, dict[str, Any], dict[str, torch.Tensor]]:
-    with _eval_mode(model):
-        captured = capture_spec(model, call.args, call.kwargs, call.tensors, dynamic_dims, dynamic_shapes, fold)
+def _export_program(model: nn.Module, name: str | None, call: _Call, expected: Any, program: Any,
+                    sizes: "_Sizes", atol: float, fold: bool) -> tuple[str, dict[str, Any], dict[str, torch.Tensor]]:
+    captured = capture_spec(program, model, call.args, call.kwargs, call.tensors, sizes.dims, sizes.shapes, fold)
     spec = {"modelpack": VOCAB_VERSION, "name": name or _model_name(model), "inputs": captured.inputs,
             **({"sizes": captured.sizes} if captured.sizes else {}),
             "nodes": captured.graph.nodes, "outputs": captured.graph.outputs}
@@ -222,6 +242,13 @@ def _export_traced(model: nn.Module, name: str | None, call: _Call, expected: An
 
 
 # ----------------------------------------------------------------------------- the example
+
+
+def _check_timeout(timeout: Any) -> None:
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise ExportError(f"dynamic_timeout={timeout!r}; give a number of seconds > 0, or None for no limit")
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
