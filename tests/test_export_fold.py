@@ -123,3 +123,31 @@ def test_a_layer_fed_one_item_of_a_split_never_takes_the_unsplit_tensor(tmp_path
     rebuilt = modelpack.load_model(path)
     with torch.no_grad():
         assert torch.equal(rebuilt(x), model(x))
+
+
+class _PreNorm(nn.Module):
+    """Registers the projection before the norm that runs first (a pre-norm block)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(8, 8)
+        self.norm = nn.LayerNorm(8)
+        self.gate = nn.Module()
+        self.gate.weight = nn.Parameter(torch.ones(8))  # read directly: a Parameter node, at first use
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.norm(x) * self.gate.weight)
+
+
+def test_the_rebuilt_state_dict_keeps_the_original_key_order_where_execution_order_differs(tmp_path) -> None:
+    model, x = _PreNorm().eval(), torch.randn(2, 8)
+    path = tmp_path / "m.mpk"
+    modelpack.export(model, path, x, capture="export")
+    names = [n["name"] for n in parse_yaml(read_spec_text(path))[0]["nodes"]]
+    assert names.index("norm") < names.index("gate.weight") < names.index("proj")  # nodes: execution order
+    assert list(modelpack.load(path)) == list(model.state_dict())  # the file keeps the original's order
+    rebuilt = modelpack.load_model(path)
+    assert list(rebuilt.state_dict()) == ["proj.weight", "proj.bias", "norm.weight", "norm.bias", "gate.weight"]
+    assert list(rebuilt.state_dict()) == list(model.state_dict())
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), model(x))

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.export.graph_signature import ConstantArgument, TensorArgument
 
 from ..errors import ExportError
 from ..vocab import LAYERS
@@ -89,10 +90,9 @@ def layer_calls(program: Any, names: Mapping[str, str]) -> dict[str, LayerCall]:
 
 def _leaf(arg: Any, names: Mapping[str, str]) -> Any:
     """A signature leaf: a tensor as a ``_Value``, a constant as itself, anything else as an unnamed value."""
-    kind = type(arg).__name__
-    if kind == "TensorArgument":
+    if isinstance(arg, TensorArgument):
         return _Value(names.get(arg.name))
-    if kind == "ConstantArgument":
+    if isinstance(arg, ConstantArgument):
         return arg.value
     return _Value(None)
 

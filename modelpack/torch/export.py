@@ -202,9 +202,16 @@ def _export_program(model: nn.Module, name: str | None, call: _Call, expected: A
     text = spec_to_yaml(spec)
     prepared = _validated(text, captured.graph)
     keys = list(held_tensors(build_validated(prepared, device="meta")))
-    state = state_for(model, keys, captured.extra)
+    state = _original_order(model, state_for(model, keys, captured.extra))
     _check_reproduces(model, prepared, call, expected, atol, state=state)
     return text, spec, state
+
+
+def _original_order(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` in the original's state_dict order (tensors it lacks last): the order the file keeps and
+    ``load_model`` rebuilds in, where the spec's nodes follow execution order."""
+    rank = {k: i for i, k in enumerate(model.state_dict())}
+    return dict(sorted(state.items(), key=lambda kv: rank.get(kv[0], len(rank))))
 
 
 def _export_traced(model: nn.Module, name: str | None, call: _Call, expected: Any,
