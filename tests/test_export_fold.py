@@ -151,3 +151,45 @@ def test_the_rebuilt_state_dict_keeps_the_original_key_order_where_execution_ord
     assert list(rebuilt.state_dict()) == list(model.state_dict())
     with torch.no_grad():
         assert torch.equal(rebuilt(x), model(x))
+
+
+class _WithAux(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Linear(4, 4)
+        self.aux = nn.Linear(4, 2)  # called only in training, like an auxiliary head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x) if not self.training else self.aux(self.body(x))
+
+
+def test_tensors_of_a_module_forward_never_calls_are_kept_in_order_with_a_warning(tmp_path) -> None:
+    from modelpack.torch._export_graph import UnreadTensorsWarning
+
+    model, x = _WithAux().eval(), torch.randn(2, 4)
+    with pytest.warns(UnreadTensorsWarning, match="forward never calls module.s. aux"):
+        modelpack.export(model, tmp_path / "m.mpk", x, capture="export")
+    rebuilt = modelpack.load_model(tmp_path / "m.mpk")
+    assert list(rebuilt.state_dict()) == list(model.state_dict())
+    assert torch.equal(rebuilt.state_dict()["aux.weight"], model.aux.weight)
+
+
+class _Windows(nn.Module):
+    """Shape arithmetic on symbolic sizes (h // 2) and a tensor created from them."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        windows = x.reshape(b, c, h // 2, 2, w).sum(3)
+        return windows + torch.zeros(b, c, h // 2, w)
+
+
+def test_a_rebuilt_model_is_captured_again_by_torch_export(tmp_path) -> None:
+    """The rebuilt model's size arithmetic stays on sizes (no data-dependent guard), and the limits' meta
+    check does not run while torch.export traces it."""
+    model, x = _Windows(), torch.randn(2, 3, 8, 5)
+    modelpack.export(model, tmp_path / "a.mpk", x, capture="export")
+    clone = modelpack.load_model(tmp_path / "a.mpk")
+    modelpack.export(clone, tmp_path / "b.mpk", x, capture="export")
+    again = modelpack.load_model(tmp_path / "b.mpk")
+    for other in (x, torch.randn(3, 2, 6, 7)):
+        assert torch.equal(again(other), model(other))

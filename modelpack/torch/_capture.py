@@ -27,7 +27,7 @@ from torch.export.graph_signature import InputKind
 from ..errors import ExportError
 from ..spec.names import name_problem
 from ..vocab import OPS
-from ._export_graph import GraphSpec, state_node_args
+from ._export_graph import GraphSpec, UnreadTensorsWarning, state_node_args
 from ._fold import fold_layers, foldable_paths, layer_calls
 from ._sym import COMPOSITES
 from .build import arg_refs
@@ -177,7 +177,7 @@ def program_to_spec(program: ExportedProgram, model: nn.Module, input_names: lis
         outputs = {k: renames.get(v, v) for k, v in outputs.items()}
     else:
         outputs = [renames.get(v, v) for v in outputs]
-    graph = GraphSpec([*nodes, *_tied_keys(nodes, model)], outputs, converter.sources)
+    graph = GraphSpec([*nodes, *_unread_keys(nodes, model)], outputs, converter.sources)
     return Captured(graph, converter.extra_state, converter.sizes)
 
 
@@ -456,12 +456,13 @@ def _state_node(name: str, tensor: torch.Tensor, parameter: bool, persistent: bo
     return {"name": name, **kind, "args": args, "in": []}
 
 
-def _tied_keys(nodes: list[dict[str, Any]], model: nn.Module) -> list[dict[str, Any]]:
-    """State nodes for the original's keys that forward never reads but that are tied to a tensor it does.
+def _unread_keys(nodes: list[dict[str, Any]], model: nn.Module) -> list[dict[str, Any]]:
+    """State nodes for the original's keys that forward never reads, so the state_dict keeps every key.
 
     T5's ``shared.weight`` is the encoder's embedding under a second key: the
     rebuilt model holds it too (one tensor in the file, one Parameter after
-    loading), so its state_dict keeps every key of the original's.
+    loading). A module forward never calls (an auxiliary head in eval mode) keeps
+    its tensors too, with a warning: the rebuilt model cannot run it.
     """
     modules = dict(model.named_modules())
     state = model.state_dict(keep_vars=True)
@@ -473,8 +474,15 @@ def _tied_keys(nodes: list[dict[str, Any]], model: nn.Module) -> list[dict[str, 
         elif layer is not None and node["name"] in modules:
             held.update(f"{node['name']}.{k}" for k in modules[node["name"]].state_dict(keep_vars=True))
     ids = {id(state[k]) for k in held if k in state}
-    return [_state_node(k, t, isinstance(t, nn.Parameter)) for k, t in state.items()
-            if k not in held and id(t) in ids and not name_problem(k)]
+    unread = [k for k, t in state.items() if k not in held and not name_problem(k)]
+    untied = [k for k in unread if id(state[k]) not in ids]
+    if untied:
+        owners = sorted({k.rpartition(".")[0] or k for k in untied})
+        warnings.warn(f"forward never calls module(s) {', '.join(owners[:6])}{' ...' if len(owners) > 6 else ''} "
+                      "on the example (an auxiliary head in eval mode?); their tensors are kept as Parameter/"
+                      "Buffer nodes, so the state_dict is complete, but the rebuilt model cannot run them",
+                      UnreadTensorsWarning, stacklevel=6)
+    return [_state_node(k, state[k], isinstance(state[k], nn.Parameter)) for k in unread]
 
 
 @dataclasses.dataclass(frozen=True)

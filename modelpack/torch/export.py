@@ -161,10 +161,12 @@ def _export_dispatch(model: nn.Module, name: str | None, call: _Call, expected: 
         return (*_export_traced(model, name, call, expected, dynamic_dims, atol), model.state_dict())
     if how == "export" or dynamic_shapes is not None:
         return _export_captured(model, name, call, expected, dynamic_dims, dynamic_shapes, atol)
-    # "auto": the fx tracer first where it captures the model, since its layer-level specs keep what
-    # the torch.export path does not yet (mode-dependent code such as dropout and stochastic depth,
-    # the original state_dict keys in every case, re-export to the same spec); torch.export for the rest
-    # (data-dependent Python such as transformers' masks), both checked bit-exact before writing
+    # "auto": the fx tracer first where it captures the model, torch.export for the rest (data-dependent
+    # Python such as transformers' masks); both checked bit-exact before writing. torch.export first would
+    # lose, on models fx captures: mode-dependent Python beyond dropout and batch norm (stochastic depth,
+    # `if self.training:`), which torch.export records in eval mode only; a batch of 1 in the example,
+    # which it specializes to 1; and export -> load -> export giving the same spec (its node names and
+    # specializations follow the captured program, not the spec). See docs/SPEC.md, "Capture".
     try:
         return (*_export_traced(model, name, call, expected, dynamic_dims, atol), model.state_dict())
     except ExportError as traced_error:
