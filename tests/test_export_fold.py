@@ -193,3 +193,29 @@ def test_a_rebuilt_model_is_captured_again_by_torch_export(tmp_path) -> None:
     again = modelpack.load_model(tmp_path / "b.mpk")
     for other in (x, torch.randn(3, 2, 6, 7)):
         assert torch.equal(again(other), model(other))
+
+
+class _MaskedEncoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = nn.TransformerEncoderLayer(16, 2, dim_feedforward=32, dropout=0.0)  # batch_first off: no fast path
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.enc(x, src_mask=mask)
+
+
+def test_the_layers_inside_a_layer_that_cannot_fold_still_fold(tmp_path) -> None:
+    """TransformerEncoderLayer's row takes no mask: its call stays unfolded, but its norms and projections
+    fold; its attention, called with the mask its row cannot say either, stays as ops."""
+    torch.manual_seed(0)
+    model, x, mask = _MaskedEncoder().eval(), torch.randn(5, 2, 16), torch.triu(torch.full((5, 5), -1e4), 1)
+    path = tmp_path / "m.mpk"
+    modelpack.export(model, path, (x, mask), capture="export")
+    nodes = _nodes(path).values()
+    layers = {n["name"]: n["layer"] for n in nodes if n.get("layer") not in (None, "Parameter", "Buffer")}
+    assert layers == {"enc.norm1": "LayerNorm", "enc.linear1": "Linear", "enc.linear2": "Linear",
+                      "enc.norm2": "LayerNorm"}
+    rebuilt = modelpack.load_model(path)
+    assert list(rebuilt.state_dict()) == list(model.state_dict())
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x, mask), model(x, mask))

@@ -68,8 +68,12 @@ class _Fold:
 
 def foldable_paths(model: nn.Module) -> tuple[str, ...]:
     """The modules whose calls may fold: exact vocabulary layer classes (their call signatures are kept)."""
-    return tuple(path for path, m in model.named_modules()
-                 if path and type(m) in LAYER_TYPES and LAYER_TYPES[type(m)] not in _STATE)
+    return tuple(path for path, m in model.named_modules() if path and _is_layer(m))
+
+
+def _is_layer(module: nn.Module | None) -> bool:
+    """Whether the module's exact class is a vocabulary layer that computes (not Parameter/Buffer)."""
+    return type(module) in LAYER_TYPES and LAYER_TYPES[type(module)] not in _STATE  # type: ignore[index]
 
 
 def layer_calls(program: Any, names: Mapping[str, str]) -> dict[str, LayerCall]:
@@ -115,20 +119,28 @@ def fold_layers(nodes: list[dict[str, Any]], meta: Mapping[str, dict[str, Any]],
     and the renames (old value name -> layer path) the outputs need too."""
     modules = dict(model.named_modules())
     tensors = dict(model.state_dict(keep_vars=True))
-    groups = _groups(nodes, meta, modules)
-    counts: dict[str, int] = {}
-    for path, _ in groups:
-        counts[path] = counts.get(path, 0) + 1
     readers = _readers(nodes)
-    taken = {n["name"] for n in nodes} | set(modules) | set(tensors)
     by_name = {n["name"]: n for n in nodes}
-    folds = []
-    for path, members in groups:
-        ops = _foldable(members, by_name, readers, outputs)
-        if ops and counts[path] == 1 and path in calls and path not in by_name:
-            fold = _fold(path, ops, modules[path], calls[path], by_name, readers, outputs, tensors, taken)
-            if fold is not None:
+    skip: set[str] = set()  # layers whose calls cannot fold: the vocabulary layers inside them may
+    while True:
+        groups = _groups(nodes, meta, modules, skip)
+        counts: dict[str, int] = {}
+        for path, _ in groups:
+            counts[path] = counts.get(path, 0) + 1
+        taken = {n["name"] for n in nodes} | set(modules) | set(tensors)
+        folds, failed = [], set()
+        for path, members in groups:
+            ops = _foldable(members, by_name, readers, outputs)
+            fold = None
+            if ops and counts[path] == 1 and path in calls and path not in by_name:
+                fold = _fold(path, ops, modules[path], calls[path], by_name, readers, outputs, tensors, taken)
+            if fold is None:
+                failed.add(path)
+            else:
                 folds.append(fold)
+        if failed <= skip:
+            break
+        skip |= failed
     folds = _owning(folds, readers)
     renames: dict[str, str] = {}
     replace: dict[str, list[dict[str, Any]]] = {}
@@ -168,15 +180,16 @@ def _owning(folds: list[_Fold], readers: Mapping[str, set[str]]) -> list[_Fold]:
         folds = kept
 
 
-def _groups(nodes: list[dict[str, Any]], meta: Mapping[str, dict[str, Any]],
-            modules: Mapping[str, nn.Module]) -> list[tuple[str, list[str]]]:
-    """(module path, the names of its consecutive op nodes) per call of a vocabulary layer."""
+def _groups(nodes: list[dict[str, Any]], meta: Mapping[str, dict[str, Any]], modules: Mapping[str, nn.Module],
+            skip: set[str]) -> list[tuple[str, list[str]]]:
+    """(module path, the names of its consecutive op nodes) per call of the outermost vocabulary layer
+    not in ``skip``."""
     groups: list[tuple[str, list[str]]] = []
     current: tuple[str, str] | None = None  # (stack key, path)
     for node in nodes:
         if node.get("layer") in _STATE:
             continue  # added at first use: floats inside whichever call reads it first
-        key = _layer_call(meta[node["name"]]["stack"], modules)
+        key = _layer_call(meta[node["name"]]["stack"], modules, skip)
         if key is None:
             current = None
             continue
@@ -204,11 +217,12 @@ def _foldable(members: list[str], by_name: Mapping[str, dict[str, Any]], readers
     return [m for m in members if m not in kept]
 
 
-def _layer_call(stack: Mapping[str, Any], modules: Mapping[str, nn.Module]) -> tuple[str, str] | None:
+def _layer_call(stack: Mapping[str, Any], modules: Mapping[str, nn.Module],
+                skip: set[str]) -> tuple[str, str] | None:
     """The outermost module in the stack whose exact class is a vocabulary layer: (stack key, path)."""
     for key, (path, _) in stack.items():
         module = modules.get(path)
-        if path and module is not None and type(module) in LAYER_TYPES and LAYER_TYPES[type(module)] not in _STATE:
+        if path and path not in skip and _is_layer(module):
             return key, path
     return None
 
