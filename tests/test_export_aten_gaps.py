@@ -230,8 +230,8 @@ def test_fold_that_cannot_run_keeps_the_ops(tmp_path, monkeypatch):
     timm's selective-kernel and res2net splits) is not reproduced: the layer call stays as its ATen ops."""
     from modelpack.torch import _capture, _fold
 
-    def misfold(nodes, meta, model, outputs):  # the conv reads the unsplit input, as a bad fold would
-        folded, renames = _fold.fold_layers(nodes, meta, model, outputs)
+    def misfold(nodes, meta, model, outputs, calls):  # the conv reads the unsplit input, as a bad fold would
+        folded, renames = _fold.fold_layers(nodes, meta, model, outputs, calls)
         return [{**n, "in": ["x"]} if n.get("layer") == "Conv2d" else n for n in folded], renames
 
     monkeypatch.setattr(_capture, "fold_layers", misfold)

@@ -131,6 +131,8 @@ def _closed_form(name: str, overload: str, kwargs: Mapping[str, Any]) -> int | N
 
 
 def _meta_size(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], factory: bool) -> int | None:
+    if torch.compiler.is_compiling():  # torch.export re-capturing a rebuilt model: sizes are symbolic there
+        return None
     meta_kwargs = {k: _meta(v) for k, v in kwargs.items()}
     if factory:
         meta_kwargs["device"] = torch.device("meta")

@@ -21,13 +21,14 @@ from typing import Any
 import torch
 from torch import fx, nn
 from torch.export import ExportedProgram
+from torch._export.verifier import SpecViolationError
 from torch.export.graph_signature import InputKind
 
 from ..errors import ExportError
 from ..spec.names import name_problem
 from ..vocab import OPS
-from ._export_graph import GraphSpec, state_node_args
-from ._fold import fold_layers
+from ._export_graph import GraphSpec, UnreadTensorsWarning, state_node_args
+from ._fold import fold_layers, foldable_paths, layer_calls
 from ._sym import COMPOSITES
 from .build import arg_refs
 from .tensors import dtype_row
@@ -70,16 +71,55 @@ def row_name(target: Any) -> str:
 
 def capture(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
             dynamic_shapes: Any) -> ExportedProgram:
-    """``torch.export.export`` (non-strict), in-place ops functionalized; ExportError when torch gives up."""
+    """``torch.export.export`` (non-strict), in-place ops functionalized; ExportError when torch gives up.
+
+    The call signatures of vocabulary layers are preserved (which values went in and came out of each
+    call), so their calls can fold back into layer nodes with their inputs and keywords in order."""
     try:
-        program = torch.export.export(model, args, kwargs, dynamic_shapes=dynamic_shapes, strict=False)
+        program = torch.export.export(model, args, kwargs, dynamic_shapes=dynamic_shapes, strict=False,
+                                      preserve_module_call_signature=foldable_paths(model))
     except Exception as e:
         first = " ".join(str(e).strip().split("\n\n")[0].split())[:300]  # sympy wraps one sentence in lines
         raise ExportError(f"torch.export could not capture {type(model).__name__}: {type(e).__name__}: "
                           f"{first}") from e
     if any(_mutates(n) for n in program.graph.nodes):
-        program = program.run_decompositions({})  # functionalize only: no op is decomposed
+        program = _decompose(program, {})  # functionalize only: no op is decomposed
     return _decompose_outside_table(program)
+
+
+def _decompose(program: ExportedProgram, table: dict[Any, Any]) -> ExportedProgram:
+    """``run_decompositions``, keeping the layers' call signatures where torch can carry them.
+
+    torch re-traces, and loses track of a ``getitem`` of a split that a layer takes as its input (timm's
+    selective kernels); those calls' signatures are dropped (their ops then stay unfolded), then all.
+    """
+    for keep in (_all_signatures, _no_getitem_leaves, _root_only):
+        _keep_signatures(program, keep)
+        try:
+            return program.run_decompositions(table)
+        except (SpecViolationError, ValueError):  # torch's check of the signatures it carried over
+            if keep is _root_only:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _keep_signatures(program: ExportedProgram, keep: Any) -> None:
+    getitems = {n.name for n in program.graph.nodes if n.target is operator.getitem}
+    for entry in program._module_call_graph:
+        if entry.fqn and entry.signature is not None and not keep(entry.signature, getitems):
+            entry.signature = None
+
+
+def _all_signatures(signature: Any, getitems: set[str]) -> bool:
+    return True
+
+
+def _no_getitem_leaves(signature: Any, getitems: set[str]) -> bool:
+    return not any(a.name in getitems for a in signature.inputs if hasattr(a, "name"))
+
+
+def _root_only(signature: Any, getitems: set[str]) -> bool:
+    return False
 
 
 def _decompose_outside_table(program: ExportedProgram) -> ExportedProgram:
@@ -98,7 +138,7 @@ def _decompose_outside_table(program: ExportedProgram) -> ExportedProgram:
         table = {op: fn for op, fn in torch.export.default_decompositions().items() if op in outside}
         if not table:
             break
-        program = program.run_decompositions(table)
+        program = _decompose(program, table)
         done += sorted(row_name(op) for op in table)
     if done:
         warnings.warn(f"export: {', '.join(done)} {'have' if len(done) > 1 else 'has'} no row in the vocabulary: "
@@ -127,7 +167,9 @@ def program_to_spec(program: ExportedProgram, model: nn.Module, input_names: lis
     converter.run()
     converter.prune()
     if fold:
-        nodes, renames = fold_layers(converter.nodes, converter.meta, model, converter.outputs_used())
+        names = {node.name: v for node, v in converter.value.items() if isinstance(v, str)}
+        nodes, renames = fold_layers(converter.nodes, converter.meta, model, converter.outputs_used(),
+                                     layer_calls(program, names))
     else:
         nodes, renames = converter.nodes, {}
     outputs = converter.outputs
@@ -135,7 +177,7 @@ def program_to_spec(program: ExportedProgram, model: nn.Module, input_names: lis
         outputs = {k: renames.get(v, v) for k, v in outputs.items()}
     else:
         outputs = [renames.get(v, v) for v in outputs]
-    graph = GraphSpec([*nodes, *_tied_keys(nodes, model)], outputs, converter.sources)
+    graph = GraphSpec([*nodes, *_unread_keys(nodes, model)], outputs, converter.sources)
     return Captured(graph, converter.extra_state, converter.sizes)
 
 
@@ -219,7 +261,9 @@ class _Converter:
         never hangs on an intermediate value (a layer call that computes one can still fold)."""
         expr = getattr(getattr(node.meta.get("val"), "node", None), "expr", None)
         where = self.symbol_at.get(str(expr)) if expr is not None else None
-        if where is None:
+        if expr is not None and expr.is_number:  # a size torch.export specialized: the number itself
+            self.value[node] = self._operand(int(expr), node)
+        elif where is None:
             self._add(node, "size", [self._ref(node.args[0])], {"dim": node.args[1]})
         elif where in self.size_nodes:
             self.value[node] = self.size_nodes[where]
@@ -412,12 +456,13 @@ def _state_node(name: str, tensor: torch.Tensor, parameter: bool, persistent: bo
     return {"name": name, **kind, "args": args, "in": []}
 
 
-def _tied_keys(nodes: list[dict[str, Any]], model: nn.Module) -> list[dict[str, Any]]:
-    """State nodes for the original's keys that forward never reads but that are tied to a tensor it does.
+def _unread_keys(nodes: list[dict[str, Any]], model: nn.Module) -> list[dict[str, Any]]:
+    """State nodes for the original's keys that forward never reads, so the state_dict keeps every key.
 
     T5's ``shared.weight`` is the encoder's embedding under a second key: the
     rebuilt model holds it too (one tensor in the file, one Parameter after
-    loading), so its state_dict keeps every key of the original's.
+    loading). A module forward never calls (an auxiliary head in eval mode) keeps
+    its tensors too, with a warning: the rebuilt model cannot run it.
     """
     modules = dict(model.named_modules())
     state = model.state_dict(keep_vars=True)
@@ -429,8 +474,15 @@ def _tied_keys(nodes: list[dict[str, Any]], model: nn.Module) -> list[dict[str, 
         elif layer is not None and node["name"] in modules:
             held.update(f"{node['name']}.{k}" for k in modules[node["name"]].state_dict(keep_vars=True))
     ids = {id(state[k]) for k in held if k in state}
-    return [_state_node(k, t, isinstance(t, nn.Parameter)) for k, t in state.items()
-            if k not in held and id(t) in ids and not name_problem(k)]
+    unread = [k for k, t in state.items() if k not in held and not name_problem(k)]
+    untied = [k for k in unread if id(state[k]) not in ids]
+    if untied:
+        owners = sorted({k.rpartition(".")[0] or k for k in untied})
+        warnings.warn(f"forward never calls module(s) {', '.join(owners[:6])}{' ...' if len(owners) > 6 else ''} "
+                      "on the example (an auxiliary head in eval mode?); their tensors are kept as Parameter/"
+                      "Buffer nodes, so the state_dict is complete, but the rebuilt model cannot run them",
+                      UnreadTensorsWarning, stacklevel=6)
+    return [_state_node(k, state[k], isinstance(state[k], nn.Parameter)) for k in unread]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,7 +28,7 @@ from ._aten import aten_kwargs, allocates, device_mode, guarded
 from .bindings import LAYER_BINDINGS, OP_BINDINGS, POSITIONAL_ARGS
 
 __all__ = ["build", "build_validated", "SpecModule", "Namespace", "Step", "prepare", "subgraph", "needed_nodes",
-           "release_plan", "held_tensors", "registered"]
+           "release_plan", "held_tensors", "registered", "follow_key_order"]
 
 _SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 # ops that read the module's train/eval mode (vocabulary rows with training=True)
@@ -678,6 +678,26 @@ def registered(module: nn.Module, dotted: str) -> nn.Module:
     for part in dotted.split(".") if dotted else ():
         module = module._modules[part]  # type: ignore[assignment]
     return module
+
+
+def follow_key_order(root: nn.Module, keys: Iterable[str]) -> None:
+    """Re-register children, parameters and buffers so ``state_dict()`` lists ``keys`` in their order.
+
+    A spec's nodes run in execution order, which is not always the order the original registered its
+    modules in (a pre-norm block runs its norm first); the file's tensors keep the original's order,
+    and the rebuilt model follows it. Names ``keys`` does not hold keep their place, after the others.
+    """
+    rank: dict[str, int] = {}
+    for i, key in enumerate(keys):
+        parts = key.split(".")
+        for j in range(1, len(parts) + 1):
+            rank.setdefault(".".join(parts[:j]), i)
+    last = len(rank) + 1
+    for prefix, module in list(root.named_modules()):
+        for registry in (module._parameters, module._buffers, module._modules):
+            items = sorted(registry.items(), key=lambda kv: rank.get(f"{prefix}.{kv[0]}" if prefix else kv[0], last))
+            registry.clear()
+            registry.update(items)
 
 
 def _attach(root: nn.Module, name: str, module: nn.Module, persistent: bool = True) -> None:

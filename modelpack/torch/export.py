@@ -180,10 +180,12 @@ def _export_dispatch(model: nn.Module, name: str | None, call: _Call, expected: 
         return (*_export_traced(model, name, call, expected, sizes.dims, atol), model.state_dict())
     if how == "export" or sizes.shapes is not None:
         return _export_captured(model, name, call, expected, sizes, atol)
-    # "auto": the fx tracer first where it captures the model, since its layer-level specs keep what
-    # the torch.export path does not yet (mode-dependent code such as dropout and stochastic depth,
-    # the original state_dict keys in every case, re-export to the same spec); torch.export for the rest
-    # (data-dependent Python such as transformers' masks), both checked bit-exact before writing
+    # "auto": the fx tracer first where it captures the model, torch.export for the rest (data-dependent
+    # Python such as transformers' masks); both checked bit-exact before writing. torch.export first would
+    # lose, on models fx captures: mode-dependent Python beyond dropout and batch norm (stochastic depth,
+    # `if self.training:`), which torch.export records in eval mode only; a batch of 1 in the example,
+    # which it specializes to 1; and export -> load -> export giving the same spec (its node names and
+    # specializations follow the captured program, not the spec). See docs/SPEC.md, "Capture".
     try:
         return (*_export_traced(model, name, call, expected, sizes.dims, atol), model.state_dict())
     except ExportError as traced_error:
@@ -222,9 +224,16 @@ def _export_program(model: nn.Module, name: str | None, call: _Call, expected: A
     text = spec_to_yaml(spec)
     prepared = _validated(text, captured.graph)
     keys = list(held_tensors(build_validated(prepared, device="meta")))
-    state = state_for(model, keys, captured.extra)
+    state = _original_order(model, state_for(model, keys, captured.extra))
     _check_reproduces(model, prepared, call, expected, atol, state=state)
     return text, spec, state
+
+
+def _original_order(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` in the original's state_dict order (tensors it lacks last): the order the file keeps and
+    ``load_model`` rebuilds in, where the spec's nodes follow execution order."""
+    rank = {k: i for i, k in enumerate(model.state_dict())}
+    return dict(sorted(state.items(), key=lambda kv: rank.get(kv[0], len(rank))))
 
 
 def _export_traced(model: nn.Module, name: str | None, call: _Call, expected: Any,

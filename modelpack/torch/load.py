@@ -30,7 +30,7 @@ from torch import nn
 from .. import api, tree
 from ..errors import WeightsMismatchError
 from ..spec.cost import check_cost, check_file_holds
-from .build import SpecModule, build_validated, held_tensors, prepare, registered, subgraph
+from .build import SpecModule, build_validated, follow_key_order, held_tensors, prepare, registered, subgraph
 from .placement import finish, place
 from .tensors import dtype_row
 
@@ -199,6 +199,7 @@ def load_model(
         refs = _cross_check(module, pack, strict=strict)  # the whole file, even when cutting
         if outputs is not None:
             module = build_validated(subgraph(full, list(outputs)), device="meta")
+        follow_key_order(module, refs)  # the original's state_dict order, which the file keeps
         _assign(module, pack, refs, mmap=mmap, placement=_Placement(dtype, map_location, device_map))
     module.eval()
     if map_location is not None and not device_map:  # tensors are there already; lets RNNs re-flatten weights

@@ -74,9 +74,10 @@ def mul(input: Any, other: Any) -> Any:
 
 
 def div(input: Any, other: Any, rounding_mode: str | None = None) -> Any:
-    """torch.div for tensors; Python ``/`` and ``//`` where the dividend is a number (shape arithmetic)."""
-    if isinstance(input, (int, float)):
-        if _arith.is_plain(other):
+    """torch.div for tensors; Python ``/`` and ``//`` where the dividend is a number (shape arithmetic),
+    a symbolic size included (torch.export re-capturing a rebuilt model keeps it a size, not a tensor)."""
+    if isinstance(input, (int, float, torch.SymInt, torch.SymFloat)):
+        if _arith.is_plain(input) and _arith.is_plain(other):
             return _arith.binary("div", _PLAIN_DIV[rounding_mode], input, other)
         if rounding_mode == "floor":
             return operator.floordiv(input, other)
