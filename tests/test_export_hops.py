@@ -132,6 +132,7 @@ def test_a_disabled_autocast_region_is_a_no_op_and_exports(tmp_path) -> None:
         assert torch.equal(rebuilt(x), model(x))
 
 
+@pytest.mark.filterwarnings("ignore:Dynamo does not know how to trace")  # torch.cond's own tracing
 def test_torch_cond_is_refused_naming_the_op(tmp_path) -> None:
     class Branchy(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
