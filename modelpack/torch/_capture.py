@@ -29,6 +29,7 @@ from ..spec.names import name_problem
 from ..vocab import OPS
 from ._export_graph import GraphSpec, UnreadTensorsWarning, state_node_args
 from ._fold import fold_layers, foldable_paths, layer_calls
+from ._hops import inline_grad_regions
 from ._sym import COMPOSITES
 from .build import arg_refs
 from .tensors import dtype_row
@@ -39,7 +40,7 @@ __all__ = ["Captured", "ExportWarning", "capture", "program_to_spec", "row_name"
 _DROPPED = {"aten._assert_tensor_metadata", "aten._assert_scalar", "aten.sym_constrain_range_for_size",
             "aten.sym_constrain_range", "aten._assert_async.msg", "aten._assert_async"}
 # ATen calls the converter writes without a row of their own (sizes, identities, device moves)
-_HANDLED = {"aten.sym_size.int", "aten.to.device", "aten.alias", "aten.lift_fresh_copy", "aten.detach"}
+_HANDLED = {"aten.sym_size.int", "aten.to.device", "aten.alias", "aten.lift_fresh_copy"}
 # SymInt arithmetic (operator.* on sizes) -> the vocabulary's int-capable ops
 _SYM_OPS: Mapping[Any, tuple[str, dict[str, Any]]] = {
     operator.add: ("add", {}), operator.sub: ("sub", {}), operator.mul: ("mul", {}),
@@ -82,6 +83,7 @@ def capture(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
         first = " ".join(str(e).strip().split("\n\n")[0].split())[:300]  # sympy wraps one sentence in lines
         raise ExportError(f"torch.export could not capture {type(model).__name__}: {type(e).__name__}: "
                           f"{first}") from e
+    inline_grad_regions(program.graph_module)  # before torch's passes, so they see the regions' ops too
     if any(_mutates(n) for n in program.graph.nodes):
         program = _decompose(program, {})  # functionalize only: no op is decomposed
     return _decompose_outside_table(program)
@@ -163,6 +165,7 @@ def program_to_spec(program: ExportedProgram, model: nn.Module, input_names: lis
                     fold: bool = True) -> Captured:
     """Spec nodes for ``program``; ``input_names`` gives each user input its spec name (None: a constant);
     ``fold=False`` leaves layer calls as their ops."""
+    inline_grad_regions(program.graph_module)  # a program from torch.export directly (capture's are flat)
     converter = _Converter(program, model, input_names)
     converter.run()
     converter.prune()
@@ -502,7 +505,7 @@ def _dropout_p(node: fx.Node) -> float:
 def _is_identity(row: str, node: fx.Node) -> bool:
     """Whether the call returns its first input unchanged (the same values; no kernel needed)."""
     args, kwargs = node.args, node.kwargs
-    if row in ("aten.alias", "aten.lift_fresh_copy", "aten.detach"):
+    if row in ("aten.alias", "aten.lift_fresh_copy"):  # not detach: it stops gradients in .train()
         return isinstance(args[0], fx.Node)
     if row == "aten.dropout":
         return _dropout_p(node) == 0

@@ -69,6 +69,7 @@ class ExportTracer(fx.Tracer):
         self.call_kwargs = dict(kwargs)
         self.path_stack: list[str] = []
         self.failed_in: list[str] | None = None
+        self.grad_mode = torch.is_grad_enabled()  # a node recorded under another mode: forward switched it
 
     def create_args_for_root(self, root_fn: Any, is_module: bool, concrete_args: Any = None) -> tuple[Any, list[Any]]:
         def fill(value: Any) -> Any:
@@ -83,6 +84,12 @@ class ExportTracer(fx.Tracer):
         return call, [self.root]
 
     def create_node(self, *args: Any, **kwargs: Any) -> fx.Node:
+        if torch.is_grad_enabled() != self.grad_mode:
+            # fx runs `with torch.no_grad():` while tracing and records nothing of it: the spec would
+            # let gradients into the region; the torch.export path carries it (aten.detach)
+            where = f" in module {self.path_stack[-1]!r}" if self.path_stack and self.path_stack[-1] else ""
+            raise ExportError(f"forward switches autograd mode (torch.no_grad, torch.set_grad_enabled){where}, "
+                              "which the torch.fx tracer cannot record; capture='export' carries it")
         node = super().create_node(*args, **kwargs)
         frame = _innermost_user_frame(sys._getframe(1))
         if frame is not None:
