@@ -84,6 +84,8 @@ def layer_calls(program: Any, names: Mapping[str, str]) -> dict[str, LayerCall]:
         sig = entry.signature
         if not entry.fqn or sig is None or "@" in entry.fqn:
             continue
+        if len(sig.inputs) != sig.in_spec.num_leaves or len(sig.outputs) != sig.out_spec.num_leaves:
+            continue  # torch recorded no signature (a call inside an inlined grad-mode region): it stays as ops
         leaves = [_leaf(a, names) for a in sig.inputs]
         args, kwargs = torch.utils._pytree.tree_unflatten(leaves, sig.in_spec)
         values = [_leaf(a, names) for a in sig.outputs]

@@ -26,6 +26,7 @@ __all__ = ["inline_grad_regions"]
 
 _SET_GRAD = "wrap_with_set_grad_enabled"
 _AUTOCAST = "wrap_with_autocast"
+_TRACEPOINT = "_export_tracepoint"  # torch.export's marker of a preserved module call: an identity
 
 
 def inline_grad_regions(gm: fx.GraphModule) -> None:
@@ -34,7 +35,9 @@ def inline_grad_regions(gm: fx.GraphModule) -> None:
         if node.op != "call_function" or not isinstance(node.target, torch._ops.HigherOrderOperator):
             continue
         name = node.target.name()
-        if name == _SET_GRAD:
+        if name == _TRACEPOINT:
+            _drop_tracepoint(node)
+        elif name == _SET_GRAD:
             _inline(gm, node, node.args[1], node.args[2:], detach=not node.args[0])
         elif name == _AUTOCAST and not _autocast_enabled(node):
             _inline(gm, node, node.args[4], node.args[5:], detach=False)
@@ -50,6 +53,19 @@ def inline_grad_regions(gm: fx.GraphModule) -> None:
                               where=_module_path(node))
     gm.graph.lint()
     gm.recompile()
+
+
+def _drop_tracepoint(node: fx.Node) -> None:
+    """A call-signature marker torch left inside a region (it collects only the top graph's): each ``marker[i]`` reads arg i.
+
+    Only the layer calls inside the region lose their recorded signature, so they stay as ops.
+    """
+    for user in list(node.users):
+        if user.op != "call_function" or user.target is not operator.getitem or not isinstance(user.args[1], int):
+            raise ExportError(f"{node.name}: torch.export's call marker is used whole by {user.name}")
+        user.replace_all_uses_with(node.args[user.args[1]])
+        node.graph.erase_node(user)
+    node.graph.erase_node(node)
 
 
 def _autocast_enabled(node: fx.Node) -> bool:
