@@ -9,6 +9,10 @@ where="output")``. We print it as ``node 'output'`` at the line where that node
 missing) turns into one warning saying shapes were not checked.
 ``modelpack.validate`` and ``modelpack validate --shapes`` pass torch's checker
 (``modelpack.checks.torch_shape_checker``).
+
+Calls are checked here too, without torch: ``input_rules`` (once per model) and
+``check_inputs`` (per call: rank, fixed dims, ``sizes`` bounds), used by the
+rebuilt model's forward and by ``modelpack run``.
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ def input_rules(spec: Mapping[str, Any]) -> InputRules:
     """Each input's rank and fixed (int) dims, and the bounded symbolic ones, from the spec's ``inputs``."""
     sizes = spec.get("sizes") or {}
     inputs = spec["inputs"]
-    shapes = tuple((name, tuple(decl["shape"]), tuple((d, s) for d, s in enumerate(decl["shape"]) if isinstance(s, int)))
+    shapes = tuple((name, tuple(decl["shape"]), tuple((d, s) for d, s in enumerate(decl["shape"])
+                                                      if isinstance(s, int)))
                    for name, decl in inputs.items())
     bounds = tuple((name, d, label, int(sizes[label].get("min", 0)), sizes[label].get("max"))
                    for name, decl in inputs.items() for d, label in enumerate(decl["shape"])
@@ -49,9 +54,9 @@ def check_inputs(rules: InputRules, values: Mapping[str, Any]) -> None:
     """A ShapeError naming the input when a value's rank, a fixed dim or a bounded size breaks the spec.
 
     ``values`` maps input names to anything whose ``shape`` is a tuple (tensors, arrays); others
-    (tracer proxies, scalars) are skipped, as are missing inputs (reported where inputs are bound). A declared int is a fixed size: a graph
-    captured at that size may bake sizes derived from it (reshapes, window partitions), so another
-    size could run and give wrong numbers.
+    (tracer proxies, Python scalars) are skipped, as are missing inputs (reported where inputs are
+    bound). A declared int is a fixed size: a graph captured at that size may bake sizes derived
+    from it (reshapes, window partitions), so another size could run and give wrong numbers.
     """
     for name, declared, fixed in rules.shapes:
         shape = getattr(values.get(name), "shape", None)
