@@ -170,8 +170,8 @@ def test_swapping_a_layer_takes_effect():
 
 def test_a_failing_node_is_named_in_the_exception():
     model = build(Z.MLP)
-    with pytest.raises(RuntimeError) as info:
-        model(torch.randn(2, 21))
+    with pytest.raises(RuntimeError) as info:  # shapes are checked before any node runs; dtypes are not
+        model(torch.randn(2, 20, dtype=torch.float64))
     assert "while running node 'hidden' (layer Linear)" in "\n".join(info.value.__notes__)
 
 

@@ -249,7 +249,7 @@ def test_the_eager_shortcut_changes_no_result_and_keeps_node_notes():
         slow = model(x)
     assert torch.equal(fast, slow)
     with pytest.raises(RuntimeError) as info:
-        build(CHAIN)(torch.randn(3, 7))
+        build(CHAIN)(torch.randn(3, 8, dtype=torch.float64))
     assert any("node 'l0' (layer Linear)" in note for note in info.value.__notes__)
 
 

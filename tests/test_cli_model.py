@@ -66,8 +66,10 @@ def test_run_takes_inputs_from_an_npz(tmp_path, mlp):
 
 @pytest.mark.parametrize("make, message", [
     (lambda d: np.save(d / "a.npy", np.zeros((3, 20))), "input 'x': expected float32 .* holds float64"),
-    (lambda d: np.save(d / "a.npy", np.zeros((3, 21), np.float32)), r"input 'x': expected shape \[batch, 20\], "
-                                                                    r"got \[3, 21\]"),
+    (lambda d: np.save(d / "a.npy", np.zeros((3, 21), np.float32)), r"input 'x': dim 1 is 21; the spec "
+                                                                    r"declares 20 \(a fixed size"),
+    (lambda d: np.save(d / "a.npy", np.zeros((20,), np.float32)), r"input 'x': expected shape \[batch, 20\] "
+                                                                  r"\(rank 2\), got \[20\] \(rank 1\)"),
     (lambda d: np.save(d / "a.npy", np.array([object()]), allow_pickle=True), "cannot read .*a.npy"),
 ])
 def test_run_refuses_inputs_it_would_have_to_guess(tmp_path, mlp, capsys, make, message):

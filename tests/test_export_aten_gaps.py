@@ -209,7 +209,7 @@ class WindowPadding(nn.Module):
 def test_size_ceil_and_modulo_trace_with_fx_bit_exact(tmp_path, width):
     x = torch.randn(2, 3, width)
     path = tmp_path / "m.mpk"
-    modelpack.export(WindowPadding(), path, x, capture="fx")
+    modelpack.export(WindowPadding(), path, x, capture="fx", dynamic_dims={"x": {0: "batch", 2: "width"}})
     model = modelpack.load_model(path)
     with torch.no_grad():
         for other in (x, torch.randn(2, 3, width + 1), torch.randn(2, 3, width + 3)):

@@ -22,7 +22,7 @@ from modelpack.errors import ExportError  # noqa: E402
 from modelpack.torch.export import export_spec  # noqa: E402
 
 from conftest import run_python  # noqa: E402
-from zoo_real import REAL_ZOO, TinyViT  # noqa: E402
+from zoo_real import REAL_DYNAMIC, REAL_ZOO, TinyViT  # noqa: E402
 
 TOL = 0.0  # bit for bit
 
@@ -60,7 +60,7 @@ def report(tmp_path_factory):
     folder = tmp_path_factory.mktemp("zoo_real")
     for name, make in REAL_ZOO.items():
         model, example, other = make()
-        modelpack.export(model, folder / f"{name}.mpk", example, atol=TOL)
+        modelpack.export(model, folder / f"{name}.mpk", example, atol=TOL, dynamic_dims=REAL_DYNAMIC[name])
         with torch.no_grad():
             io = {"example": list(example), "example_out": model(*example), "other": list(other),
                   "other_out": model(*other), "keys": list(model.state_dict())}

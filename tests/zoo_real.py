@@ -11,7 +11,8 @@ head forward never calls in eval mode, and nn.TransformerEncoder.
 
 ``REAL_ZOO[name]()`` returns ``(model, example_inputs, other_inputs)`` like
 ``tests/zoo_models.py``; the other inputs change the batch size (and, where the
-architecture allows, the resolution).
+architecture allows, the resolution); ``REAL_DYNAMIC[name]`` names those dims
+(export's ``dynamic_dims``): a size the spec declares as an int is fixed.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["REAL_ZOO", "TinyViT", "ShuffleMix", "TinySeg", "WindowMixer", "EncoderStack", "sample_drop"]
+__all__ = ["REAL_ZOO", "REAL_DYNAMIC", "TinyViT", "ShuffleMix", "TinySeg", "WindowMixer", "EncoderStack", "sample_drop"]
 
 Example = tuple[nn.Module, tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]
 
@@ -208,4 +209,14 @@ REAL_ZOO: dict[str, Callable[[], Example]] = {
     "tiny_seg": lambda: (_seeded(TinySeg), (_floats(2, 3, 16, 16),), (_floats(1, 3, 24, 20),)),
     "window_mixer": lambda: (_seeded(WindowMixer), (_floats(2, 4, 4, 8),), (_floats(3, 6, 8, 8),)),
     "encoder_stack": lambda: (_seeded(EncoderStack), (_floats(2, 5, 16),), (_floats(3, 7, 16),)),
+}
+
+_IMAGE = {"x": {0: "batch", 2: "height", 3: "width"}}
+# the dims each model's other inputs change: named at export, so the spec declares them symbolic
+REAL_DYNAMIC: dict[str, dict[str, dict[int, str]]] = {
+    "tiny_vit": {"x": {0: "batch"}},
+    "shuffle_mix": _IMAGE,
+    "tiny_seg": _IMAGE,
+    "window_mixer": {"x": {0: "batch", 1: "height", 2: "width"}},
+    "encoder_stack": {"x": {0: "batch", 1: "seq"}},
 }

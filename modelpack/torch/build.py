@@ -21,7 +21,7 @@ from torch import nn
 
 from .. import limits
 from ..errors import BuildError, ModelPackError
-from ..spec.shapes import check_size_bounds, size_bounds
+from ..spec.shapes import check_inputs, input_rules
 from ..vocab import LAYERS, OPS, REQUIRED
 from ..vocab.types import _Entry
 from ._aten import aten_kwargs, allocates, device_mode, guarded
@@ -103,7 +103,7 @@ class Namespace(nn.Module):
 class _Interpreter:
     """What SpecModule's forward reads besides its children (see ``SpecModule.__init__``)."""
 
-    __slots__ = ("spec", "input_names", "steps", "output_keys", "output_refs", "release", "inplace", "bounds",
+    __slots__ = ("spec", "input_names", "steps", "output_keys", "output_refs", "release", "inplace", "rules",
                  "plain")
 
     def __init__(self, *values: Any) -> None:
@@ -132,7 +132,7 @@ class SpecModule(nn.Module):
             # names whose value is dead after each step: freed at once, so activations reuse warm
             # memory and the peak is the live set, not the sum of every intermediate value
             release_plan(steps, refs), inplace_plan(steps, refs),
-            size_bounds(spec),  # the sizes torch.export found the model supports, checked per call
+            input_rules(spec),  # ranks, fixed dims and bounded sizes, checked per call
             tuple(_plain(step) for step in steps))  # the eager loop's shortcut (see _run_eager)
 
     # read through the reserved key (class-level properties: an instance attribute cannot hide them)
@@ -153,15 +153,13 @@ class SpecModule(nn.Module):
 
     def forward(self, *inputs: Any, **named_inputs: Any) -> Any:
         env = self._bind_inputs(inputs, named_inputs)
-        bounds = self.__modelpack__.bounds
-        if bounds and not torch.compiler.is_compiling():
-            check_size_bounds(bounds, {k: v.shape for k, v in env.items() if isinstance(v, torch.Tensor)})
-        if torch.compiler.is_compiling():
+        if torch.compiler.is_compiling():  # traced: a check here would pin the sizes being traced
             for step, dead in zip(self._steps, self._release):
                 env[step.name] = self._run(step, env)
                 for name in dead:
                     del env[name]
         else:
+            check_inputs(self.__modelpack__.rules, env)
             self._run_eager(env)
         return self._collect(env)
 

@@ -20,6 +20,7 @@ import torch
 
 from .. import _fs
 from ..errors import ShapeError, SpecError
+from ..spec.shapes import check_inputs, input_rules
 from .load import load_model
 
 __all__ = ["run_command", "bind_inputs", "output_arrays"]
@@ -75,18 +76,16 @@ def _bind(bound: dict[str, np.ndarray], name: str, array: np.ndarray, names: lis
 
 
 def _check_inputs(bound: dict[str, np.ndarray], declared: dict[str, Any]) -> None:
-    """dtype exact, rank and fixed dims equal, each symbolic dim one size across all inputs."""
-    symbols: dict[str, tuple[int, str]] = {}
+    """dtype exact, then the spec's shape rules (the model's own check), and each symbolic dim one size."""
     for name, array in bound.items():
-        decl = declared[name]
-        want = decl.get("dtype", "float32")
+        want = declared[name].get("dtype", "float32")
         if _dtype_name(array) != want:
             raise ShapeError(f"expected {want} (declared in the spec), the file holds {array.dtype}; convert it "
                              f"first, e.g. arr.astype({want!r}) (inputs are never cast)", where=f"input {name!r}")
-        shape, dims = list(array.shape), decl["shape"]
-        if len(shape) != len(dims) or any(isinstance(d, int) and d != s for d, s in zip(dims, shape)):
-            raise ShapeError(f"expected shape {_fmt(dims)}, got {shape}", where=f"input {name!r}")
-        for d, s in zip(dims, shape):
+    check_inputs(input_rules({"inputs": declared}), bound)
+    symbols: dict[str, tuple[int, str]] = {}
+    for name, array in bound.items():
+        for d, s in zip(declared[name]["shape"], array.shape):
             if isinstance(d, str):
                 seen = symbols.setdefault(d, (s, name))
                 if seen[0] != s:
@@ -96,10 +95,6 @@ def _check_inputs(bound: dict[str, np.ndarray], declared: dict[str, Any]) -> Non
 
 def _dtype_name(array: np.ndarray) -> str:
     return "bool" if array.dtype == np.bool_ else array.dtype.name
-
-
-def _fmt(dims: Sequence[Any]) -> str:
-    return "[" + ", ".join(str(d) for d in dims) + "]"
 
 
 # --------------------------------------------------------------------------- outputs
