@@ -151,3 +151,37 @@ def test_a_module_called_twice_is_not_an_instance(tmp_path) -> None:
     spec, rebuilt = _export(model, tmp_path, x)
     assert all(n.get("block") is None or n["name"] != "n1" for n in spec["nodes"])
     assert torch.equal(rebuilt(x), model(x))
+
+
+class Unit(nn.Module):
+    """Two body shapes of one class: with and without an extra projection."""
+
+    def __init__(self, n: int, project: bool) -> None:
+        super().__init__()
+        self.fc = nn.Linear(n, n)
+        self.proj = nn.Linear(n, n) if project else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.tanh(self.fc(x))
+        return x + (self.proj(y) if self.proj is not None else y)
+
+
+class Alternating(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.units = nn.ModuleList(Unit(8, i % 2 == 1) for i in range(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for unit in self.units:
+            x = unit(x)
+        return x
+
+
+def test_two_body_shapes_of_one_class_become_two_blocks_reading_each_other(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = Alternating()
+    x = torch.randn(2, 8)
+    spec, rebuilt = _export(model, tmp_path, x)
+    assert set(spec["blocks"]) == {"Unit", "Unit_1"}
+    assert [n["in"] for n in spec["nodes"]] == [["x"], ["units.0"], ["units.1"], ["units.2"]]
+    assert torch.equal(rebuilt(x), model(x))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..spec.names import name_problem
@@ -26,6 +26,7 @@ __all__ = ["Owners", "blockify"]
 Owners = dict[str, tuple[str, ...]]  # node name -> the module paths of the calls it ran in, outer first
 _STATE = ("Parameter", "Buffer")
 _MIN_BODY = 2  # a one-node body would only rename the node
+_MAX_TRIES = 1000  # numbered op names tried before a call is left flat
 
 
 @dataclasses.dataclass
@@ -93,10 +94,9 @@ def _classes_inner_first(owners: Owners, classes: Mapping[str, str]) -> list[str
 def _make_blocks(cls: str, paths: list[str], nodes: list[dict[str, Any]], outputs: Any, owners: Owners,
                  blocks: dict[str, Any], reserved: set[str]) -> tuple[list[dict[str, Any]], Any]:
     """Blocks (one per distinct body shape with >= 2 calls) for the calls of ``cls``; the rewritten graph."""
-    readers = _reads_outside(nodes, outputs)
-    names = {n["name"] for n in nodes}
+    graph = _Graph(nodes, outputs, owners)
     found = [inst for p in paths if not any(q != p and p.startswith(q + ".") for q in paths)
-             for inst in [_instance(p, nodes, owners, readers, names, reserved, blocks)] if inst is not None]
+             for inst in [_instance(p, graph, reserved, blocks)] if inst is not None]
     groups: dict[str, list[_Instance]] = {}
     for inst in found:
         groups.setdefault(_shape_key(inst), []).append(inst)
@@ -106,9 +106,9 @@ def _make_blocks(cls: str, paths: list[str], nodes: list[dict[str, Any]], output
             name = _block_name(cls, blocks)
             blocks[name] = _definition(group)
             chosen.append((name, group))
-    for name, group in chosen:
-        nodes, outputs = _replace(name, group, blocks[name], nodes, outputs, owners)
-    return nodes, outputs
+    if not chosen:
+        return nodes, outputs
+    return _replace(chosen, blocks, nodes, outputs, owners)
 
 
 def _block_name(cls: str, blocks: Mapping[str, Any]) -> str:
@@ -136,20 +136,38 @@ def _node_reads(node: Mapping[str, Any]) -> list[str]:
     return [*node.get("in", []), *arg_refs(node.get("args"))]
 
 
-def _instance(path: str, nodes: list[dict[str, Any]], owners: Owners, readers: Mapping[str, set[str]],
-              names: set[str], reserved: set[str], blocks: Mapping[str, Any]) -> _Instance | None:
+class _Graph:
+    """The current nodes, indexed once per class: by module call, by dotted prefix, by reader."""
+
+    def __init__(self, nodes: list[dict[str, Any]], outputs: Any, owners: Owners) -> None:
+        self.nodes = nodes
+        self.names = {n["name"] for n in nodes}
+        self.readers = _reads_outside(nodes, outputs)
+        self.calls: dict[str, list[int]] = {}
+        self.under: dict[str, int] = {}  # dotted prefix -> how many node names lie below it
+        for i, node in enumerate(nodes):
+            for p in owners.get(node["name"], ()):
+                self.calls.setdefault(p, []).append(i)
+            parts = node["name"].split(".")
+            for k in range(1, len(parts)):
+                prefix = ".".join(parts[:k])
+                self.under[prefix] = self.under.get(prefix, 0) + 1
+
+
+def _instance(path: str, graph: _Graph, reserved: set[str], blocks: Mapping[str, Any]) -> _Instance | None:
     """The call at ``path`` in relative form, or None when it cannot be a block instance."""
-    index = [i for i, n in enumerate(nodes) if path in owners.get(n["name"], ())]
+    index = graph.calls.get(path, [])
     if len(index) < _MIN_BODY or index != list(range(index[0], index[-1] + 1)):
         return None  # too small, or interleaved with other calls' nodes
-    members = [nodes[i] for i in index]
+    members = [graph.nodes[i] for i in index]
     member_names = {n["name"] for n in members}
-    if path in names or any(n.startswith(path + ".") for n in names - member_names):
+    inside = sum(1 for n in member_names if n.startswith(path + "."))
+    if path in graph.names or graph.under.get(path, 0) != inside:
+        return None  # the instance's name is taken, or a node outside the call lies below it
+    rel = _relative_names(path, members, lambda r: not _taken(f"{path}.{r}", graph, reserved))
+    if rel is None:
         return None
-    rel = _relative_names(path, members)
-    if rel is None or any(_taken(path + "." + r, names - member_names, reserved, n == path + "." + r)
-                          for n, r in rel.items()):
-        return None
+    readers = graph.readers
     values = {v: rel[n["name"]] + v[len(n["name"]):] for n in members for v in _values(n, blocks)}
     ins: list[str] = []
     for node in members:
@@ -171,17 +189,14 @@ def _values(node: Mapping[str, Any], blocks: Mapping[str, Any]) -> list[str]:
     return [f"{node['name']}.{o}" for o in outs] if len(outs) > 1 else [node["name"]]
 
 
-def _taken(name: str, others: set[str], reserved: set[str], own: bool) -> bool:
-    """Whether expanded ``name`` collides (a state key or layer keeping its own name is fine)."""
-    if own:
-        return False
-    if name in others or name in reserved or name_problem(name):
-        return True
-    return any(o.startswith(name + ".") or name.startswith(o + ".") for o in others)
+def _taken(name: str, graph: _Graph, reserved: set[str]) -> bool:
+    """Whether an op's expanded name collides with a node, a state key or module path, or a name's parent."""
+    return name in graph.names or name in reserved or name in graph.under or bool(name_problem(name))
 
 
-def _relative_names(path: str, members: list[dict[str, Any]]) -> dict[str, str] | None:
-    """Member name -> name in the block: keys below ``path`` keep their suffix; ops are named by kind."""
+def _relative_names(path: str, members: list[dict[str, Any]], free: Callable[[str], bool]) -> dict[str, str] | None:
+    """Member name -> name in the block: keys below ``path`` keep their suffix; ops are named by kind,
+    numbered past the names ``free`` refuses (the expanded name would collide)."""
     rel: dict[str, str] = {}
     used: set[str] = set()
     for node in members:
@@ -197,7 +212,9 @@ def _relative_names(path: str, members: list[dict[str, Any]]) -> dict[str, str] 
         if node["name"] not in rel:
             base = _op_base(node)
             name, i = base, 1
-            while name in used or any(u.startswith(name + ".") for u in used):
+            while name in used or any(u.startswith(name + ".") for u in used) or not free(name):
+                if i > _MAX_TRIES:
+                    return None
                 name, i = f"{base}_{i}", i + 1
             rel[node["name"]] = name
             used.add(name)
@@ -272,7 +289,7 @@ def _definition(group: list[_Instance]) -> dict[str, Any]:
             args = dict(node["args"])
             for key, value in node["args"].items():
                 if any(not _equal(inst.body[i]["args"][key], value) for inst in group[1:]):
-                    param = re.sub(r"\W", "_", f"{node['name']}_{key}")
+                    param = _identifier(f"{node['name']}_{key}", params)
                     args[key] = {"param": param}
                     params.append(param)
             out["args"] = args
@@ -285,6 +302,16 @@ def _definition(group: list[_Instance]) -> dict[str, Any]:
     block["nodes"] = nodes
     block["outputs"] = outs
     return block
+
+
+def _identifier(text: str, taken: list[str]) -> str:
+    """A parameter name from a node's name and argument: an identifier, unique in the block."""
+    base = re.sub(r"\W", "_", text)
+    base = base if base[:1].isalpha() else "p_" + base
+    name, i = base, 1
+    while name in taken:
+        name, i = f"{base}_{i}", i + 1
+    return name
 
 
 def _ordered(node: dict[str, Any]) -> dict[str, Any]:
@@ -310,30 +337,30 @@ def _equal(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def _replace(name: str, group: list[_Instance], block: dict[str, Any], nodes: list[dict[str, Any]],
+def _replace(chosen: list[tuple[str, list[_Instance]]], blocks: Mapping[str, Any], nodes: list[dict[str, Any]],
              outputs: Any, owners: Owners) -> tuple[list[dict[str, Any]], Any]:
-    """Each instance's nodes -> one block node; later readers of its outputs read the block node."""
+    """Each instance's nodes -> one block node; later readers of its outputs read the block node.
+    All groups at once: an instance may read another group's output."""
     renames: dict[str, str] = {}
     at: dict[str, dict[str, Any]] = {}
     gone: set[str] = set()
-    single = len(block["outputs"]) == 1
-    for inst in group:
-        for member, rel in inst.rel.items():
-            if rel in block["outputs"]:
-                renames[member] = inst.path if single else f"{inst.path}.{rel}"
-        gone.update(n["name"] for n in inst.members)
-        at[inst.members[0]["name"]] = _block_node(name, inst, block)
-        owners[inst.path] = tuple(p for p in owners[inst.members[0]["name"]] if p != inst.path
-                                  and inst.path.startswith(p + "."))
+    for name, group in chosen:
+        block = blocks[name]
+        single = len(block["outputs"]) == 1
+        for inst in group:
+            for member, rel in inst.rel.items():
+                if rel in block["outputs"]:
+                    renames[member] = inst.path if single else f"{inst.path}.{rel}"
+            gone.update(n["name"] for n in inst.members)
+            at[inst.members[0]["name"]] = _block_node(name, inst, block)
+            owners[inst.path] = tuple(p for p in owners[inst.members[0]["name"]] if p != inst.path
+                                      and inst.path.startswith(p + "."))
     out: list[dict[str, Any]] = []
     for node in nodes:
         if node["name"] in at:
-            out.append(at[node["name"]])
+            out.append(_renamed_node(at[node["name"]], renames))
         elif node["name"] not in gone:
             out.append(_renamed_node(node, renames))
-    for node in out:
-        if "block" in node and node["name"] in {i.path for i in group}:
-            node["in"] = [renames.get(r, r) for r in node["in"]]
     if isinstance(outputs, dict):
         outputs = {k: renames.get(v, v) for k, v in outputs.items()}
     else:
