@@ -185,3 +185,31 @@ def test_two_body_shapes_of_one_class_become_two_blocks_reading_each_other(tmp_p
     assert set(spec["blocks"]) == {"Unit", "Unit_1"}
     assert [n["in"] for n in spec["nodes"]] == [["x"], ["units.0"], ["units.1"], ["units.2"]]
     assert torch.equal(rebuilt(x), model(x))
+
+
+def _nested(levels: int) -> type:
+    """Classes Level0..Level{levels-1}: each level holds two calls of the one below it."""
+    class Leaf(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.tanh(x) * 0.5
+
+    below = Leaf
+    for k in range(levels):
+        def init(self, inner=below) -> None:
+            nn.Module.__init__(self)
+            self.a, self.b = inner(), inner()
+
+        below = type(f"Level{k}", (nn.Module,), {"__init__": init, "forward": lambda self, x: self.b(self.a(x))})
+    return below
+
+
+def test_blocks_nest_no_deeper_than_the_format_allows(tmp_path) -> None:
+    model = _nested(10)()
+    x = torch.randn(2, 3)
+    spec, rebuilt = _export(model, tmp_path, x)
+
+    def depth(body: list) -> int:
+        return max((1 + depth(spec["blocks"][n["block"]]["nodes"]) for n in body if "block" in n), default=0)
+
+    assert depth(spec["nodes"]) == 8  # Leaf..Level6 as blocks; the outer levels stay flat around them
+    assert torch.equal(rebuilt(x), model(x))

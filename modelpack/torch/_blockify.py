@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..spec.graph import MAX_BLOCK_DEPTH
 from ..spec.names import name_problem
 from .build import arg_refs
 
@@ -102,13 +103,18 @@ def _make_blocks(cls: str, paths: list[str], nodes: list[dict[str, Any]], output
         groups.setdefault(_shape_key(inst), []).append(inst)
     chosen: list[tuple[str, list[_Instance]]] = []
     for group in groups.values():
-        if len(group) >= 2:
+        if len(group) >= 2 and _depth(group[0].body, blocks) < MAX_BLOCK_DEPTH:
             name = _block_name(cls, blocks)
             blocks[name] = _definition(group)
             chosen.append((name, group))
     if not chosen:
         return nodes, outputs
     return _replace(chosen, blocks, nodes, outputs, owners)
+
+
+def _depth(body: list[dict[str, Any]], blocks: Mapping[str, Any]) -> int:
+    """How deep the blocks used in ``body`` nest (0: none); the format allows MAX_BLOCK_DEPTH in all."""
+    return max((1 + _depth(blocks[n["block"]]["nodes"], blocks) for n in body if "block" in n), default=0)
 
 
 def _block_name(cls: str, blocks: Mapping[str, Any]) -> str:
