@@ -213,3 +213,26 @@ def test_blocks_nest_no_deeper_than_the_format_allows(tmp_path) -> None:
 
     assert depth(spec["nodes"]) == 8  # Leaf..Level6 as blocks; the outer levels stay flat around them
     assert torch.equal(rebuilt(x), model(x))
+
+
+def test_a_hugging_face_llama_decoder_layer_reads_as_its_six_steps(tmp_path) -> None:
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                      use_cache=False)
+    model = transformers.LlamaForCausalLM(config).eval()
+    path = tmp_path / "llama.mpk"
+    modelpack.export(model, path, {"input_ids": torch.randint(0, 64, (2, 7))})
+    spec = parse_yaml(read_spec_text(path))[0]
+    layer = spec["blocks"]["LlamaDecoderLayer"]["nodes"]
+    assert [n.get("block") or n.get("op") for n in layer] == [
+        "LlamaRMSNorm", "LlamaAttention", "aten.add.Tensor", "LlamaRMSNorm", "LlamaMLP", "aten.add.Tensor"]
+    assert [n["name"] for n in spec["nodes"] if n.get("block") == "LlamaDecoderLayer"] == [
+        "model.layers.0", "model.layers.1"]
+    rebuilt = modelpack.load_model(path)
+    assert list(rebuilt.state_dict()) == list(model.state_dict())
+    with torch.no_grad():
+        for shape in ((2, 7), (1, 11)):
+            ids = torch.randint(0, 64, shape)
+            assert torch.equal(rebuilt(input_ids=ids)["logits"], model(input_ids=ids).logits)
