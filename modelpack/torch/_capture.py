@@ -27,6 +27,7 @@ from torch.export.graph_signature import InputKind
 from ..errors import ExportError
 from ..spec.names import name_problem
 from ..vocab import OPS
+from ._blockify import Owners
 from ._export_graph import GraphSpec, UnreadTensorsWarning, state_node_args
 from ._fold import fold_layers, foldable_paths, layer_calls
 from ._hops import inline_grad_regions
@@ -180,8 +181,35 @@ def program_to_spec(program: ExportedProgram, model: nn.Module, input_names: lis
         outputs = {k: renames.get(v, v) for k, v in outputs.items()}
     else:
         outputs = [renames.get(v, v) for v in outputs]
-    graph = GraphSpec([*nodes, *_unread_keys(nodes, model)], outputs, converter.sources)
+    nodes = [*nodes, *_unread_keys(nodes, model)]
+    graph = GraphSpec(nodes, outputs, converter.sources, owners=_owners(nodes, converter.meta, model))
     return Captured(graph, converter.extra_state, converter.sizes)
+
+
+def _owners(nodes: list[dict[str, Any]], meta: Mapping[str, dict[str, Any]], model: nn.Module) -> Owners:
+    """Node name -> the paths of the module calls it ran in (outer first), for blocks. A module called
+    more than once is left out of every chain: its calls are not one instance each."""
+    modules = dict(model.named_modules())
+    keys: dict[str, set[str]] = {}
+    chains: Owners = {}
+    for node in nodes:
+        stack = (meta.get(node["name"]) or {}).get("stack") or {}
+        if stack and node.get("layer") not in ("Parameter", "Buffer"):
+            chain = []
+            for key, (path, _) in stack.items():
+                if path and path in modules:
+                    keys.setdefault(path, set()).add(key)
+                    chain.append(path)
+            chains[node["name"]] = tuple(dict.fromkeys(chain))
+        elif node["name"] in modules or node.get("layer") in ("Parameter", "Buffer"):
+            parts = node["name"].split(".")
+            above = [".".join(parts[:i]) for i in range(1, len(parts))]
+            chains[node["name"]] = tuple(p for p in above if p in modules)
+        else:
+            reads = [chains[r] for r in node.get("in", []) if r in chains]
+            chains[node["name"]] = reads[0] if reads else ()
+    once = {p for p, k in keys.items() if len(k) == 1}  # called, once (a ModuleList is never called)
+    return {n: tuple(p for p in c if p in once) for n, c in chains.items()}
 
 
 class _Converter:

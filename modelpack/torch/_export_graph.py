@@ -40,6 +40,7 @@ class GraphSpec:
     nodes: list[dict[str, Any]]
     outputs: list[str] | dict[str, str]
     sources: dict[str, str]  # spec node name -> "module path, file:line `code`"
+    owners: dict[str, tuple[str, ...]] | None = None  # node -> module calls it ran in (torch.export path)
 
 
 def graph_to_spec(graph: fx.Graph, model: nn.Module, inputs: list[str]) -> GraphSpec:

@@ -72,6 +72,18 @@ def _block_mapping(value: Mapping[str, Any], indent: str) -> list[str]:
     return [f"{indent}{scalar_text(k)}: {flow(v)}" for k, v in value.items()]
 
 
+def _block_lines(block: Mapping[str, Any]) -> list[str]:
+    """One block definition: its keys in order, its nodes one per line like the top-level ones."""
+    lines = []
+    for key, value in block.items():
+        if key == "nodes" and isinstance(value, list):
+            lines.append("    nodes:")
+            lines += [f"      - {flow(node)}" for node in value]
+        else:
+            lines.append(f"    {scalar_text(key)}: {flow(value)}")
+    return lines
+
+
 def spec_to_yaml(spec: Mapping[str, Any]) -> str:
     """The whole document: header comment, then top-level keys in the spec's usual order."""
     lines = [_HEADER.rstrip("\n")]
@@ -81,6 +93,10 @@ def spec_to_yaml(spec: Mapping[str, Any]) -> str:
         if key == "nodes":
             lines.append("nodes:")
             lines += [f"  - {flow(node)}" for node in value]
+        elif key == "blocks" and isinstance(value, Mapping):
+            lines.append("blocks:")
+            for name, block in value.items():
+                lines += [f"  {scalar_text(name)}:", *_block_lines(block)]
         elif isinstance(value, Mapping) and value and key != "outputs":
             lines.append(f"{key}:")
             lines += _block_mapping(value, "  ")

@@ -32,10 +32,11 @@ from torch import nn
 
 from .. import tree
 from ..api import write_pack
-from ..errors import ExportError, SpecError
+from ..errors import ExportError, ModelPackError, SpecError
 from ..spec.names import identifier_problem
 from ..vocab import VOCAB_VERSION
 from ._capture import ExportWarning
+from ._blockify import blockify
 from ._export_capture import capture_program, capture_spec, state_for
 from ._export_graph import GraphSpec, graph_to_spec
 from ._export_layers import is_layer_type
@@ -221,6 +222,33 @@ def _export_program(model: nn.Module, name: str | None, call: _Call, expected: A
     spec = {"modelpack": VOCAB_VERSION, "name": name or _model_name(model), "inputs": captured.inputs,
             **({"sizes": captured.sizes} if captured.sizes else {}),
             "nodes": captured.graph.nodes, "outputs": captured.graph.outputs}
+    blocked = _with_blocks(spec, captured.graph, model)
+    if blocked is not None:
+        try:
+            return _checked_spec(model, call, expected, blocked, captured, atol)
+        except ModelPackError:
+            pass  # blocks the format, a limit or the rebuilt model cannot take: the flat spec says the same
+    return _checked_spec(model, call, expected, spec, captured, atol)
+
+
+def _with_blocks(spec: dict[str, Any], graph: GraphSpec, model: nn.Module) -> dict[str, Any] | None:
+    """``spec`` with repeated module calls as blocks (``_blockify``), None when no class repeats."""
+    if not graph.owners:
+        return None
+    keys = [*model.state_dict(), *(p for p, _ in model.named_modules() if p)]
+    reserved = {".".join(parts[:i]) for key in keys for parts in [key.split(".")] for i in range(1, len(parts) + 1)}
+    classes = {p: type(m).__name__ for p, m in model.named_modules() if p}
+    blocks, nodes, outputs = blockify(graph.nodes, graph.outputs, dict(graph.owners), classes,
+                                      set(spec["inputs"]), reserved)
+    if not blocks:
+        return None
+    top = {k: v for k, v in spec.items() if k not in ("nodes", "outputs")}
+    return {**top, "blocks": blocks, "nodes": nodes, "outputs": outputs}
+
+
+def _checked_spec(model: nn.Module, call: _Call, expected: Any, spec: dict[str, Any], captured: Any,
+                  atol: float) -> tuple[str, dict[str, Any], dict[str, torch.Tensor]]:
+    """The spec's text, once it validates and its rebuilt model reproduces the original."""
     text = spec_to_yaml(spec)
     prepared = _validated(text, captured.graph)
     keys = list(held_tensors(build_validated(prepared, device="meta")))
