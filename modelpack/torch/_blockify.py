@@ -20,7 +20,7 @@ from typing import Any
 
 from ..spec.graph import MAX_BLOCK_DEPTH
 from ..spec.names import name_problem
-from .build import arg_refs
+from .build import arg_refs, rename_refs
 
 __all__ = ["Owners", "blockify"]
 
@@ -251,18 +251,8 @@ def _relative(node: dict[str, Any], local: Mapping[str, str]) -> dict[str, Any]:
     out["name"] = local[node["name"]]
     out["in"] = [local[r] for r in node.get("in", [])]
     if "args" in node:
-        out["args"] = _renamed_refs(node["args"], local)
+        out["args"] = rename_refs(node["args"], local)
     return out
-
-
-def _renamed_refs(value: Any, local: Mapping[str, str]) -> Any:
-    if isinstance(value, dict):
-        if len(value) == 1 and isinstance(value.get("ref"), str):
-            return {"ref": local.get(value["ref"], value["ref"])}
-        return {k: _renamed_refs(v, local) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_renamed_refs(v, local) for v in value]
-    return value
 
 
 def _shape_key(inst: _Instance) -> str:
@@ -395,5 +385,5 @@ def _renamed_node(node: dict[str, Any], renames: Mapping[str, str]) -> dict[str,
     if "in" in node:
         out["in"] = [renames.get(r, r) for r in node["in"]]
     if "args" in node:
-        out["args"] = _renamed_refs(node["args"], renames)
+        out["args"] = rename_refs(node["args"], renames)
     return out

@@ -30,7 +30,7 @@ from torch.export.graph_signature import ConstantArgument, TensorArgument
 from ..errors import ExportError
 from ..vocab import LAYERS
 from ._export_layers import LAYER_TYPES, layer_args
-from .build import arg_refs
+from .build import arg_refs, rename_refs
 
 __all__ = ["LayerCall", "fold_layers", "foldable_paths", "layer_calls"]
 
@@ -353,15 +353,6 @@ def _renamed(node: dict[str, Any], renames: Mapping[str, str]) -> dict[str, Any]
     out = dict(node)
     out["in"] = [renames.get(n, n) for n in node.get("in", [])]
     if "args" in node:
-        out["args"] = _rename_refs(node["args"], renames)
+        out["args"] = rename_refs(node["args"], renames)
     return out
 
-
-def _rename_refs(value: Any, renames: Mapping[str, str]) -> Any:
-    if isinstance(value, dict):
-        if len(value) == 1 and isinstance(value.get("ref"), str):
-            return {"ref": renames.get(value["ref"], value["ref"])}
-        return {k: _rename_refs(v, renames) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_rename_refs(v, renames) for v in value]
-    return value

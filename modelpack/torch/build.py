@@ -465,6 +465,17 @@ def arg_refs(value: Any) -> Iterable[str]:
             yield from arg_refs(v)
 
 
+def rename_refs(value: Any, renames: Mapping[str, str]) -> Any:
+    """``value`` with each ``{ref: name}`` inside pointing at ``renames[name]`` (names not in it kept)."""
+    if isinstance(value, dict):
+        if len(value) == 1 and isinstance(value.get("ref"), str):
+            return {"ref": renames.get(value["ref"], value["ref"])}
+        return {k: rename_refs(v, renames) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rename_refs(v, renames) for v in value]
+    return value
+
+
 def subgraph(spec: dict[str, Any], outputs: Sequence[str]) -> dict[str, Any]:
     """The part of an expanded spec that computes ``outputs`` (node or input names): a valid spec.
 
