@@ -310,3 +310,28 @@ def test_inference_in_place_keeps_the_strides_eager_gives(tmp_path) -> None:
     with torch.no_grad():
         want, got = model(x), rebuilt(x)
     assert torch.equal(got, want) and got.stride() == want.stride()
+
+
+class _TwoInputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.proj(x) * mask
+
+
+def test_a_loaded_model_exports_again_with_its_inputs_by_keyword(tmp_path) -> None:
+    """A rebuilt model takes ``**named_inputs``; torch.export mis-pairs keyword values that land in ``**kwargs``
+    with dynamic_shapes, so export passes a SpecModule's keyword example positionally, in declared order."""
+    torch.manual_seed(0)
+    x, mask = torch.randn(2, 3, 4), torch.ones(2, 3, 1)
+    modelpack.export(_TwoInputs().eval(), tmp_path / "a.mpk", {"x": x, "mask": mask}, capture="export")
+    loaded = modelpack.load_model(tmp_path / "a.mpk")
+    modelpack.export(loaded, tmp_path / "b.mpk", {"mask": mask, "x": x}, capture="export")
+    again = modelpack.load_model(tmp_path / "b.mpk")
+    assert list(parse_yaml(read_spec_text(tmp_path / "b.mpk"))[0]["inputs"]) == ["x", "mask"]
+    assert list(again.state_dict()) == list(loaded.state_dict())
+    with torch.no_grad():
+        other = torch.randn(5, 7, 4), torch.rand(5, 7, 1)
+        assert torch.equal(again(*other), loaded(*other))

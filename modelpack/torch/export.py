@@ -303,6 +303,7 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 def _example_call(model: nn.Module, example: Any) -> _Call:
     """Bind the example to forward's parameters; name each tensor input after its parameter."""
+    example = _spec_module_positional(model, example)
     if isinstance(example, Mapping):
         args, kwargs = (), dict(example)
     elif isinstance(example, (tuple, list)):
@@ -319,6 +320,21 @@ def _example_call(model: nn.Module, example: Any) -> _Call:
     if not tensors:
         raise ExportError("the example inputs hold no tensor; pass the tensors the model is called with")
     return _Call(tuple(slot_args), slot_kwargs, tensors)
+
+
+def _spec_module_positional(model: nn.Module, example: Any) -> Any:
+    """A rebuilt model's inputs by keyword, as a tuple in its declared order (else ``example`` as given).
+
+    SpecModule.forward takes ``**named_inputs``, and torch.export pairs keyword values
+    that land in ``**kwargs`` with ``dynamic_shapes`` wrongly (its range-constraint step
+    sees them twice); given positionally, re-exporting a loaded model captures.
+    """
+    if not isinstance(model, SpecModule) or not isinstance(example, Mapping):
+        return example
+    declared = list(model.input_names)
+    if list(example) != declared[:len(example)] and set(example) != set(declared):
+        return example
+    return tuple(example[n] for n in declared if n in example)
 
 
 def _positional_names(model: nn.Module, bound: inspect.BoundArguments, n: int) -> list[str]:
