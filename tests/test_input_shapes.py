@@ -112,3 +112,32 @@ def test_a_traced_rebuilt_model_is_not_pinned_by_the_check(tmp_path) -> None:
     modelpack.export(build(FIXED), path, torch.randn(2, 3, 8), capture="export")
     [decl] = modelpack.load_model(path).spec["inputs"].values()
     assert decl["shape"][0] == "batch"
+
+
+class _Scaled(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).softmax(-1) * x.shape[0]
+
+
+def test_a_batch_of_one_on_the_torch_export_path_is_fixed_and_said_so(tmp_path) -> None:
+    """torch.export specializes example sizes 0 and 1: export warns, the call names the cure."""
+    from modelpack.errors import ExportError
+    from modelpack.torch.export import ExportWarning
+
+    model, x = _Scaled().eval(), torch.randn(1, 3, 4)
+    with pytest.warns(ExportWarning, match=r"leading dim of input 'x' is 1 in the example; torch.export fixes"):
+        modelpack.export(model, tmp_path / "m.mpk", {"x": x}, capture="export")
+    rebuilt = modelpack.load_model(tmp_path / "m.mpk")
+    assert torch.equal(rebuilt(x), model(x))
+    with pytest.raises(ShapeError, match="dim 0 is 5; the spec declares 1 .*example of 2 or more in that dim"):
+        rebuilt(torch.randn(5, 3, 4))
+    with pytest.raises(ExportError, match=r"dim 0 \('batch'\) of input 'x' is 1 in the example.*2 or more"):
+        modelpack.export(model, tmp_path / "n.mpk", {"x": x}, capture="export", dynamic_dims={"x": {0: "batch"}})
+    modelpack.export(model, tmp_path / "b2.mpk", {"x": torch.randn(2, 3, 4)}, capture="export")
+    free = modelpack.load_model(tmp_path / "b2.mpk")
+    y = torch.randn(5, 3, 4)
+    assert torch.equal(free(y), model(y))

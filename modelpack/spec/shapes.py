@@ -67,8 +67,7 @@ def check_inputs(rules: InputRules, values: Mapping[str, Any]) -> None:
                              f"{len(shape)})", where=f"input {name!r}")
         for d, size in fixed:
             if shape[d] != size:
-                raise ShapeError(f"dim {d} is {int(shape[d])}; the spec declares {size} (a fixed size: export with "
-                                 "that dim dynamic — dynamic_dims / dynamic_shapes — to run other sizes)",
+                raise ShapeError(f"dim {d} is {int(shape[d])}; the spec declares {size} ({_fix_hint(size)})",
                                  where=f"input {name!r}")
     for name, d, label, low, high in rules.bounds:
         shape = getattr(values.get(name), "shape", None)
@@ -79,6 +78,14 @@ def check_inputs(rules: InputRules, values: Mapping[str, Any]) -> None:
             span = f"{low} <= {label} <= {high}" if high is not None else f"{label} >= {low}"
             raise ShapeError(f"dim {d} ({label!r}) is {size}; the model was exported for {span} (the spec's "
                              "sizes: what torch.export found the model supports)", where=f"input {name!r}")
+
+
+def _fix_hint(size: int) -> str:
+    """How to get a file that runs other sizes of a dim the spec fixes."""
+    if size in (0, 1):  # torch.export specializes these whatever dynamic_shapes says
+        return ("a fixed size: torch.export fixes a dim whose example size is 0 or 1; export with an example "
+                "of 2 or more in that dim to run other sizes")
+    return "a fixed size: export with that dim dynamic — dynamic_dims / dynamic_shapes — to run other sizes"
 
 
 def _fmt(dims: Sequence[Any]) -> str:

@@ -74,6 +74,7 @@ def capture_program(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, A
             continue
         if failures:
             _warn_fixed(tensors, plans[0], dims, failures[0])
+        _warn_leading_one(tensors)
         return program
     raise AssertionError("unreachable: the last plan returns or raises")
 
@@ -136,6 +137,16 @@ def _warn_fixed(tensors: Mapping[str, torch.Tensor], wanted: Dims, kept: Dims, r
                   ExportWarning, stacklevel=7)
 
 
+def _warn_leading_one(tensors: Mapping[str, torch.Tensor]) -> None:
+    """Say so when an input's leading (batch) dim is 0 or 1 in the example: torch.export fixes it."""
+    ones = [name for name, t in tensors.items() if t.dim() and t.shape[0] < 2]
+    if ones:
+        warnings.warn(f"export: the leading dim of input{'s' if len(ones) > 1 else ''} "
+                      f"{', '.join(repr(n) for n in ones)} is {tensors[ones[0]].shape[0]} in the example; "
+                      "torch.export fixes sizes 0 and 1, so the file runs only at that size there. Export with an "
+                      "example of 2 or more in that dim to keep it free", ExportWarning, stacklevel=7)
+
+
 def _dim_names(dynamic_shapes: Any) -> dict[str, dict[int, str]] | None:
     """``{input: {dim: name}}`` from torch's ``dynamic_shapes`` by input name, for the named ``Dim``s in it."""
     if not isinstance(dynamic_shapes, Mapping):
@@ -196,6 +207,10 @@ def _shapes(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], ten
             if not isinstance(d, int) or not -t.dim() <= d < t.dim():
                 raise ExportError(f"dynamic_dims: dim {d!r} of input {value.name!r} is out of range "
                                   f"(it has {t.dim()} dims)")
+            if t.shape[d] < 2:
+                raise ExportError(f"dynamic_dims: dim {d} ({label!r}) of input {value.name!r} is {t.shape[d]} in "
+                                  "the example, and torch.export fixes sizes 0 and 1; give an example of 2 or "
+                                  "more in that dim")
             problem = identifier_problem(str(label), "size")
             if problem:
                 raise ExportError(f"dynamic_dims for input {value.name!r}: {problem}")
