@@ -178,3 +178,14 @@ def packed(tmp_path: Path, name: str, **kw: Any) -> tuple[Path, torch.nn.Module]
     """Build zoo model ``name``, pack it under tmp_path, return (path, the module that wrote it)."""
     model = built(name, **kw)
     return pack_model(tmp_path / f"{name}.mpk", ZOO[name], model), model
+
+
+class SelfAttention(torch.nn.Module):
+    """``mha(x, x, x, need_weights=False)``: the call-site keyword picks MHA's kernel, so export must keep it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mha = torch.nn.MultiheadAttention(16, 4, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mha(x, x, x, need_weights=False)[0]

@@ -12,6 +12,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 import modelpack  # noqa: E402
+import mp_models as Z  # noqa: E402
 from modelpack import ExportError  # noqa: E402
 from modelpack.api import Pack, read_spec_text  # noqa: E402
 from modelpack.spec import parse_yaml, validate  # noqa: E402
@@ -454,19 +455,10 @@ def test_every_vocabulary_layer_and_op_is_exportable():
     assert ops - aten == set(OPS) - aten  # (F.batch_norm -> aten.batch_norm)
 
 
-class _SelfAttention(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.mha = nn.MultiheadAttention(16, 4, batch_first=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mha(x, x, x, need_weights=False)[0]
-
-
 def test_a_layers_forward_keyword_is_kept_so_the_same_kernel_runs(tmp_path) -> None:
     """need_weights=False picks another attention kernel; dropped, the rebuilt model differs under autograd."""
     torch.manual_seed(0)
-    model, x = _SelfAttention().eval(), torch.randn(2, 5, 16)
+    model, x = Z.SelfAttention().eval(), torch.randn(2, 5, 16)
     modelpack.export(model, tmp_path / "m.mpk", x)
     node = next(n for n in parse_yaml(read_spec_text(tmp_path / "m.mpk"))[0]["nodes"] if n["name"] == "mha")
     assert node["layer"] == "MultiheadAttention" and node["args"]["need_weights"] is False

@@ -10,6 +10,7 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 import modelpack  # noqa: E402
+import mp_models as Z  # noqa: E402
 from modelpack.errors import ShapeError  # noqa: E402
 from modelpack.api import read_spec_text  # noqa: E402
 from modelpack.spec import parse_yaml  # noqa: E402
@@ -19,20 +20,11 @@ def _nodes(path) -> dict[str, dict]:
     return {n["name"]: n for n in parse_yaml(read_spec_text(path))[0]["nodes"]}
 
 
-class _SelfAttention(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.mha = nn.MultiheadAttention(16, 4, batch_first=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mha(x, x, x, need_weights=False)[0]
-
-
 def test_multihead_attention_folds_with_need_weights_and_stays_bit_exact_under_no_grad(tmp_path) -> None:
     """Under no_grad in eval, eager runs MHA's fused fast path; only the layer node (not its slow-path ATen
     ops) runs that kernel again, so the call folds, keeping ``need_weights=False`` from the call site."""
     torch.manual_seed(0)
-    model, x = _SelfAttention().eval(), torch.randn(2, 5, 16)
+    model, x = Z.SelfAttention().eval(), torch.randn(2, 5, 16)
     path = tmp_path / "m.mpk"
     modelpack.export(model, path, x, capture="export")
     nodes = _nodes(path)
