@@ -304,3 +304,21 @@ def round_trip(path: str, x: Any, expected: Any, workdir: str) -> tuple[dict[str
     if proc.returncode != 0:
         return None, (proc.stderr.strip().splitlines() or ["?"])[-1]
     return json.loads(proc.stdout.strip().splitlines()[-1]), ""
+
+
+def run_models(items: Sequence[Any], row_of: Callable[[Any], dict[str, Any]], label: Callable[[dict[str, Any]], str],
+               jobs: int, results: str | None) -> list[dict[str, Any]]:
+    """``row_of`` each item, ``jobs`` at a time: a progress line per row on stderr, and each row appended
+    as one JSON line to ``results`` as it lands (so a long run killed halfway keeps what it measured)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def work(item: Any) -> dict[str, Any]:
+        row = row_of(item)
+        print(label(row), file=sys.stderr, flush=True)
+        if results:
+            with open(results, "a") as f:
+                f.write(json.dumps(row) + "\n")
+        return row
+
+    with ThreadPoolExecutor(jobs) as pool:
+        return list(pool.map(work, items))

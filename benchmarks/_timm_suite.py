@@ -27,11 +27,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import round_trip  # noqa: E402
+from _common import round_trip, run_models  # noqa: E402
 
 _HERE = Path(__file__).resolve().parent
 _PICKS = _HERE / "results" / "timm_picks.json"
@@ -207,16 +206,11 @@ def main(args: argparse.Namespace) -> int:
     chosen = picks(Path(args.picks) if getattr(args, "picks", None) else _PICKS)
     items = [(f, n) for f, n in chosen.items() if not args.only or n in args.only or f in args.only]
 
-    def work(item: tuple[str, str]) -> dict:
+    def row_of(item: tuple[str, str]) -> dict:
         family, name = item
-        row = {"family": family, "name": name, **spawn(name, args.timeout)}
-        print(f"{family} {name}: {row['result']} {row.get('reason', '')}", file=sys.stderr, flush=True)
-        if args.results:
-            with open(args.results, "a") as f:
-                f.write(json.dumps(row) + "\n")
-        return row
+        return {"family": family, "name": name, **spawn(name, args.timeout)}
 
-    with ThreadPoolExecutor(args.jobs) as pool:
-        rows = list(pool.map(work, items))
+    rows = run_models(items, row_of, lambda row: f"{row['family']} {row['name']}: {row['result']} "
+                      f"{row.get('reason', '')}", args.jobs, args.results)
     print(table(rows))
     return 0

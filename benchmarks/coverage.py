@@ -21,11 +21,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import round_trip  # noqa: E402
+from _common import round_trip, run_models  # noqa: E402
 
 TOLERANCE = 1e-4
 # Input resolution per model: the usual one where the architecture fixes it, smaller otherwise.
@@ -157,17 +156,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     names = [(k, n) for k, n in model_names() if not args.only or n in args.only]
 
-    def work(item: tuple[str, str]) -> dict:
+    def row_of(item: tuple[str, str]) -> dict:
         kind, name = item
-        row = {"name": name, "kind": kind, **spawn(name, args.timeout, args.capture), "capture": args.capture}
-        print(f"{name}: {row['result']}", file=sys.stderr, flush=True)
-        if args.results:
-            with open(args.results, "a") as f:
-                f.write(json.dumps(row) + "\n")
-        return row
+        return {"name": name, "kind": kind, **spawn(name, args.timeout, args.capture), "capture": args.capture}
 
-    with ThreadPoolExecutor(args.jobs) as pool:
-        rows = list(pool.map(work, names))
+    rows = run_models(names, row_of, lambda row: f"{row['name']}: {row['result']}", args.jobs, args.results)
     print(table(rows, args.capture))
     return 0
 
