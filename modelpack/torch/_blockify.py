@@ -20,6 +20,7 @@ from typing import Any
 
 from ..spec.graph import MAX_BLOCK_DEPTH
 from ..spec.names import name_problem
+from ._spec_text import same_data
 from .build import arg_refs, rename_refs
 
 __all__ = ["Owners", "blockify"]
@@ -284,7 +285,7 @@ def _definition(group: list[_Instance]) -> dict[str, Any]:
         if "args" in node:
             args = dict(node["args"])
             for key, value in node["args"].items():
-                if any(not _equal(inst.body[i]["args"][key], value) for inst in group[1:]):
+                if any(not same_data(inst.body[i]["args"][key], value) for inst in group[1:]):
                     param = _identifier(f"{node['name']}_{key}", params)
                     args[key] = {"param": param}
                     params.append(param)
@@ -318,19 +319,6 @@ def _ordered(node: dict[str, Any]) -> dict[str, Any]:
 def _union_outputs(group: list[_Instance]) -> list[str]:
     wanted = {inst.rel[o] for inst in group for o in inst.outputs}
     return [v for v in group[0].rel.values() if v in wanted]
-
-
-def _equal(a: Any, b: Any) -> bool:
-    """Equal literals with equal types (1 is not 1.0, True is not 1)."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, dict):
-        return list(a) == list(b) and all(_equal(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
-    if isinstance(a, float) and a != a:
-        return b != b
-    return bool(a == b)
 
 
 def _replace(chosen: list[tuple[str, list[_Instance]]], blocks: Mapping[str, Any], nodes: list[dict[str, Any]],

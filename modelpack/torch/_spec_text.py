@@ -20,7 +20,7 @@ from typing import Any
 from ..errors import ExportError
 from ..spec.yamlio import YAML_NONFINITE
 
-__all__ = ["spec_to_yaml", "scalar_text"]
+__all__ = ["spec_to_yaml", "scalar_text", "same_data"]
 
 _HEADER = "# modelpack spec (docs/SPEC.md), written by modelpack.export\n"
 # Plain (unquoted) strings: identifiers and dotted node names. Anything else is
@@ -112,21 +112,21 @@ def _check_round_trip(text: str, spec: Mapping[str, Any]) -> None:
     from ..spec.yamlio import parse_yaml
 
     data, _ = parse_yaml(text)
-    if not _same(data, spec):
+    if not same_data(data, spec):
         raise ExportError("internal: the spec text does not read back as the spec it was written from; "
                           "please report this with the model")
 
 
-def _same(a: Any, b: Any) -> bool:
+def same_data(a: Any, b: Any) -> bool:
     """Equal data with equal types (1 is not 1.0, True is not 1), tuples read back as lists."""
     if isinstance(b, tuple):
         b = list(b)
     if type(a) is not type(b):
         return False
     if isinstance(a, dict):
-        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
+        return list(a) == list(b) and all(same_data(a[k], b[k]) for k in a)
     if isinstance(a, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(same_data(x, y) for x, y in zip(a, b))
     if isinstance(a, float) and math.isnan(a):
         return math.isnan(b)
     return bool(a == b)
